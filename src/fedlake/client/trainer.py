@@ -1,0 +1,74 @@
+"""The trainer seam: how a model is initialised, trained locally and evaluated on flat params."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+from fedlake.core.params import ParamSpec
+from fedlake.core.transform import Transform
+
+
+@dataclass(frozen=True)
+class LocalConfig:
+    """Hyperparameters of one client's local training in a round."""
+
+    epochs: int = 1
+    batch_size: int = 32
+    lr: float = 0.1
+
+
+@dataclass(frozen=True)
+class FitResult:
+    """What local training returns: new flat params and scalar metrics."""
+
+    params: np.ndarray
+    loss: float
+    num_examples: int
+    steps: int
+
+
+@runtime_checkable
+class Trainer(Protocol):
+    """Trains and evaluates one model family on flat float32 parameter vectors.
+
+    Implementations must be picklable (they travel to spawn workers) and
+    deterministic given ``rng``.
+    """
+
+    @property
+    def spec(self) -> ParamSpec:
+        """Layout of the flat parameter vector."""
+        ...
+
+    def init_params(self, seed: int) -> np.ndarray:
+        """Fresh float32 parameters, deterministic in ``seed``."""
+        ...
+
+    def fit(
+        self,
+        params: np.ndarray,
+        x: np.ndarray,
+        y: np.ndarray,
+        *,
+        config: LocalConfig,
+        rng: np.random.Generator,
+        grad_transform: Transform | None = None,
+    ) -> FitResult:
+        """Run local SGD from ``params``; ``grad_transform`` rewrites each minibatch gradient.
+
+        ``grad_transform.update(grad, state, params=current_params, rng=rng)`` is
+        called on every step; its ``init`` receives the starting params (so a
+        proximal term can anchor to the global model).
+        """
+        ...
+
+    def predict(self, params: np.ndarray, x: np.ndarray) -> np.ndarray:
+        """Class probabilities (n, num_classes) of ``params`` on ``x``."""
+        ...
+
+    def evaluate(self, params: np.ndarray, x: np.ndarray, y: np.ndarray) -> dict[str, float]:
+        """Mean loss and accuracy of ``params`` on (x, y): ``{"loss", "accuracy", "examples"}``."""
+        ...

@@ -1,0 +1,76 @@
+"""Composable pure vector transforms: ``init(params) -> state`` and ``update``.
+
+Used for client local steps (e.g. FedProx on gradients), upload processing
+(clipping, compression) and server optimisers, in the style of optax.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple, Protocol
+
+import numpy as np
+
+
+class UpdateFn(Protocol):
+    """``update(vec, state, *, params, rng) -> (vec, state)``."""
+
+    def __call__(
+        self, vec: np.ndarray, state: Any, *, params: np.ndarray, rng: np.random.Generator
+    ) -> tuple[np.ndarray, Any]: ...
+
+
+class Transform(NamedTuple):
+    """A pair of pure functions; ``state`` is explicit, immutable and returned."""
+
+    init: Callable[[np.ndarray], Any]
+    update: UpdateFn
+
+
+def identity() -> Transform:
+    """The transform that returns its input unchanged."""
+
+    def init(params: np.ndarray) -> None:
+        return None
+
+    def update(
+        vec: np.ndarray, state: None, *, params: np.ndarray, rng: np.random.Generator
+    ) -> tuple[np.ndarray, None]:
+        return vec, state
+
+    return Transform(init, update)
+
+
+def scale(factor: float) -> Transform:
+    """Multiply the vector by a constant (e.g. a learning rate)."""
+    factor = float(factor)
+
+    def init(params: np.ndarray) -> None:
+        return None
+
+    def update(
+        vec: np.ndarray, state: None, *, params: np.ndarray, rng: np.random.Generator
+    ) -> tuple[np.ndarray, None]:
+        return (vec * np.float32(factor)).astype(np.float32, copy=False), state
+
+    return Transform(init, update)
+
+
+def chain(*transforms: Transform) -> Transform:
+    """Compose transforms left to right; the state is the tuple of their states."""
+    if not transforms:
+        return identity()
+
+    def init(params: np.ndarray) -> tuple[Any, ...]:
+        return tuple(t.init(params) for t in transforms)
+
+    def update(
+        vec: np.ndarray, state: tuple[Any, ...], *, params: np.ndarray, rng: np.random.Generator
+    ) -> tuple[np.ndarray, tuple[Any, ...]]:
+        new_states = []
+        for t, s in zip(transforms, state, strict=True):
+            vec, s = t.update(vec, s, params=params, rng=rng)
+            new_states.append(s)
+        return vec, tuple(new_states)
+
+    return Transform(init, update)

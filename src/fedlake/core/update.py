@@ -1,0 +1,55 @@
+"""The record a client sends back: named flat vectors, a weight and metrics."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+
+DELTA = "delta"
+
+
+@dataclass(frozen=True)
+class ClientUpdate:
+    """One client's contribution to a round.
+
+    Args:
+        client_id: stable id of the client.
+        vectors: named flat float32 vectors; ``delta`` (local - global) always,
+            plus e.g. SCAFFOLD's ``control``.
+        weight: aggregation weight (number of training examples for FedAvg).
+        metrics: scalar training metrics (loss, examples, steps, seconds, ...).
+    """
+
+    client_id: str
+    vectors: Mapping[str, np.ndarray]
+    weight: float
+    metrics: Mapping[str, float] = field(default_factory=dict)
+
+    @property
+    def delta(self) -> np.ndarray:
+        """The model delta (local params - global params)."""
+        return self.vectors[DELTA]
+
+    def nbytes(self) -> int:
+        """Bytes of all vectors as they would travel uncompressed."""
+        return int(sum(np.asarray(v).nbytes for v in self.vectors.values()))
+
+
+def validate_update(update: ClientUpdate, dim: int) -> str | None:
+    """Return why ``update`` must be rejected, or None when it is well-formed."""
+    if DELTA not in update.vectors:
+        return "missing 'delta' vector"
+    for name, v in update.vectors.items():
+        v = np.asarray(v)
+        if v.dtype != np.float32:
+            return f"vector {name!r} has dtype {v.dtype}, expected float32"
+        if v.shape != (dim,):
+            return f"vector {name!r} has shape {v.shape}, expected ({dim},)"
+        if not np.isfinite(v).all():
+            bad = int((~np.isfinite(v)).sum())
+            return f"vector {name!r} has {bad} non-finite values (NaN/Inf)"
+    if not np.isfinite(update.weight) or update.weight <= 0:
+        return f"weight must be a positive finite number, got {update.weight}"
+    return None
