@@ -7,17 +7,11 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
+from fedlake.core.algorithm import LocalConfig
 from fedlake.core.params import ParamSpec
 from fedlake.core.transform import Transform
 
-
-@dataclass(frozen=True)
-class LocalConfig:
-    """Hyperparameters of one client's local training in a round."""
-
-    epochs: int = 1
-    batch_size: int = 32
-    lr: float = 0.1
+__all__ = ["FitResult", "LocalConfig", "Trainer"]
 
 
 @dataclass(frozen=True)

@@ -1,1 +1,43 @@
-"""fedlake.core."""
+"""Core types (numpy only): params, updates, transforms, aggregators, algorithms, state."""
+
+from fedlake.core.aggregator import Aggregator, Fold, FoldAccumulator, stack_deltas
+from fedlake.core.algorithm import Algorithm, LocalConfig
+from fedlake.core.params import ParamSpec, TensorSpec, as_vector, frozen
+from fedlake.core.state import (
+    EmptyCohortError,
+    ServerState,
+    aggregate_updates,
+    apply_server_step,
+    init_server_state,
+    round_rng,
+    server_round,
+)
+from fedlake.core.transform import Transform, chain, identity, scale
+from fedlake.core.update import DELTA, ClientUpdate, validate_update
+
+__all__ = [
+    "DELTA",
+    "Aggregator",
+    "EmptyCohortError",
+    "Algorithm",
+    "ClientUpdate",
+    "Fold",
+    "FoldAccumulator",
+    "LocalConfig",
+    "ParamSpec",
+    "ServerState",
+    "TensorSpec",
+    "Transform",
+    "aggregate_updates",
+    "apply_server_step",
+    "as_vector",
+    "chain",
+    "frozen",
+    "identity",
+    "init_server_state",
+    "round_rng",
+    "scale",
+    "server_round",
+    "stack_deltas",
+    "validate_update",
+]

@@ -41,8 +41,10 @@ class ParamSpec:
     def from_arrays(cls, arrays: Mapping[str, np.ndarray]) -> ParamSpec:
         """Build a spec from named arrays, keeping their order."""
         return cls(
-            tuple(TensorSpec(k, tuple(int(s) for s in np.shape(v)), str(np.asarray(v).dtype))
-                  for k, v in arrays.items())
+            tuple(
+                TensorSpec(k, tuple(int(s) for s in np.shape(v)), str(np.asarray(v).dtype))
+                for k, v in arrays.items()
+            )
         )
 
     @property

@@ -1,0 +1,61 @@
+"""Weighted mean (FedAvg's aggregator), with an O(d)-memory streaming fold.
+
+McMahan et al., "Communication-Efficient Learning of Deep Networks from
+Decentralized Data", AISTATS 2017.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from fedlake.core.aggregator import Aggregator, Fold, FoldAccumulator, stack_deltas
+from fedlake.core.update import ClientUpdate
+
+
+def weighted_mean(*, uniform: bool = False) -> Aggregator:
+    """Mean of client deltas weighted by ``update.weight`` (or uniformly when ``uniform``)."""
+
+    def weight_of(u: ClientUpdate) -> float:
+        return 1.0 if uniform else float(u.weight)
+
+    def init(dim: int) -> None:
+        return None
+
+    def aggregate(updates: Sequence[ClientUpdate], state: None) -> tuple[np.ndarray, None]:
+        matrix = stack_deltas(updates)
+        w = np.array([weight_of(u) for u in updates], dtype=np.float64)
+        if w.sum() <= 0:
+            raise ValueError(f"total weight must be > 0, got {w.sum()}")
+        out = (w @ matrix.astype(np.float64)) / w.sum()
+        return out.astype(np.float32), state
+
+    def start(dim: int) -> FoldAccumulator:
+        return FoldAccumulator(total=np.zeros(dim, dtype=np.float64))
+
+    def add(acc: FoldAccumulator, u: ClientUpdate) -> FoldAccumulator:
+        w = weight_of(u)
+        # In place: memory stays O(d) however many clients stream through.
+        acc.total += w * np.asarray(u.delta, dtype=np.float64)
+        acc.weight += w
+        acc.count += 1
+        return acc
+
+    def result(acc: FoldAccumulator, state: None) -> tuple[np.ndarray, None]:
+        if acc.count == 0 or acc.weight <= 0:
+            raise ValueError("cannot aggregate an empty cohort")
+        return (acc.total / acc.weight).astype(np.float32), state
+
+    name = "mean" if uniform else "weighted_mean"
+    return Aggregator(init, aggregate, linear=True, name=name, fold=Fold(start, add, result))
+
+
+def fold_all(aggregator: Aggregator, updates: Sequence[ClientUpdate], dim: int, state: object):
+    """Aggregate by streaming every update through ``aggregator.fold`` (linear rules only)."""
+    if aggregator.fold is None:
+        raise ValueError(f"aggregator {aggregator.name!r} is not linear: it has no streaming fold")
+    acc = aggregator.fold.start(dim)
+    for u in updates:
+        acc = aggregator.fold.add(acc, u)
+    return aggregator.fold.result(acc, state)

@@ -1,0 +1,111 @@
+"""What one client does in a round: load data, train locally, send back a delta."""
+
+from __future__ import annotations
+
+import time
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from fedlake.client.trainer import Trainer
+from fedlake.core.algorithm import Algorithm
+from fedlake.core.state import round_rng
+from fedlake.core.update import DELTA, ClientUpdate
+from fedlake.data.base import ClientData
+
+CLIENT_RNG = 3  # purpose tag of client-side generators
+
+
+def client_key(client_id: str) -> int:
+    """A stable integer for a client id (Python's hash() is salted per process)."""
+    return zlib.crc32(client_id.encode("utf-8"))
+
+
+@dataclass(frozen=True)
+class ClientTask:
+    """What the server ships to every client of a round."""
+
+    round: int
+    attempt: int
+    params: np.ndarray
+    seed: int
+
+
+@dataclass(frozen=True)
+class ClientFailure:
+    """A client that returned nothing (crash, lost connection, data error)."""
+
+    client_id: str
+    reason: str
+
+
+ClientResult = ClientUpdate | ClientFailure
+
+
+@dataclass(frozen=True)
+class ClientJob:
+    """Everything a worker needs to run clients; picklable for spawn-based pools.
+
+    ``make_algorithm`` is a picklable zero-argument factory (e.g. a
+    ``functools.partial`` of a recipe) because transforms are closures.
+    """
+
+    data: ClientData
+    trainer: Trainer
+    make_algorithm: Callable[[], Algorithm]
+
+    def run(self, task: ClientTask, client_id: str) -> ClientResult:
+        """Run one client, turning any exception into a ClientFailure."""
+        try:
+            return run_client(task, client_id, self.data, self.trainer, _algorithm_of(self))
+        except Exception as exc:  # a client's failure must never stop the round
+            return ClientFailure(client_id, f"{type(exc).__name__}: {exc}")
+
+
+_ALGORITHMS: dict[int, Algorithm] = {}
+
+
+def _algorithm_of(job: ClientJob) -> Algorithm:
+    """Build the algorithm once per job object (and per worker process)."""
+    key = id(job)
+    if key not in _ALGORITHMS:
+        _ALGORITHMS.clear()
+        _ALGORITHMS[key] = job.make_algorithm()
+    return _ALGORITHMS[key]
+
+
+def run_client(
+    task: ClientTask, client_id: str, data: ClientData, trainer: Trainer, algorithm: Algorithm
+) -> ClientUpdate:
+    """Train ``client_id`` from the task's global params and return its processed delta."""
+    t0 = time.perf_counter()
+    rng = round_rng(task.seed, task.round, CLIENT_RNG, task.attempt, client_key(client_id))
+    ds = data.load(client_id)
+    if ds.num_train == 0:
+        raise ValueError(f"client {client_id!r} has no training examples")
+    global_params = np.asarray(task.params, dtype=np.float32)
+    fit = trainer.fit(
+        global_params,
+        ds.x_train,
+        ds.y_train,
+        config=algorithm.local,
+        rng=rng,
+        grad_transform=algorithm.local_step,
+    )
+    delta = np.asarray(fit.params, dtype=np.float32) - global_params
+    upload_state = algorithm.upload.init(global_params)
+    delta, _ = algorithm.upload.update(delta, upload_state, params=global_params, rng=rng)
+    delta = np.ascontiguousarray(delta, dtype=np.float32)
+    return ClientUpdate(
+        client_id=client_id,
+        vectors={DELTA: delta},
+        weight=float(fit.num_examples),
+        metrics={
+            "train_loss": float(fit.loss),
+            "num_examples": float(fit.num_examples),
+            "steps": float(fit.steps),
+            "duration_s": time.perf_counter() - t0,
+        },
+    )

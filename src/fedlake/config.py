@@ -1,0 +1,226 @@
+"""Run configuration: a validated TOML/YAML file (pydantic), with one-line errors."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+class Section(BaseModel):
+    """Base of every config section: unknown keys are errors, values are validated."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ActivityData(Section):
+    """Procedural wearable activity recognition (cross-device)."""
+
+    scenario: Literal["activity"] = "activity"
+    num_clients: int = Field(100, ge=1, le=10_000_000)
+    features: bool = False
+    test_fraction: float = Field(0.2, gt=0, lt=1)
+
+
+class SyntheticData(Section):
+    """FedProx Synthetic(alpha, beta) / Synthetic-IID (Li et al., MLSys 2020)."""
+
+    scenario: Literal["synthetic"]
+    alpha: float = Field(1.0, ge=0)
+    beta: float = Field(1.0, ge=0)
+    iid: bool = False
+    num_clients: int = Field(30, ge=1, le=10_000)
+
+
+class SklearnData(Section):
+    """A scikit-learn shipped real dataset, partitioned into clients."""
+
+    scenario: Literal["digits", "breast_cancer"]
+    num_clients: int = Field(20, ge=1, le=1000)
+    partition: Literal["iid", "dirichlet", "quantity_skew"] = "dirichlet"
+    alpha: float = Field(0.5, gt=0)
+    test_fraction: float = Field(0.2, gt=0, lt=1)
+
+
+class TableData(Section):
+    """A Delta/Parquet/CSV table with a client_id column (data stays in the table)."""
+
+    scenario: Literal["table"]
+    path: str
+    format: Literal["delta", "parquet", "csv"] = "delta"
+    client_column: str = "client_id"
+    label_column: str = "label"
+    num_classes: int = Field(..., ge=2)
+
+
+DataConfig = Annotated[
+    ActivityData | SyntheticData | SklearnData | TableData, Field(discriminator="scenario")
+]
+
+
+class ModelConfig(Section):
+    """The model every client trains."""
+
+    kind: Literal["logreg", "mlp", "cnn1d"] = "cnn1d"
+    hidden: tuple[int, ...] | None = None
+    channels: tuple[int, ...] | None = None
+
+
+class AlgorithmConfig(Section):
+    """The FL recipe and its hyperparameters."""
+
+    name: Literal["fedavg"] = "fedavg"
+    client_lr: float = Field(0.05, gt=0)
+    local_epochs: int = Field(1, ge=1)
+    batch_size: int = Field(32, ge=1)
+    server_lr: float = Field(1.0, gt=0)
+
+
+class FederationConfig(Section):
+    """Rounds, cohort sampling, availability and stopping."""
+
+    rounds: int = Field(30, ge=1)
+    clients_per_round: int | None = Field(None, ge=1)
+    fraction: float | None = Field(None, gt=0, le=1)
+    min_clients: int = Field(1, ge=1)
+    max_retries: int = Field(2, ge=0)
+    target_accuracy: float | None = Field(None, gt=0, le=1)
+    dropout: float = Field(0.0, ge=0, lt=1)
+    eval_clients: int | None = Field(None, ge=1)
+
+    @model_validator(mode="after")
+    def _one_cohort_rule(self) -> FederationConfig:
+        if self.clients_per_round is not None and self.fraction is not None:
+            raise ValueError("give clients_per_round or fraction, not both")
+        return self
+
+
+class ExecutorConfig(Section):
+    """Where clients run."""
+
+    kind: Literal["inline", "process"] = "inline"
+    workers: int = Field(2, ge=1, le=256)
+
+
+class LakehouseConfig(Section):
+    """Delta tables and MLflow tracking (embedded locally, Databricks on a cluster)."""
+
+    delta: bool = True
+    root: str | None = None
+    catalog: str = Field("fedlake", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    schema_: str = Field("default", alias="schema", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    mlflow: bool = True
+    tracking_uri: str | None = None
+    registry_uri: str | None = None
+    experiment: str = "fedlake"
+    model_name: str = "fedlake_model"
+    alias: str = "champion"
+
+
+class RunConfig(Section):
+    """A whole run."""
+
+    name: str = Field("fedlake-run", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    seed: int = Field(0, ge=0)
+    output_dir: str = "runs"
+    data: DataConfig = Field(default_factory=ActivityData)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    algorithm: AlgorithmConfig = Field(default_factory=AlgorithmConfig)
+    federation: FederationConfig = Field(default_factory=FederationConfig)
+    executor: ExecutorConfig = Field(default_factory=ExecutorConfig)
+    lakehouse: LakehouseConfig = Field(default_factory=LakehouseConfig)
+
+    @model_validator(mode="after")
+    def _cohort_fits(self) -> RunConfig:
+        n, fed = self.data_clients(), self.federation
+        if fed.clients_per_round is not None and fed.clients_per_round > n:
+            raise ValueError(
+                f"federation.clients_per_round ({fed.clients_per_round}) exceeds "
+                f"data.num_clients ({n}); accepted: 1..{n}"
+            )
+        cohort = fed.clients_per_round or max(1, round((fed.fraction or 0.1) * n))
+        if fed.min_clients > cohort:
+            raise ValueError(
+                f"federation.min_clients ({fed.min_clients}) exceeds the cohort size ({cohort}); "
+                f"accepted: 1..{cohort}"
+            )
+        return self
+
+    def data_clients(self) -> int:
+        """Number of clients the data section declares (tables: unknown until read)."""
+        return getattr(self.data, "num_clients", 10**9)
+
+
+class ConfigError(ValueError):
+    """A config file that cannot be used; the message is one line for the user."""
+
+
+_SCENARIOS: dict[str, type[BaseModel]] = {
+    "activity": ActivityData,
+    "synthetic": SyntheticData,
+    "digits": SklearnData,
+    "breast_cancer": SklearnData,
+    "table": TableData,
+}
+
+
+def _format(err: ValidationError) -> str:
+    """One line per problem: ``key.path: what is wrong, got value``."""
+    lines = []
+    for e in err.errors():
+        loc = [str(p) for p in e["loc"]]
+        shown = ".".join(
+            ("schema" if p == "schema_" else p)
+            for i, p in enumerate(loc)
+            if not (i == 1 and loc[0] == "data" and p in _SCENARIOS)
+        )
+        msg = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key" + _accepted(loc)
+        elif loc and "input" in e and not isinstance(e["input"], dict):
+            msg += f", got {e['input']!r}"
+        lines.append(f"{shown}: {msg}" if shown else msg)
+    return "; ".join(lines)
+
+
+def _accepted(loc: list[str]) -> str:
+    """`` (accepted: a, b, c)`` for the section that holds the unknown key at ``loc``."""
+    model: type[BaseModel] = RunConfig
+    for i, part in enumerate(loc[:-1]):
+        if i == 1 and loc[0] == "data" and part in _SCENARIOS:
+            model = _SCENARIOS[part]
+            continue
+        field = model.model_fields.get(part)
+        ann = field.annotation if field is not None else None
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            model = ann
+        elif part != "data":
+            return ""
+    names = sorted(f.alias or n for n, f in model.model_fields.items())
+    return f" (accepted: {', '.join(names)})"
+
+
+def parse_config(raw: dict[str, Any]) -> RunConfig:
+    """Validate a mapping into a RunConfig; raises ConfigError with a one-line message."""
+    try:
+        return RunConfig.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(_format(err)) from None
+
+
+def load_config(path: str | Path) -> RunConfig:
+    """Read a TOML or YAML config file."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file not found: {p}")
+    text = p.read_text()
+    try:
+        raw = yaml.safe_load(text) if p.suffix in (".yaml", ".yml") else tomllib.loads(text)
+    except (tomllib.TOMLDecodeError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{p}: not valid {p.suffix.lstrip('.').upper()}: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{p}: expected a table of sections at the top level")
+    return parse_config(raw)

@@ -1,0 +1,129 @@
+"""The frozen server state and the pure server round."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+
+from fedlake.core.algorithm import Algorithm
+from fedlake.core.params import frozen
+from fedlake.core.update import ClientUpdate, validate_update
+
+
+@dataclass(frozen=True)
+class ServerState:
+    """Everything the server needs to run the next round (immutable).
+
+    ``round`` counts completed rounds; ``params`` is read-only.
+    ``privacy_ledger`` records every privacy mechanism applied so far.
+    """
+
+    round: int
+    params: np.ndarray
+    aggregator_state: Any
+    server_state: Any
+    seed: int
+    privacy_ledger: tuple[Any, ...] = field(default=())
+
+    @property
+    def dim(self) -> int:
+        """Length of the flat parameter vector."""
+        return int(self.params.shape[0])
+
+
+def init_server_state(algorithm: Algorithm, params: np.ndarray, *, seed: int) -> ServerState:
+    """Round-0 state for ``algorithm`` starting from ``params``."""
+    p = frozen(params)
+    return ServerState(
+        round=0,
+        params=p,
+        aggregator_state=algorithm.aggregator.init(p.shape[0]),
+        server_state=algorithm.server.init(p),
+        seed=int(seed),
+    )
+
+
+def round_rng(seed: int, round_: int, *purpose: int) -> np.random.Generator:
+    """A generator determined only by (seed, round, purpose...): resumable and order-free."""
+    return np.random.default_rng([int(seed), int(round_), *map(int, purpose)])
+
+
+SERVER_RNG = 7  # purpose tag of the server-side generator
+
+
+class EmptyCohortError(ValueError):
+    """Raised when a round has no update to aggregate."""
+
+
+def aggregate_updates(
+    algorithm: Algorithm, state: ServerState, updates: Iterable[ClientUpdate]
+) -> tuple[np.ndarray, Any, int, float]:
+    """Aggregate a cohort: ``(delta, aggregator_state, count, total_weight)``.
+
+    Linear aggregators consume ``updates`` as a stream in O(d) memory, so it may
+    be a generator; non-linear ones materialise the cohort. Every update must be
+    valid (see :func:`fedlake.core.update.validate_update`); an invalid one raises.
+    """
+
+    def checked() -> Iterator[ClientUpdate]:
+        for u in updates:
+            reason = validate_update(u, state.dim)
+            if reason is not None:
+                raise ValueError(f"invalid update from client {u.client_id!r}: {reason}")
+            yield u
+
+    agg = algorithm.aggregator
+    count, weight = 0, 0.0
+    if agg.linear and agg.fold is not None:
+        acc = agg.fold.start(state.dim)
+        for u in checked():
+            acc = agg.fold.add(acc, u)
+            count, weight = count + 1, weight + float(u.weight)
+        if count == 0:
+            raise EmptyCohortError("cannot aggregate an empty cohort")
+        delta, agg_state = agg.fold.result(acc, state.aggregator_state)
+    else:
+        cohort = list(checked())
+        count, weight = len(cohort), float(sum(u.weight for u in cohort))
+        if count == 0:
+            raise EmptyCohortError("cannot aggregate an empty cohort")
+        delta, agg_state = agg.aggregate(cohort, state.aggregator_state)
+    return delta, agg_state, count, weight
+
+
+def apply_server_step(
+    algorithm: Algorithm, state: ServerState, delta: np.ndarray, aggregator_state: Any
+) -> tuple[ServerState, dict[str, float]]:
+    """Apply the server optimiser to an aggregated delta; returns the next state and metrics."""
+    rng = round_rng(state.seed, state.round, SERVER_RNG)
+    step, server_state = algorithm.server.update(
+        delta, state.server_state, params=state.params, rng=rng
+    )
+    new_state = replace(
+        state,
+        round=state.round + 1,
+        params=frozen(state.params + step),
+        aggregator_state=aggregator_state,
+        server_state=server_state,
+    )
+    metrics = {
+        "update_norm": float(np.linalg.norm(delta)),
+        "step_norm": float(np.linalg.norm(step)),
+    }
+    return new_state, metrics
+
+
+def server_round(
+    algorithm: Algorithm, state: ServerState, updates: Iterable[ClientUpdate]
+) -> tuple[ServerState, dict[str, float]]:
+    """One pure server round: aggregate ``updates`` and step; returns the next state and metrics.
+
+    The inputs are not modified; the unit of golden-number tests.
+    """
+    delta, agg_state, count, weight = aggregate_updates(algorithm, state, updates)
+    new_state, metrics = apply_server_step(algorithm, state, delta, agg_state)
+    metrics.update(num_updates=float(count), total_weight=weight)
+    return new_state, metrics

@@ -1,0 +1,56 @@
+"""Atomic checkpoints of a run, written after every completed round."""
+
+from __future__ import annotations
+
+import os
+import pickle
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fedlake.core.state import ServerState
+
+CHECKPOINT = "checkpoint.pkl"
+FORMAT_VERSION = 1
+
+
+@dataclass
+class Checkpoint:
+    """Everything needed to continue a run exactly where it stopped."""
+
+    state: ServerState
+    history: list[dict[str, Any]]
+    run_id: str
+    tracker_run_id: str | None = None
+    best_round: int | None = None
+    best_accuracy: float | None = None
+    best_params: Any = None
+    finished: bool = False
+    stop_reason: str | None = None
+    pending: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    version: int = FORMAT_VERSION
+
+
+def save_checkpoint(ckpt: Checkpoint, run_dir: Path) -> Path:
+    """Write ``ckpt`` atomically (temp file + rename): a kill never leaves half a file."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path = run_dir / CHECKPOINT
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "wb") as f:
+        pickle.dump(ckpt, f, protocol=pickle.HIGHEST_PROTOCOL)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    return path
+
+
+def load_checkpoint(run_dir: Path) -> Checkpoint | None:
+    """Read the checkpoint of ``run_dir``, or None when there is none."""
+    path = run_dir / CHECKPOINT
+    if not path.exists():
+        return None
+    with open(path, "rb") as f:
+        ckpt = pickle.load(f)  # our own file, written by save_checkpoint
+    if not isinstance(ckpt, Checkpoint) or ckpt.version != FORMAT_VERSION:
+        raise ValueError(f"{path} is not a fedlake checkpoint of format {FORMAT_VERSION}")
+    return ckpt

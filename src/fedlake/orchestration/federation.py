@@ -1,0 +1,321 @@
+"""The round loop: sample, ship, train, screen, aggregate, evaluate, record, checkpoint."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fedlake.backends.base import Executor
+from fedlake.backends.inline import InlineExecutor
+from fedlake.client.local import ClientJob, ClientTask
+from fedlake.client.trainer import Trainer
+from fedlake.core.algorithm import Algorithm
+from fedlake.core.state import (
+    EmptyCohortError,
+    ServerState,
+    aggregate_updates,
+    apply_server_step,
+    init_server_state,
+    round_rng,
+)
+from fedlake.data.base import ClientData
+from fedlake.orchestration.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from fedlake.orchestration.evaluation import EvalSet
+from fedlake.orchestration.events import NullObserver, RunObserver
+from fedlake.orchestration.sampling import CohortSpec, Population, sample_cohort
+from fedlake.orchestration.screening import in_cohort_order, screen
+from fedlake.orchestration.sinks import METRICS_KEY, RunSinks, now
+
+COHORT_RNG, DROPOUT_RNG, EVAL_RNG = 1, 2, 5  # purpose tags of round generators
+
+
+@dataclass
+class RunResult:
+    """How a run ended."""
+
+    run_id: str
+    state: ServerState
+    history: list[dict[str, Any]]
+    stop_reason: str
+    best_round: int | None
+    best_accuracy: float | None
+    best_params: np.ndarray | None
+    tracker_run_id: str | None
+
+
+@dataclass
+class Federation:
+    """Runs federated training rounds until a target accuracy or a round limit.
+
+    ``make_algorithm`` is a picklable zero-argument recipe factory so that the
+    process executor can rebuild the algorithm in its workers.
+    """
+
+    make_algorithm: Callable[[], Algorithm]
+    trainer: Trainer
+    data: ClientData
+    run_dir: Path
+    rounds: int
+    cohort: CohortSpec
+    seed: int = 0
+    min_clients: int = 1
+    max_retries: int = 2
+    target_accuracy: float | None = None
+    population: Population = field(default_factory=Population)
+    eval_clients: int | None = None
+    executor: Executor = field(default_factory=InlineExecutor)
+    sinks: RunSinks | None = None
+    observer: RunObserver = field(default_factory=NullObserver)
+    model_config: dict[str, Any] = field(default_factory=dict)
+    run_params: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.algorithm = self.make_algorithm()
+        self.client_ids: Sequence[str] = self.data.client_ids()
+        if self.rounds < 1:
+            raise ValueError(f"rounds must be >= 1, got {self.rounds}")
+        self.cohort_size = self.cohort.size(len(self.client_ids))
+        if not 1 <= self.min_clients <= self.cohort_size:
+            raise ValueError(
+                f"min_clients must be in [1, {self.cohort_size}] (the cohort size), "
+                f"got {self.min_clients}"
+            )
+        self.job = ClientJob(self.data, self.trainer, self.make_algorithm)
+
+    # -- public ---------------------------------------------------------------------------
+    def run(self, *, resume: bool = False, stop_after: int | None = None) -> RunResult:
+        """Run (or resume) to the end; ``stop_after`` ends this call after that many rounds."""
+        ckpt = load_checkpoint(self.run_dir) if resume else None
+        if resume and ckpt is None:
+            raise FileNotFoundError(f"nothing to resume: no checkpoint in {self.run_dir}")
+        if ckpt is None:
+            params = self.trainer.init_params(self.seed)
+            state = init_server_state(self.algorithm, params, seed=self.seed)
+            ckpt = Checkpoint(state=state, history=[], run_id=uuid.uuid4().hex[:12])
+        sinks = self.sinks or RunSinks(run_id=ckpt.run_id)
+        sinks.run_id = ckpt.run_id
+        if sinks.tracker is not None:
+            ckpt.tracker_run_id = sinks.tracker.start(
+                self.run_dir.name, self.run_params, resume_id=ckpt.tracker_run_id
+            )
+        if ckpt.pending:  # killed between checkpoint and flush: replay, never lose rows
+            sinks.flush(ckpt.pending)
+            ckpt.pending = {}
+        action = "resume" if resume else "start"
+        sinks.flush(
+            {
+                "audit": [
+                    sinks.audit_row(
+                        f"run.{action}",
+                        self.run_dir.name,
+                        {"round": ckpt.state.round, **self.run_params},
+                    )
+                ]
+            }
+        )
+        self.observer.run_started(
+            total_rounds=self.rounds, start_round=ckpt.state.round, resumed=resume
+        )
+        if ckpt.finished:
+            self.observer.message(f"run already finished: {ckpt.stop_reason}")
+            return self._result(ckpt)
+        eval_set = self._eval_set()
+        done_here = 0
+        try:
+            while ckpt.state.round < self.rounds:
+                if stop_after is not None and done_here >= stop_after:
+                    return self._result(ckpt, "paused")
+                reason = self._one_round(ckpt, eval_set, sinks)
+                done_here += 1
+                if reason is not None:
+                    self._finish(ckpt, sinks, reason)
+                    return self._result(ckpt)
+            self._finish(ckpt, sinks, "max_rounds")
+            return self._result(ckpt)
+        finally:
+            self.executor.close()
+
+    # -- one round ------------------------------------------------------------------------
+    def _one_round(self, ckpt: Checkpoint, eval_set: EvalSet, sinks: RunSinks) -> str | None:
+        state = ckpt.state
+        r = state.round
+        pending: dict[str, list[dict[str, Any]]] = {"rounds": [], "client_updates": []}
+        for attempt in range(self.max_retries + 1):
+            t0 = time.perf_counter()
+            cohort = sample_cohort(
+                self.client_ids, self.cohort_size, round_rng(self.seed, r, COHORT_RNG, attempt)
+            )
+            dropped = self.population.dropped(cohort, round_rng(self.seed, r, DROPOUT_RNG, attempt))
+            active = [c for c in cohort if c not in dropped]
+            self.observer.round_started(round=r + 1, attempt=attempt, cohort_size=len(cohort))
+            rows: list[dict[str, Any]] = [
+                {
+                    "client_id": c,
+                    "status": "dropped",
+                    "reason": "unavailable (simulated dropout)",
+                    "num_examples": 0,
+                    "bytes": 0,
+                }
+                for c in cohort
+                if c in dropped
+            ]
+            done = [len(rows)]
+
+            def tick(done: list[int] = done, total: int = len(cohort), r: int = r) -> None:
+                done[0] += 1
+                self.observer.client_finished(round=r + 1, done=done[0], total=total)
+
+            task = ClientTask(round=r, attempt=attempt, params=state.params, seed=self.seed)
+            results = in_cohort_order(self.executor.map_clients(self.job, task, active), active)
+            accepted = screen(results, state.dim, rows, on_result=tick)
+            try:
+                delta, agg_state, count, _ = aggregate_updates(self.algorithm, state, accepted)
+            except EmptyCohortError:
+                delta, agg_state, count = None, None, 0
+            base = self._round_row(r, attempt, cohort, rows, time.perf_counter() - t0, state)
+            pending["client_updates"].extend(
+                {"round": r + 1, "attempt": attempt, **row} for row in rows
+            )
+            if count >= self.min_clients and delta is not None:
+                break
+            base["status"] = "retry" if attempt < self.max_retries else "failed"
+            pending["rounds"].append(base)
+            self.observer.message(
+                f"round {r + 1} attempt {attempt + 1}: only {count} valid updates "
+                f"(min_clients={self.min_clients}); "
+                + ("retrying with a new cohort" if attempt < self.max_retries else "stopping")
+            )
+        else:
+            pending["audit"] = [
+                sinks.audit_row(
+                    "run.stop",
+                    self.run_dir.name,
+                    {"round": r + 1, "reason": "insufficient_updates"},
+                )
+            ]
+            self._commit(ckpt, state, pending, sinks)
+            return "insufficient_updates"
+
+        new_state, server_metrics = apply_server_step(self.algorithm, state, delta, agg_state)
+        ev = eval_set.evaluate(self.trainer, new_state.params)
+        base.update(
+            status="completed",
+            eval_loss=ev["loss"],
+            eval_accuracy=ev["accuracy"],
+            duration_s=time.perf_counter() - t0,
+            metrics=json.dumps({**server_metrics, "eval_examples": ev["examples"]}),
+        )
+        pending["rounds"].append(base)
+        pending["models"] = [
+            {
+                "round": r + 1,
+                "params": new_state.params.tobytes(),
+                "spec": self.trainer.spec.to_json(),
+                "model_config": json.dumps(self.model_config),
+                "metrics": json.dumps(ev),
+                "accuracy": ev["accuracy"],
+                "loss": ev["loss"],
+                "created_at": now(),
+            }
+        ]
+        if ckpt.best_accuracy is None or ev["accuracy"] > ckpt.best_accuracy:
+            ckpt.best_accuracy, ckpt.best_round = ev["accuracy"], r + 1
+            ckpt.best_params = new_state.params
+        record = {**base, **{k: v for k, v in server_metrics.items()}}
+        ckpt.history.append(record)
+        pending[METRICS_KEY] = [
+            {"step": r + 1, **{k: v for k, v in record.items() if isinstance(v, int | float)}}
+        ]
+        self._commit(ckpt, new_state, pending, sinks)
+        self.observer.round_finished(record)
+        if self.target_accuracy is not None and ev["accuracy"] >= self.target_accuracy:
+            return "target_reached"
+        return None
+
+    def _round_row(
+        self,
+        r: int,
+        attempt: int,
+        cohort: list[str],
+        rows: list[dict[str, Any]],
+        seconds: float,
+        state: ServerState,
+    ) -> dict[str, Any]:
+        status = [row["status"] for row in rows]
+        accepted = [row for row in rows if row["status"] == "accepted"]
+        weights = np.array([row["num_examples"] for row in accepted], dtype=float)
+        losses = np.array([row.get("train_loss") or 0.0 for row in accepted], dtype=float)
+        return {
+            "round": r + 1,
+            "attempt": attempt,
+            "status": "completed",
+            "cohort": json.dumps(cohort),
+            "num_sampled": len(cohort),
+            "num_completed": status.count("accepted"),
+            "num_dropped": status.count("dropped"),
+            "num_rejected": status.count("rejected"),
+            "train_loss": float(weights @ losses / weights.sum()) if weights.sum() else None,
+            "eval_loss": None,
+            "eval_accuracy": None,
+            "bytes_up": int(sum(row["bytes"] for row in rows)),
+            "bytes_down": int(state.params.nbytes * len(cohort)),
+            "duration_s": seconds,
+            "metrics": "{}",
+            "created_at": now(),
+        }
+
+    # -- bookkeeping ----------------------------------------------------------------------
+    def _commit(
+        self,
+        ckpt: Checkpoint,
+        state: ServerState,
+        pending: dict[str, list[dict[str, Any]]],
+        sinks: RunSinks,
+    ) -> None:
+        """Checkpoint with the rows pending, write them, then checkpoint them as written."""
+        ckpt.state, ckpt.pending = state, pending
+        save_checkpoint(ckpt, self.run_dir)
+        sinks.flush(pending)
+        ckpt.pending = {}
+        save_checkpoint(ckpt, self.run_dir)
+
+    def _finish(self, ckpt: Checkpoint, sinks: RunSinks, reason: str) -> None:
+        ckpt.finished, ckpt.stop_reason = True, reason
+        audit = sinks.audit_row(
+            "run.finish",
+            self.run_dir.name,
+            {
+                "reason": reason,
+                "rounds": ckpt.state.round,
+                "best_round": ckpt.best_round,
+                "best_accuracy": ckpt.best_accuracy,
+            },
+        )
+        self._commit(ckpt, ckpt.state, {"audit": [audit]}, sinks)
+        self.observer.message(f"stopped: {reason} after {ckpt.state.round} rounds")
+
+    def _eval_set(self) -> EvalSet:
+        ids = self.client_ids
+        if self.eval_clients is not None and self.eval_clients < len(ids):
+            rng = round_rng(self.seed, 0, EVAL_RNG)
+            ids = sample_cohort(ids, self.eval_clients, rng)
+        return EvalSet.build(self.data, ids)
+
+    def _result(self, ckpt: Checkpoint, reason: str | None = None) -> RunResult:
+        return RunResult(
+            run_id=ckpt.run_id,
+            state=ckpt.state,
+            history=list(ckpt.history),
+            stop_reason=reason or ckpt.stop_reason or "unknown",
+            best_round=ckpt.best_round,
+            best_accuracy=ckpt.best_accuracy,
+            best_params=ckpt.best_params,
+            tracker_run_id=ckpt.tracker_run_id,
+        )

@@ -1,0 +1,78 @@
+"""Turn a round's raw client results into accepted updates and per-client records."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any
+
+import numpy as np
+
+from fedlake.client.local import ClientFailure, ClientResult
+from fedlake.core.update import ClientUpdate, validate_update
+
+
+def in_cohort_order(
+    results: Iterable[ClientResult], cohort: Sequence[str]
+) -> Iterator[ClientResult]:
+    """Yield results in cohort order whatever order they finished in.
+
+    Aggregation order then never depends on scheduling, so runs are
+    bit-reproducible; only out-of-order results are buffered.
+    """
+    position = {cid: i for i, cid in enumerate(cohort)}
+    buffer: dict[int, ClientResult] = {}
+    nxt = 0
+    for r in results:
+        buffer[position[r.client_id]] = r
+        while nxt in buffer:
+            yield buffer.pop(nxt)
+            nxt += 1
+    for i in sorted(buffer):
+        yield buffer[i]
+
+
+def client_row(result: ClientResult, status: str, reason: str | None) -> dict[str, Any]:
+    """The client_updates row (metadata only, never parameters) of one result."""
+    if isinstance(result, ClientFailure):
+        return {
+            "client_id": result.client_id,
+            "status": status,
+            "reason": reason,
+            "num_examples": 0,
+            "bytes": 0,
+        }
+    delta = np.asarray(result.delta)
+    finite = delta.dtype.kind == "f" and bool(np.isfinite(delta).all())
+    return {
+        "client_id": result.client_id,
+        "status": status,
+        "reason": reason,
+        "num_examples": int(result.metrics.get("num_examples", result.weight)),
+        "update_norm": float(np.linalg.norm(delta)) if finite else None,
+        "bytes": result.nbytes(),
+        "train_loss": float(result.metrics["train_loss"])
+        if "train_loss" in result.metrics
+        else None,
+        "duration_s": result.metrics.get("duration_s"),
+    }
+
+
+def screen(
+    results: Iterable[ClientResult],
+    dim: int,
+    rows: list[dict[str, Any]],
+    on_result: Callable[[], None] | None = None,
+) -> Iterator[ClientUpdate]:
+    """Yield the valid updates; append a row for every result (accepted, rejected, dropped)."""
+    for r in results:
+        if on_result is not None:
+            on_result()
+        if isinstance(r, ClientFailure):
+            rows.append(client_row(r, "dropped", r.reason))
+            continue
+        reason = validate_update(r, dim)
+        if reason is not None:
+            rows.append(client_row(r, "rejected", reason))
+            continue
+        rows.append(client_row(r, "accepted", None))
+        yield r
