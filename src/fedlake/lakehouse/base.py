@@ -27,7 +27,9 @@ class Store(Protocol):
 class Tracker(Protocol):
     """Experiment tracking (MLflow or a fake)."""
 
-    def start(self, run_name: str, params: Mapping[str, Any], *, resume_id: str | None = None) -> str:
+    def start(
+        self, run_name: str, params: Mapping[str, Any], *, resume_id: str | None = None
+    ) -> str:
         """Start (or resume) a run and log flat params; returns the run id."""
         ...
 
@@ -75,7 +77,9 @@ class NullTracker:
         self.registered: list[tuple[str, str]] = []
         self.status: str | None = None
 
-    def start(self, run_name: str, params: Mapping[str, Any], *, resume_id: str | None = None) -> str:
+    def start(
+        self, run_name: str, params: Mapping[str, Any], *, resume_id: str | None = None
+    ) -> str:
         """Remember params; returns a fixed id."""
         self.params.update(params)
         return resume_id or "null-run"
