@@ -211,8 +211,8 @@ def parse_config(raw: dict[str, Any]) -> RunConfig:
         raise ConfigError(_format(err)) from None
 
 
-def load_config(path: str | Path) -> RunConfig:
-    """Read a TOML or YAML config file."""
+def read_raw(path: str | Path) -> dict[str, Any]:
+    """Read a TOML or YAML config file into a raw mapping (not yet validated)."""
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"config file not found: {p}")
@@ -223,4 +223,9 @@ def load_config(path: str | Path) -> RunConfig:
         raise ConfigError(f"{p}: not valid {p.suffix.lstrip('.').upper()}: {exc}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{p}: expected a table of sections at the top level")
-    return parse_config(raw)
+    return raw
+
+
+def load_config(path: str | Path) -> RunConfig:
+    """Read and validate a TOML or YAML config file."""
+    return parse_config(read_raw(path))

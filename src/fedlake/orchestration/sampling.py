@@ -40,7 +40,6 @@ def sample_cohort(client_ids: Sequence[str], size: int, rng: np.random.Generator
     n = len(client_ids)
     if not 1 <= size <= n:
         raise ValueError(f"cohort size must be in [1, {n}], got {size}")
-    # Floyd-style choice over indices: O(size) memory even for a million-user population.
     idx = rng.choice(n, size=size, replace=False)
     return [client_ids[int(i)] for i in np.sort(idx)]
 

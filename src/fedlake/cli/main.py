@@ -1,0 +1,27 @@
+"""The `fedlake` command line: one command per module, thin calls into the library."""
+
+from __future__ import annotations
+
+import typer
+
+from fedlake.cli.report import report
+from fedlake.cli.run import run
+
+app = typer.Typer(
+    name="fedlake",
+    help="Federated learning on the lakehouse: the model goes to the data.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.command("run")(run)
+app.command("report")(report)
+
+
+def main() -> None:
+    """Entry point of the `fedlake` script."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,108 @@
+"""`fedlake run`: run a federation from a config file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from fedlake.cli.common import apply_overrides, friendly_errors, print_table
+from fedlake.config import parse_config, read_raw
+
+
+def run(
+    config: Annotated[
+        Path, typer.Option("--config", "-c", help="Run config (TOML or YAML); see examples/.")
+    ] = Path("examples/activity_fedavg.toml"),
+    resume: Annotated[
+        bool,
+        typer.Option(
+            "--resume",
+            help="Continue the run in output_dir/name from its last completed round "
+            "(the same config; only federation.rounds/target_accuracy may change).",
+        ),
+    ] = False,
+    rounds: Annotated[int | None, typer.Option(help="Override federation.rounds.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Override the run seed.")] = None,
+    name: Annotated[str | None, typer.Option(help="Override the run name (its folder).")] = None,
+    output_dir: Annotated[
+        Path | None, typer.Option(help="Override output_dir (default: runs).")
+    ] = None,
+    executor: Annotated[
+        str | None, typer.Option(help="Override executor.kind: inline or process.")
+    ] = None,
+    workers: Annotated[
+        int | None, typer.Option(help="Override executor.workers (process executor).")
+    ] = None,
+    mlflow: Annotated[
+        bool | None, typer.Option("--mlflow/--no-mlflow", help="Track the run in MLflow.")
+    ] = None,
+    delta: Annotated[
+        bool | None, typer.Option("--delta/--no-delta", help="Write the Delta tables.")
+    ] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
+    debug: Annotated[
+        bool, typer.Option(help="Show tracebacks instead of one-line errors.")
+    ] = False,
+) -> None:
+    """Run a federation: sample clients, train locally, aggregate, evaluate, record.
+
+    Every round is checkpointed; a stopped or killed run continues with --resume.
+    Results go to output_dir/name: MLflow (SQLite), Delta tables, history.json and
+    report.png.
+    """
+    with friendly_errors(debug):
+        raw = apply_overrides(
+            read_raw(config),
+            {
+                "federation.rounds": rounds,
+                "seed": seed,
+                "name": name,
+                "output_dir": str(output_dir) if output_dir else None,
+                "executor.kind": executor,
+                "executor.workers": workers,
+                "lakehouse.mlflow": mlflow,
+                "lakehouse.delta": delta,
+            },
+        )
+        cfg = parse_config(raw)
+        _run(cfg, resume=resume, quiet=quiet)
+
+
+def _run(cfg: Any, *, resume: bool, quiet: bool) -> None:
+    from fedlake.cli.progress import RichObserver
+    from fedlake.lakehouse.report import summary_rows
+    from fedlake.orchestration.events import NullObserver
+    from fedlake.runner import run_experiment
+
+    if quiet:
+        outcome = run_experiment(cfg, resume=resume, observer=NullObserver())
+    else:
+        with RichObserver() as obs:
+            outcome = run_experiment(cfg, resume=resume, observer=obs)
+    res = outcome.result
+    rows = [("stop reason", res.stop_reason), *summary_rows(res.history)]
+    if outcome.archived is not None:
+        rows.append(("previous run moved to", str(outcome.archived)))
+    rows.append(("run folder", str(outcome.run_dir)))
+    if outcome.tracking_uri:
+        rows.append(("MLflow", f"{outcome.tracking_uri}  run {outcome.tracker_run_id}"))
+        rows.append(("  browse with", f"mlflow ui --backend-store-uri {outcome.tracking_uri}"))
+    if outcome.model_version:
+        rows.append(
+            (
+                "registered model",
+                f"models:/{cfg.lakehouse.model_name}@{cfg.lakehouse.alias} "
+                f"(version {outcome.model_version}, round {res.best_round})",
+            )
+        )
+    if outcome.lakehouse_root:
+        base = f"{cfg.lakehouse.catalog}.{cfg.lakehouse.schema_}"
+        rows.append(("Delta tables", f"{base}.{{models,rounds,client_updates,audit}}"))
+        rows.append(("  stored under", str(outcome.lakehouse_root)))
+    if outcome.report_path:
+        rows.append(("report plot", str(outcome.report_path)))
+    print_table(rows, title=f"fedlake run {cfg.name}")
+    if res.stop_reason == "insufficient_updates":
+        raise typer.Exit(1)

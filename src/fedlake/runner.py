@@ -1,0 +1,218 @@
+"""Run an experiment from a config: build everything, run the federation, record the results."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from fedlake.algorithms import ALGORITHMS
+from fedlake.backends import InlineExecutor, ProcessExecutor
+from fedlake.backends.base import Executor
+from fedlake.config import ConfigError, RunConfig, parse_config
+from fedlake.orchestration.events import NullObserver, RunObserver
+from fedlake.orchestration.federation import Federation, RunResult
+from fedlake.orchestration.sampling import CohortSpec, Population
+from fedlake.orchestration.sinks import RunSinks
+from fedlake.scenarios import build_data, build_trainer, model_config
+
+CONFIG_FILE = "config.json"
+HISTORY_FILE = "history.json"
+REPORT_FILE = "report.png"
+# Keys that may change when a run is resumed (extend it, or aim higher).
+RESUMABLE_CHANGES = {("federation", "rounds"), ("federation", "target_accuracy")}
+
+
+@dataclass
+class RunOutcome:
+    """What a finished (or paused) run produced and where."""
+
+    result: RunResult
+    run_dir: Path
+    history_path: Path
+    report_path: Path | None
+    tracking_uri: str | None
+    tracker_run_id: str | None
+    model_version: str | None
+    lakehouse_root: Path | None
+    archived: Path | None
+
+
+def run_dir_of(cfg: RunConfig) -> Path:
+    """The folder that holds a run's checkpoint, tables, MLflow store and report."""
+    return Path(cfg.output_dir) / cfg.name
+
+
+def prepare_run_dir(cfg: RunConfig, *, resume: bool) -> tuple[Path, Path | None]:
+    """Create the run folder; a fresh run moves an old one aside (never deletes it)."""
+    run_dir = run_dir_of(cfg)
+    archived = None
+    if resume:
+        saved = run_dir / CONFIG_FILE
+        if not saved.exists():
+            raise ConfigError(f"nothing to resume: {run_dir} holds no run (no {CONFIG_FILE})")
+        _check_resumable(parse_config(json.loads(saved.read_text())), cfg)
+    elif run_dir.exists() and any(run_dir.iterdir()):
+        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+        archived = run_dir.with_name(f"{run_dir.name}-{stamp}")
+        shutil.move(str(run_dir), str(archived))
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / CONFIG_FILE).write_text(cfg.model_dump_json(by_alias=True, indent=2))
+    return run_dir, archived
+
+
+def _check_resumable(saved: RunConfig, new: RunConfig) -> None:
+    a, b = saved.model_dump(by_alias=True), new.model_dump(by_alias=True)
+    for section in sorted(set(a) | set(b)):
+        sa, sb = a.get(section), b.get(section)
+        if isinstance(sa, dict) and isinstance(sb, dict):
+            for key in sorted(set(sa) | set(sb)):
+                if sa.get(key) != sb.get(key) and (section, key) not in RESUMABLE_CHANGES:
+                    raise ConfigError(
+                        f"{section}.{key} differs from the run being resumed "
+                        f"({sa.get(key)!r} -> {sb.get(key)!r}); only federation.rounds and "
+                        "federation.target_accuracy may change on --resume"
+                    )
+        elif sa != sb:
+            raise ConfigError(f"{section} differs from the run being resumed ({sa!r} -> {sb!r})")
+
+
+def make_executor(cfg: RunConfig) -> Executor:
+    """The configured executor."""
+    if cfg.executor.kind == "process":
+        return ProcessExecutor(cfg.executor.workers)
+    return InlineExecutor()
+
+
+def make_sinks(cfg: RunConfig, run_dir: Path) -> tuple[RunSinks, Path | None]:
+    """Delta store and MLflow tracker as configured (embedded defaults under the run folder)."""
+    sinks = RunSinks(run_id="")
+    root = None
+    if cfg.lakehouse.delta:
+        from fedlake.lakehouse.delta_store import DeltaStore
+
+        root = Path(cfg.lakehouse.root) if cfg.lakehouse.root else run_dir / "lakehouse"
+        sinks.store = DeltaStore(root, catalog=cfg.lakehouse.catalog, schema=cfg.lakehouse.schema_)
+    if cfg.lakehouse.mlflow:
+        from fedlake.lakehouse.mlflow_tracker import MlflowTracker
+
+        sinks.tracker = MlflowTracker(
+            run_dir,
+            tracking_uri=cfg.lakehouse.tracking_uri,
+            registry_uri=cfg.lakehouse.registry_uri,
+            experiment=cfg.lakehouse.experiment,
+        )
+    return sinks, root
+
+
+def flat_params(cfg: RunConfig) -> dict[str, Any]:
+    """The config as flat ``section.key`` params for the tracker."""
+    out: dict[str, Any] = {"name": cfg.name, "seed": cfg.seed}
+    for section, values in cfg.model_dump(by_alias=True).items():
+        if isinstance(values, dict):
+            out.update({f"{section}.{k}": v for k, v in values.items() if v is not None})
+    return out
+
+
+def build_federation(
+    cfg: RunConfig, run_dir: Path, *, sinks: RunSinks | None, observer: RunObserver
+) -> Federation:
+    """Wire data, trainer, recipe, executor and sinks into a Federation."""
+    scenario = build_data(cfg)
+    mcfg = model_config(cfg.model, scenario)
+    trainer = build_trainer(mcfg)
+    algo = cfg.algorithm
+    make_algorithm = functools.partial(
+        ALGORITHMS[algo.name],
+        client_lr=algo.client_lr,
+        local_epochs=algo.local_epochs,
+        batch_size=algo.batch_size,
+        server_lr=algo.server_lr,
+    )
+    fed = cfg.federation
+    cohort = (
+        CohortSpec(count=fed.clients_per_round)
+        if fed.clients_per_round is not None
+        else CohortSpec(fraction=fed.fraction or 0.1)
+    )
+    return Federation(
+        make_algorithm=make_algorithm,
+        trainer=trainer,
+        data=scenario.data,
+        run_dir=run_dir,
+        rounds=fed.rounds,
+        cohort=cohort,
+        seed=cfg.seed,
+        min_clients=fed.min_clients,
+        max_retries=fed.max_retries,
+        target_accuracy=fed.target_accuracy,
+        population=Population(dropout=fed.dropout),
+        eval_clients=fed.eval_clients,
+        executor=make_executor(cfg),
+        sinks=sinks,
+        observer=observer,
+        model_config=mcfg,
+        run_params=flat_params(cfg),
+    )
+
+
+def run_experiment(
+    cfg: RunConfig,
+    *,
+    resume: bool = False,
+    observer: RunObserver | None = None,
+    stop_after: int | None = None,
+) -> RunOutcome:
+    """Run ``cfg`` end to end; writes history, report plot, tables and the registered model."""
+    os.environ.setdefault("MLFLOW_ENABLE_TELEMETRY", "false")
+    os.environ.setdefault("DO_NOT_TRACK", "1")
+    observer = observer or NullObserver()
+    run_dir, archived = prepare_run_dir(cfg, resume=resume)
+    sinks, lake_root = make_sinks(cfg, run_dir)
+    federation = build_federation(cfg, run_dir, sinks=sinks, observer=observer)
+    status = "FAILED"
+    version = report = None
+    try:
+        result = federation.run(resume=resume, stop_after=stop_after)
+        history_path = run_dir / HISTORY_FILE
+        history_path.write_text(json.dumps(result.history, indent=1, default=str))
+        if result.history:
+            from fedlake.lakehouse.report import plot_rounds
+
+            report = plot_rounds(result.history, run_dir / REPORT_FILE, title=cfg.name)
+        if sinks.tracker is not None:
+            sinks.tracker.log_artifact(history_path)
+            if report is not None:
+                sinks.tracker.log_artifact(report)
+            if result.best_params is not None and result.stop_reason != "paused":
+                version = sinks.tracker.register_model(
+                    result.best_params,
+                    federation.trainer.spec.to_json(),
+                    federation.model_config,
+                    name=cfg.lakehouse.model_name,
+                    alias=cfg.lakehouse.alias,
+                )
+        status = "FINISHED" if result.stop_reason != "insufficient_updates" else "FAILED"
+    except KeyboardInterrupt:
+        status = "KILLED"
+        raise
+    finally:
+        if sinks.tracker is not None:
+            sinks.tracker.end(status)
+    tracking_uri = getattr(sinks.tracker, "tracking_uri", None)
+    return RunOutcome(
+        result=result,
+        run_dir=run_dir,
+        history_path=history_path,
+        report_path=report,
+        tracking_uri=tracking_uri,
+        tracker_run_id=result.tracker_run_id,
+        model_version=version,
+        lakehouse_root=lake_root,
+        archived=archived,
+    )

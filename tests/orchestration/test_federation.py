@@ -1,0 +1,170 @@
+"""The round loop on toy clients: golden numbers, rejections, retries, resume, executors."""
+
+import functools
+
+import numpy as np
+import pytest
+
+from fedlake.algorithms.fedavg import fedavg
+from fedlake.backends.process import ProcessExecutor
+from fedlake.lakehouse.base import MemoryStore, NullTracker
+from fedlake.orchestration.checkpoint import load_checkpoint
+from fedlake.orchestration.events import NullObserver
+from fedlake.orchestration.federation import Federation
+from fedlake.orchestration.sampling import CohortSpec, Population
+from fedlake.orchestration.sinks import RunSinks
+from toy import ToyTrainer, toy_data
+
+
+class PoisonTrainer(ToyTrainer):
+    """Returns NaN params for the clients whose target's first coordinate is negative."""
+
+    def fit(self, params, x, y, **kw):
+        res = super().fit(params, x, y, **kw)
+        if x[0, 0] < 0:
+            return type(res)(np.full_like(res.params, np.nan), res.loss, res.num_examples, 1)
+        return res
+
+
+def points(n=6):
+    return toy_data({f"c{i}": ((float(i), float(-i % 3)), i + 1) for i in range(n)})
+
+
+def make(tmp_path, **kw):
+    args = dict(
+        make_algorithm=functools.partial(fedavg, client_lr=0.5),
+        trainer=ToyTrainer(),
+        data=points(),
+        run_dir=tmp_path / "run",
+        rounds=5,
+        cohort=CohortSpec(count=3),
+        seed=11,
+        sinks=RunSinks(run_id="", store=MemoryStore(), tracker=NullTracker()),
+        observer=NullObserver(),
+    )
+    args.update(kw)
+    return Federation(**args)
+
+
+def test_full_participation_golden_numbers(tmp_path):
+    data = toy_data({"a": ((1.0, 0.0), 1), "b": ((0.0, 4.0), 3)})
+    fed = make(tmp_path, data=data, cohort=CohortSpec(count=2), rounds=2)
+    res = fed.run()
+    # round 1: (0.125, 1.5); round 2: p + 0.5 * (weighted target - p) = (0.1875, 2.25)
+    np.testing.assert_allclose(res.state.params, [0.1875, 2.25])
+    assert res.stop_reason == "max_rounds"
+    assert [h["round"] for h in res.history] == [1, 2]
+    assert res.history[0]["num_completed"] == 2 and res.history[0]["bytes_up"] == 16
+
+
+def test_same_seed_is_bit_identical_and_seed_matters(tmp_path):
+    a = make(tmp_path / "a").run()
+    b = make(tmp_path / "b").run()
+    c = make(tmp_path / "c", seed=12).run()
+    assert a.state.params.tobytes() == b.state.params.tobytes()
+    assert [h["cohort"] for h in a.history] == [h["cohort"] for h in b.history]
+    assert [h["cohort"] for h in a.history] != [h["cohort"] for h in c.history]
+
+
+def test_records_go_to_store_and_tracker(tmp_path):
+    fed = make(tmp_path)
+    res = fed.run()
+    store, tracker = fed.sinks.store, fed.sinks.tracker
+    rounds = store.read("rounds")
+    assert [r["round"] for r in rounds] == [1, 2, 3, 4, 5]
+    assert {r["run_id"] for r in rounds} == {res.run_id}
+    assert len(store.read("client_updates")) == 15
+    assert len(store.read("models")) == 5
+    actions = [r["action"] for r in store.read("audit")]
+    assert actions == ["run.start", "run.finish"]
+    assert [step for step, _ in tracker.metrics] == [1, 2, 3, 4, 5]
+    assert "eval_accuracy" in tracker.metrics[0][1]
+
+
+def test_bad_updates_are_rejected_with_reason_and_round_goes_on(tmp_path):
+    data = toy_data({"good1": ((1.0, 1.0), 2), "bad": ((-1.0, 0.0), 2), "good2": ((3.0, 1.0), 2)})
+    fed = make(tmp_path, data=data, trainer=PoisonTrainer(), cohort=CohortSpec(count=3), rounds=1)
+    res = fed.run()
+    rows = fed.sinks.store.read("client_updates")
+    bad = next(r for r in rows if r["client_id"] == "bad")
+    assert bad["status"] == "rejected" and "non-finite" in bad["reason"]
+    assert res.history[0]["num_rejected"] == 1 and res.history[0]["num_completed"] == 2
+    # only the two good clients are averaged: targets (1,1) and (3,1), lr 0.5
+    np.testing.assert_allclose(res.state.params, [1.0, 0.5])
+
+
+def test_too_few_valid_updates_retries_then_stops(tmp_path):
+    data = toy_data({f"bad{i}": ((-1.0, float(i)), 1) for i in range(4)})
+    obs = NullObserver()
+    fed = make(tmp_path, data=data, trainer=PoisonTrainer(), cohort=CohortSpec(count=2),
+               min_clients=1, max_retries=2, observer=obs)
+    res = fed.run()
+    assert res.stop_reason == "insufficient_updates"
+    assert res.state.round == 0 and np.all(res.state.params == 0)  # never silently averaged
+    statuses = [r["status"] for r in fed.sinks.store.read("rounds")]
+    assert statuses == ["retry", "retry", "failed"]
+    assert sum("retrying" in m for m in obs.messages) == 2
+
+
+def test_dropout_is_recorded(tmp_path):
+    fed = make(tmp_path, population=Population(dropout=0.5), rounds=4, cohort=CohortSpec(count=4),
+               max_retries=5)
+    res = fed.run()
+    dropped = sum(h["num_dropped"] for h in res.history)
+    assert dropped > 0
+    rows = fed.sinks.store.read("client_updates")
+    assert any(r["status"] == "dropped" and "dropout" in r["reason"] for r in rows)
+
+
+def test_target_accuracy_stops_early(tmp_path):
+    res = make(tmp_path, target_accuracy=0.01, rounds=50).run()
+    assert res.stop_reason == "target_reached" and res.state.round == 1
+
+
+def test_resume_gives_the_same_model_as_an_uninterrupted_run(tmp_path):
+    full = make(tmp_path / "full").run()
+    first = make(tmp_path / "split").run(stop_after=2)
+    assert first.stop_reason == "paused" and first.state.round == 2
+    ckpt = load_checkpoint(tmp_path / "split" / "run")
+    assert ckpt.state.round == 2 and not ckpt.pending
+    second = make(tmp_path / "split").run(resume=True)
+    assert second.state.round == 5
+    assert second.state.params.tobytes() == full.state.params.tobytes()
+    assert [h["round"] for h in second.history] == [1, 2, 3, 4, 5]
+
+
+def test_resume_replays_rows_not_yet_written(tmp_path):
+    fed = make(tmp_path)
+    fed.run(stop_after=1)
+    ckpt = load_checkpoint(tmp_path / "run")
+    # simulate a kill after the checkpoint but before the sinks were written
+    from fedlake.orchestration.checkpoint import save_checkpoint
+
+    ckpt.pending = {"rounds": [{"round": 99, "attempt": 0, "status": "completed"}]}
+    save_checkpoint(ckpt, tmp_path / "run")
+    store = MemoryStore()
+    fed2 = make(tmp_path, sinks=RunSinks(run_id="", store=store, tracker=NullTracker()))
+    fed2.run(resume=True)
+    assert 99 in [r["round"] for r in store.read("rounds")]
+
+
+def test_resume_without_checkpoint_is_clear(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nothing to resume"):
+        make(tmp_path).run(resume=True)
+
+
+def test_process_executor_matches_inline(tmp_path):
+    inline = make(tmp_path / "i", rounds=3).run()
+    proc = make(tmp_path / "p", rounds=3, executor=ProcessExecutor(2)).run()
+    assert proc.state.params.tobytes() == inline.state.params.tobytes()
+
+
+@pytest.mark.parametrize(
+    ("kw", "msg"),
+    [({"cohort": CohortSpec(count=7)}, "exceeds the number of clients"),
+     ({"min_clients": 4}, "min_clients"),
+     ({"rounds": 0}, "rounds")],
+)
+def test_bad_federation_settings(tmp_path, kw, msg):
+    with pytest.raises(ValueError, match=msg):
+        make(tmp_path, **kw)
