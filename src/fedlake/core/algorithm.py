@@ -35,7 +35,8 @@ class Algorithm:
         aggregator: turns the cohort's deltas into one vector.
         server: server optimiser applied to the aggregated delta (a pseudo-gradient
             pointing towards the clients); the result is added to the params.
-        local_step: transform applied to every local minibatch gradient.
+        local_step: transform applied to every local minibatch gradient (None: plain SGD,
+            which lets trainers skip the per-step numpy round trip).
         upload: transform applied to the client delta before it is sent.
     """
 
@@ -43,5 +44,5 @@ class Algorithm:
     local: LocalConfig
     aggregator: Aggregator
     server: Transform
-    local_step: Transform = field(default_factory=identity)
+    local_step: Transform | None = None
     upload: Transform = field(default_factory=identity)
