@@ -23,7 +23,9 @@ class ToyTrainer:
     def init_params(self, seed: int) -> np.ndarray:
         return np.zeros(self._spec.size, np.float32)
 
-    def fit(self, params, x, y, *, config: LocalConfig, rng, grad_transform: Transform | None = None):
+    def fit(
+        self, params, x, y, *, config: LocalConfig, rng, grad_transform: Transform | None = None
+    ):
         p = np.array(params, dtype=np.float32)
         target = x.mean(axis=0).astype(np.float32)
         state = grad_transform.init(p) if grad_transform else None

@@ -23,10 +23,19 @@ def write(tmp_path, text, name="c.toml"):
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        ("[federation]\nroundz = 3\n", "federation.roundz: unknown key (accepted: clients_per_round"),
+        (
+            "[federation]\nroundz = 3\n",
+            "federation.roundz: unknown key (accepted: clients_per_round",
+        ),
         ("[federation]\nclients_per_round = 500\n", "exceeds data.num_clients (100)"),
-        ("[executor]\nkind = 'gpu'\n", "executor.kind: Input should be 'inline' or 'process', got 'gpu'"),
-        ("[data]\nscenario = 'synthetic'\nalpha = -1\n", "data.alpha: Input should be greater than"),
+        (
+            "[executor]\nkind = 'gpu'\n",
+            "executor.kind: Input should be 'inline' or 'process', got 'gpu'",
+        ),
+        (
+            "[data]\nscenario = 'synthetic'\nalpha = -1\n",
+            "data.alpha: Input should be greater than",
+        ),
         ("[federation]\nrounds = 'ten'\n", "federation.rounds: Input should be a valid integer"),
         ("[federation]\nmin_clients = 50\nclients_per_round = 10\n", "min_clients (50) exceeds"),
         ("[data\n", "not valid TOML"),
@@ -69,7 +78,9 @@ def test_real_process_prints_no_traceback(tmp_path):
     p = write(tmp_path, "[executor]\nworkers = 0\n")
     proc = subprocess.run(
         [sys.executable, "-m", "fedlake.cli.main", "run", "--config", str(p)],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode == 2
     assert "executor.workers" in proc.stderr and "Traceback" not in proc.stderr + proc.stdout

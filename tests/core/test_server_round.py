@@ -2,12 +2,12 @@
 
 import numpy as np
 import pytest
+from toy import ToyTrainer, toy_data
 
 from fedlake.algorithms.fedavg import fedavg
 from fedlake.client.local import ClientTask, run_client
 from fedlake.core.state import init_server_state, server_round
 from fedlake.core.update import ClientUpdate
-from toy import ToyTrainer, toy_data
 
 
 def two_clients():
@@ -68,8 +68,12 @@ def test_params_are_read_only():
 
 @pytest.mark.parametrize(
     ("kwargs", "msg"),
-    [({"client_lr": 0}, "client lr"), ({"local_epochs": 0}, "epochs"),
-     ({"batch_size": 0}, "batch_size"), ({"server_lr": -1}, "server lr")],
+    [
+        ({"client_lr": 0}, "client lr"),
+        ({"local_epochs": 0}, "epochs"),
+        ({"batch_size": 0}, "batch_size"),
+        ({"server_lr": -1}, "server lr"),
+    ],
 )
 def test_fedavg_validates_hyperparameters(kwargs, msg):
     with pytest.raises(ValueError, match=msg):

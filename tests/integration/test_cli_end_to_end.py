@@ -19,7 +19,11 @@ ENV = {**os.environ, "MLFLOW_ENABLE_TELEMETRY": "false", "DO_NOT_TRACK": "1"}
 def fedlake(*args, cwd):
     return subprocess.run(
         [sys.executable, "-m", "fedlake.cli.main", *args],
-        capture_output=True, text=True, timeout=600, cwd=cwd, env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=cwd,
+        env=ENV,
     )
 
 
@@ -28,7 +32,7 @@ def config(tmp_path, *, rounds=4, name="e2e", extra=""):
     p.write_text(f"""
 name = "{name}"
 seed = 3
-output_dir = "{tmp_path / 'runs'}"
+output_dir = "{tmp_path / "runs"}"
 [data]
 scenario = "digits"
 num_clients = 8
@@ -89,7 +93,7 @@ def test_run_fills_mlflow_and_delta_and_report(tmp_path):
     mv = client.get_model_version_by_alias("digits_e2e", "champion")
     best = max(hist, key=lambda m: m.value)
     mlflow.set_registry_uri(uri)
-    model = mlflow.pyfunc.load_model(f"models:/digits_e2e@champion")
+    model = mlflow.pyfunc.load_model("models:/digits_e2e@champion")
     from fedlake.data.tabular import load_digits_xy
 
     x, y = load_digits_xy()
@@ -112,15 +116,32 @@ def _final_params(run_dir: Path) -> bytes:
 
 def test_resume_after_sigkill_matches_uninterrupted(tmp_path):
     rounds = 12
-    full = fedlake("run", "--config", str(config(tmp_path, rounds=rounds, name="full")),
-                   "-q", "--no-mlflow", cwd=tmp_path)
+    full = fedlake(
+        "run",
+        "--config",
+        str(config(tmp_path, rounds=rounds, name="full")),
+        "-q",
+        "--no-mlflow",
+        cwd=tmp_path,
+    )
     assert full.returncode == 0, full.stderr
 
     cfg = config(tmp_path, rounds=rounds, name="killed")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "fedlake.cli.main", "run", "--config", str(cfg), "-q",
-         "--no-mlflow"], cwd=tmp_path, env=ENV,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            sys.executable,
+            "-m",
+            "fedlake.cli.main",
+            "run",
+            "--config",
+            str(cfg),
+            "-q",
+            "--no-mlflow",
+        ],
+        cwd=tmp_path,
+        env=ENV,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     run_dir = tmp_path / "runs" / "killed"
     deadline = time.time() + 300
@@ -152,11 +173,35 @@ def test_resume_after_sigkill_matches_uninterrupted(tmp_path):
 
 def test_resume_refuses_a_changed_config(tmp_path):
     cfg = config(tmp_path, rounds=2, name="chg")
-    assert fedlake("run", "--config", str(cfg), "-q", "--no-mlflow", "--no-delta",
-                   cwd=tmp_path).returncode == 0
-    res = fedlake("run", "--config", str(cfg), "-q", "--no-mlflow", "--no-delta", "--resume",
-                  "--seed", "9", cwd=tmp_path)
+    assert (
+        fedlake(
+            "run", "--config", str(cfg), "-q", "--no-mlflow", "--no-delta", cwd=tmp_path
+        ).returncode
+        == 0
+    )
+    res = fedlake(
+        "run",
+        "--config",
+        str(cfg),
+        "-q",
+        "--no-mlflow",
+        "--no-delta",
+        "--resume",
+        "--seed",
+        "9",
+        cwd=tmp_path,
+    )
     assert res.returncode == 2 and "seed differs" in res.stderr
-    more = fedlake("run", "--config", str(cfg), "-q", "--no-mlflow", "--no-delta", "--resume",
-                   "--rounds", "3", cwd=tmp_path)
+    more = fedlake(
+        "run",
+        "--config",
+        str(cfg),
+        "-q",
+        "--no-mlflow",
+        "--no-delta",
+        "--resume",
+        "--rounds",
+        "3",
+        cwd=tmp_path,
+    )
     assert more.returncode == 0, more.stderr

@@ -4,6 +4,7 @@ import functools
 
 import numpy as np
 import pytest
+from toy import ToyTrainer, toy_data
 
 from fedlake.algorithms.fedavg import fedavg
 from fedlake.backends.process import ProcessExecutor
@@ -13,7 +14,6 @@ from fedlake.orchestration.events import NullObserver
 from fedlake.orchestration.federation import Federation
 from fedlake.orchestration.sampling import CohortSpec, Population
 from fedlake.orchestration.sinks import RunSinks
-from toy import ToyTrainer, toy_data
 
 
 class PoisonTrainer(ToyTrainer):
@@ -96,8 +96,15 @@ def test_bad_updates_are_rejected_with_reason_and_round_goes_on(tmp_path):
 def test_too_few_valid_updates_retries_then_stops(tmp_path):
     data = toy_data({f"bad{i}": ((-1.0, float(i)), 1) for i in range(4)})
     obs = NullObserver()
-    fed = make(tmp_path, data=data, trainer=PoisonTrainer(), cohort=CohortSpec(count=2),
-               min_clients=1, max_retries=2, observer=obs)
+    fed = make(
+        tmp_path,
+        data=data,
+        trainer=PoisonTrainer(),
+        cohort=CohortSpec(count=2),
+        min_clients=1,
+        max_retries=2,
+        observer=obs,
+    )
     res = fed.run()
     assert res.stop_reason == "insufficient_updates"
     assert res.state.round == 0 and np.all(res.state.params == 0)  # never silently averaged
@@ -107,8 +114,13 @@ def test_too_few_valid_updates_retries_then_stops(tmp_path):
 
 
 def test_dropout_is_recorded(tmp_path):
-    fed = make(tmp_path, population=Population(dropout=0.5), rounds=4, cohort=CohortSpec(count=4),
-               max_retries=5)
+    fed = make(
+        tmp_path,
+        population=Population(dropout=0.5),
+        rounds=4,
+        cohort=CohortSpec(count=4),
+        max_retries=5,
+    )
     res = fed.run()
     dropped = sum(h["num_dropped"] for h in res.history)
     assert dropped > 0
@@ -161,9 +173,11 @@ def test_process_executor_matches_inline(tmp_path):
 
 @pytest.mark.parametrize(
     ("kw", "msg"),
-    [({"cohort": CohortSpec(count=7)}, "exceeds the number of clients"),
-     ({"min_clients": 4}, "min_clients"),
-     ({"rounds": 0}, "rounds")],
+    [
+        ({"cohort": CohortSpec(count=7)}, "exceeds the number of clients"),
+        ({"min_clients": 4}, "min_clients"),
+        ({"rounds": 0}, "rounds"),
+    ],
 )
 def test_bad_federation_settings(tmp_path, kw, msg):
     with pytest.raises(ValueError, match=msg):
