@@ -19,10 +19,10 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 run: $(STAMP)
-	MLFLOW_ENABLE_TELEMETRY=false DO_NOT_TRACK=1 $(BIN)/fedlake run --config examples/activity_fedavg.toml
+	MLFLOW_DISABLE_TELEMETRY=true DO_NOT_TRACK=true $(BIN)/fedlake run --config examples/activity_fedavg.toml
 
 test: $(STAMP)
-	MLFLOW_ENABLE_TELEMETRY=false DO_NOT_TRACK=1 $(BIN)/python -m pytest -q
+	MLFLOW_DISABLE_TELEMETRY=true DO_NOT_TRACK=true $(BIN)/python -m pytest -q
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests

@@ -4,6 +4,6 @@ import os
 import sys
 from pathlib import Path
 
-os.environ.setdefault("MLFLOW_ENABLE_TELEMETRY", "false")
-os.environ.setdefault("DO_NOT_TRACK", "1")
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("DO_NOT_TRACK", "true")
 sys.path.insert(0, str(Path(__file__).parent))

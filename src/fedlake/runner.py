@@ -169,8 +169,8 @@ def run_experiment(
     stop_after: int | None = None,
 ) -> RunOutcome:
     """Run ``cfg`` end to end; writes history, report plot, tables and the registered model."""
-    os.environ.setdefault("MLFLOW_ENABLE_TELEMETRY", "false")
-    os.environ.setdefault("DO_NOT_TRACK", "1")
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    os.environ.setdefault("DO_NOT_TRACK", "true")
     observer = observer or NullObserver()
     run_dir, archived = prepare_run_dir(cfg, resume=resume)
     sinks, lake_root = make_sinks(cfg, run_dir)

@@ -13,7 +13,7 @@ import pytest
 
 pytestmark = pytest.mark.integration
 
-ENV = {**os.environ, "MLFLOW_ENABLE_TELEMETRY": "false", "DO_NOT_TRACK": "1"}
+ENV = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true"}
 
 
 def fedlake(*args, cwd):

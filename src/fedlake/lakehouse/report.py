@@ -1,0 +1,178 @@
+"""A run's rounds as a PNG of panels and a summary table (matplotlib, Agg, no display)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = ["final_rounds", "plot_rounds", "summary_rows"]
+
+CLIENT_BARS = (  # stacked per round; together they make up the sampled cohort
+    ("num_completed", "completed", "tab:green"),
+    ("num_rejected", "rejected", "tab:red"),
+    ("num_dropped", "dropped", "tab:gray"),
+)
+
+
+def final_rounds(rounds: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """One row per round, sorted: its completed attempt if any, else its last attempt."""
+    best: dict[int, dict[str, Any]] = {}
+    for row in rounds:
+        r = int(row["round"])
+        if r not in best or _rank(row) >= _rank(best[r]):  # ties: the later row (a replay) wins
+            best[r] = dict(row)
+    return [best[r] for r in sorted(best)]
+
+
+def _rank(row: Mapping[str, Any]) -> tuple[bool, int]:
+    return row.get("status", "completed") == "completed", int(row.get("attempt") or 0)
+
+
+def _num(value: Any) -> float:
+    """``value`` as a float; NaN for missing values, so plots show a gap."""
+    try:
+        return math.nan if value is None else float(value)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def _col(rows: Sequence[Mapping[str, Any]], key: str) -> list[float]:
+    return [_num(row.get(key)) for row in rows]
+
+
+def plot_rounds(rounds: Sequence[Mapping[str, Any]], path: Path, *, title: str) -> Path:
+    """Write a PNG with accuracy, losses, clients, traffic and duration per round; returns path.
+
+    Rows use the ``rounds`` table keys (extra keys are ignored); see :func:`final_rounds`
+    for how retried attempts are folded.
+
+    Raises:
+        ValueError: no rounds to plot.
+    """
+    from matplotlib.figure import Figure  # Figure + its own Agg canvas: no pyplot global state
+
+    rows = final_rounds(rounds)
+    if not rows:
+        raise ValueError("no rounds to plot")
+    x = [int(row["round"]) for row in rows]
+    fig = Figure(figsize=(15, 8.5), layout="constrained")
+    fig.suptitle(f"{title}: {len(rows)} rounds", fontsize=14)
+    axes = fig.subplots(2, 3, sharex=True)
+    _line(axes[0, 0], x, _col(rows, "eval_accuracy"), label="accuracy", best=True)
+    _line(axes[0, 1], x, _col(rows, "eval_loss"), label="loss")
+    _line(axes[0, 2], x, _col(rows, "train_loss"), label="loss")
+    _line(axes[1, 2], x, _col(rows, "duration_s"), label="seconds")
+    for ax, name in zip(
+        (axes[0, 0], axes[0, 1], axes[0, 2], axes[1, 2]),
+        ("eval accuracy", "eval loss", "train loss (mean over clients)", "round duration (s)"),
+        strict=True,
+    ):
+        ax.set_title(name)
+    ax = axes[1, 0]
+    bottom = [0.0] * len(rows)
+    for key, label, color in CLIENT_BARS:
+        values = [0.0 if math.isnan(v) else v for v in _col(rows, key)]
+        ax.bar(x, values, bottom=bottom, width=0.8, label=label, color=color)
+        bottom = [b + v for b, v in zip(bottom, values, strict=True)]
+    ax.step(x, _col(rows, "num_sampled"), where="mid", color="black", lw=1, label="sampled")
+    ax.set_title("clients per round")
+    ax.set_ylim(
+        0.0,
+        max([*bottom, *[v for v in _col(rows, "num_sampled") if not math.isnan(v)], 1.0]) * 1.25,
+    )
+    ax.legend(fontsize=8, loc="upper center", ncols=4)
+    ax = axes[1, 1]
+    scale, unit = _byte_unit(max([*_col(rows, "bytes_up"), *_col(rows, "bytes_down"), 0.0]))
+    for key, label in (("bytes_up", "up (clients to server)"), ("bytes_down", "down")):
+        _line(ax, x, [v / scale for v in _col(rows, key)], label=label)
+    ax.set_title(f"traffic per round ({unit})")
+    ax.legend(fontsize=8)
+    if any(not math.isnan(v) for v in _col(rows, "eval_accuracy")):
+        axes[0, 0].set_ylim(0.0, 1.02)
+    for ax in axes.flat:
+        ax.grid(alpha=0.3)
+        if ax is not axes[0, 0] and ax is not axes[1, 0]:
+            ax.set_ylim(bottom=0.0)
+    for ax in axes[1]:
+        ax.set_xlabel("round")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100, format="png")
+    return path
+
+
+def _line(ax: Any, x: list[int], y: list[float], *, label: str, best: bool = False) -> None:
+    """Plot the recorded points only, so rounds without a value do not break the line."""
+    pts = [(a, b) for a, b in zip(x, y, strict=True) if not math.isnan(b)]
+    if not pts:
+        ax.text(0.5, 0.5, "not recorded", ha="center", va="center", transform=ax.transAxes)
+        return
+    xs, ys = zip(*pts, strict=True)
+    ax.plot(xs, ys, marker="o", markersize=3, label=label)
+    if best:
+        i = max(range(len(ys)), key=ys.__getitem__)
+        ax.plot([xs[i]], [ys[i]], marker="*", markersize=14, color="tab:orange", zorder=3)
+        ax.annotate(
+            f"best {ys[i]:.3f} (round {xs[i]})",
+            (xs[i], ys[i]),
+            textcoords="offset points",
+            xytext=(-10, -18),
+            ha="right",
+            fontsize=9,
+        )
+
+
+def _byte_unit(largest: float) -> tuple[float, str]:
+    for scale, unit in ((1e9, "GB"), (1e6, "MB"), (1e3, "kB")):
+        if largest >= scale:
+            return scale, unit
+    return 1.0, "bytes"
+
+
+def _fmt_bytes(value: float) -> str:
+    scale, unit = _byte_unit(value)
+    return f"{value:,.0f} bytes" if scale == 1.0 else f"{value / scale:.2f} {unit}"
+
+
+def _last(rows: Sequence[Mapping[str, Any]], key: str) -> str:
+    """The last recorded ``key``, naming its round when later rounds lack it."""
+    for i in range(len(rows) - 1, -1, -1):
+        value = _num(rows[i].get(key))
+        if not math.isnan(value):
+            note = "" if i == len(rows) - 1 else f" (round {int(rows[i]['round'])})"
+            return f"{value:.4f}{note}"
+    return "n/a"
+
+
+def summary_rows(rounds: Sequence[Mapping[str, Any]]) -> list[tuple[str, str]]:
+    """(label, value) rows summarising a run: accuracy, losses, traffic, time, client drop-outs."""
+    rows = final_rounds(rounds)
+    if not rows:
+        return [("rounds run", "0")]
+    acc = _col(rows, "eval_accuracy")
+    scored = [(a, int(row["round"])) for a, row in zip(acc, rows, strict=True) if not math.isnan(a)]
+    best_acc, best_round = max(scored, key=lambda t: t[0]) if scored else (math.nan, None)
+    durations = [d for d in _col(rows, "duration_s") if not math.isnan(d)]
+    total_s = sum(durations)
+
+    def total(key: str) -> float:
+        return sum(v for v in _col(rows, key) if not math.isnan(v))
+
+    return [
+        ("rounds run", str(len(rows))),
+        (
+            "best accuracy",
+            f"{best_acc:.4f} (round {best_round})" if best_round is not None else "n/a",
+        ),
+        ("final accuracy", _last(rows, "eval_accuracy")),
+        ("final eval loss", _last(rows, "eval_loss")),
+        ("final train loss", _last(rows, "train_loss")),
+        ("bytes up (total)", _fmt_bytes(total("bytes_up"))),
+        ("bytes down (total)", _fmt_bytes(total("bytes_down"))),
+        ("duration (total)", f"{total_s:.2f} s"),
+        ("duration (mean per round)", f"{total_s / len(durations):.2f} s" if durations else "n/a"),
+        ("clients dropped (total)", f"{total('num_dropped'):.0f}"),
+        ("updates rejected (total)", f"{total('num_rejected'):.0f}"),
+    ]

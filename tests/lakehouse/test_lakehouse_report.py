@@ -1,0 +1,83 @@
+"""Run report: the PNG of rounds and the summary rows, on a toy history."""
+
+import pytest
+
+from fedlake.lakehouse.report import final_rounds, plot_rounds, summary_rows
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def toy_history():
+    """Three rounds; round 2 needed a retry; round 3 was not evaluated."""
+
+    def row(r, attempt=0, status="completed", **kw):
+        base = {
+            "round": r,
+            "attempt": attempt,
+            "status": status,
+            "num_sampled": 4,
+            "num_completed": 3,
+            "num_dropped": 1,
+            "num_rejected": 0,
+            "train_loss": 1.0 / r,
+            "eval_loss": 0.9 / r,
+            "eval_accuracy": 0.5 + 0.1 * r,
+            "bytes_up": 3_000,
+            "bytes_down": 4_000,
+            "duration_s": 2.0,
+            "cohort": "[]",
+            "extra_key": {"ignored": True},
+        }
+        return {**base, **kw}
+
+    return [
+        row(1),
+        row(2, status="retry", num_completed=0, num_dropped=4, eval_accuracy=None, bytes_up=0),
+        row(2, attempt=1, num_rejected=1, num_completed=2, eval_accuracy=0.8),
+        row(3, eval_accuracy=None, eval_loss=None, duration_s=4.0),
+    ]
+
+
+def test_final_rounds_keeps_the_completed_attempt():
+    rows = final_rounds(toy_history())
+    assert [(r["round"], r["attempt"]) for r in rows] == [(1, 0), (2, 1), (3, 0)]
+    assert final_rounds(list(reversed(toy_history()))) == rows
+
+
+def test_summary_numbers_on_a_toy_history():
+    assert dict(summary_rows(toy_history())) == {
+        "rounds run": "3",
+        "best accuracy": "0.8000 (round 2)",
+        "final accuracy": "0.8000 (round 2)",
+        "final eval loss": "0.4500 (round 2)",
+        "final train loss": "0.3333",
+        "bytes up (total)": "9.00 kB",
+        "bytes down (total)": "12.00 kB",
+        "duration (total)": "8.00 s",
+        "duration (mean per round)": "2.67 s",
+        "clients dropped (total)": "3",
+        "updates rejected (total)": "1",
+    }
+    assert summary_rows([]) == [("rounds run", "0")]
+
+
+def test_summary_without_any_evaluation():
+    rows = [{**r, "eval_accuracy": None, "eval_loss": None} for r in toy_history()]
+    summary = dict(summary_rows(rows))
+    assert summary["best accuracy"] == summary["final accuracy"] == "n/a"
+
+
+def test_plot_writes_a_png(tmp_path):
+    path = plot_rounds(toy_history(), tmp_path / "out" / "report.png", title="toy run")
+    assert path == tmp_path / "out" / "report.png"
+    data = path.read_bytes()
+    assert data[:8] == PNG_MAGIC and len(data) > 20_000
+    width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    assert (width, height) == (1500, 850)
+
+
+def test_plot_handles_a_single_unevaluated_round(tmp_path):
+    row = {"round": 1, "num_sampled": 2, "bytes_up": 10, "bytes_down": 10, "duration_s": 0.1}
+    assert plot_rounds([row], tmp_path / "one.png", title="t").read_bytes()[:8] == PNG_MAGIC
+    with pytest.raises(ValueError, match="no rounds to plot"):
+        plot_rounds([], tmp_path / "none.png", title="t")
