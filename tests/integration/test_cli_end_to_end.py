@@ -53,7 +53,7 @@ model_name = "digits_e2e"
     return p
 
 
-def test_run_fills_mlflow_and_delta_and_report(tmp_path):
+def test_run_fills_mlflow_and_delta_and_report(tmp_path, monkeypatch):
     proc = fedlake("run", "--config", str(config(tmp_path)), "-q", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     run_dir = tmp_path / "runs" / "e2e"
@@ -95,7 +95,8 @@ def test_run_fills_mlflow_and_delta_and_report(tmp_path):
     assert {"report.png", "history.json"} <= arts
     mv = client.get_model_version_by_alias("digits_e2e", "champion")
     best = max(hist, key=lambda m: m.value)
-    mlflow.set_registry_uri(uri)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)  # no global state, no ./mlflow.db
+    monkeypatch.setenv("MLFLOW_REGISTRY_URI", uri)
     model = mlflow.pyfunc.load_model("models:/digits_e2e@champion")
     from fedlake.data.tabular import load_digits_xy
 
