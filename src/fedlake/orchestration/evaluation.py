@@ -24,7 +24,7 @@ class EvalSet:
 
     @classmethod
     def build(cls, data: ClientData, client_ids: Sequence[str]) -> EvalSet:
-        """Load and concatenate the test splits of ``client_ids`` (clients without one are skipped)."""
+        """Concatenate the test splits of ``client_ids`` (clients without one are skipped)."""
         xs, ys, used = [], [], []
         for cid in client_ids:
             ds = data.load(cid)

@@ -6,7 +6,7 @@ import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from fedlake.lakehouse.base import Store, Tracker
@@ -16,7 +16,7 @@ METRICS_KEY = "_tracker_metrics"  # pending entry that goes to the tracker, not 
 
 def now() -> datetime:
     """The current UTC time."""
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 @dataclass
