@@ -158,27 +158,32 @@ def test_pickle_round_trip_drops_module_and_fits_identically() -> None:
     assert np.array_equal(clone.init_params(0), p0)
 
 
-_THREADS = torch.get_num_threads()
-
-
-def _fit_in_worker(trainer: TorchTrainer, params: np.ndarray) -> np.ndarray:
-    torch.set_num_threads(1)
+def _fit_in_worker(trainer: TorchTrainer, params: np.ndarray, threads: int) -> np.ndarray:
+    torch.set_num_threads(threads)  # whatever the worker's setting, the trainer pins its own
     x, y = blobs()
     return fit(trainer, params, x, y).params
 
 
-def test_fit_in_spawned_process_matches_local() -> None:
-    torch.set_num_threads(1)  # the worker runs single-threaded too, as the process executor does
-    try:
-        t = mlp_trainer(dropout=0.2)
-        p0 = t.init_params(0)
-        x, y = blobs()
-        expected = fit(t, p0, x, y).params
-        with mp.get_context("spawn").Pool(1) as pool:
-            got = pool.apply(_fit_in_worker, (t, p0))
-    finally:
-        torch.set_num_threads(_THREADS)
-    assert np.array_equal(got, expected)
+def test_fit_in_spawned_process_matches_local_whatever_the_callers_threads() -> None:
+    t = mlp_trainer(dropout=0.2)
+    p0 = t.init_params(0)
+    x, y = blobs()
+    expected = fit(t, p0, x, y).params
+    with mp.get_context("spawn").Pool(1) as pool:
+        got = [pool.apply(_fit_in_worker, (t, p0, n)) for n in (1, 2)]
+    assert all(np.array_equal(g, expected) for g in got)
+
+
+def test_trainer_runs_on_its_own_threads_and_restores_the_callers() -> None:
+    seen: list[int] = []
+    spy = Transform(
+        lambda p: None, lambda v, s, *, params, rng: (seen.append(torch.get_num_threads()) or v, s)
+    )
+    before = torch.get_num_threads()
+    t = mlp_trainer(threads=2)
+    x, y = blobs()
+    fit(t, t.init_params(0), x, y, grad_transform=spy)
+    assert set(seen) == {2} and torch.get_num_threads() == before
 
 
 def test_zeroed_gradients_leave_params_unchanged() -> None:
@@ -283,6 +288,7 @@ def test_read_only_inputs_are_accepted_and_untouched() -> None:
         ({"momentum": 1.0}, r"momentum must be in \[0, 1\), got 1.0"),
         ({"optimizer": "adam", "momentum": 0.9}, "momentum applies only to optimizer='sgd'"),
         ({"weight_decay": -1.0}, "weight_decay must be >= 0, got -1.0"),
+        ({"threads": 0}, "threads must be an integer >= 1, got 0"),
     ],
 )
 def test_constructor_validation(kwargs: dict[str, Any], match: str) -> None:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,7 +17,7 @@ from fedlake.client.trainer import FitResult, LocalConfig
 from fedlake.core.params import FLOAT, ParamSpec, TensorSpec, as_vector
 from fedlake.core.transform import Transform
 
-__all__ = ["TorchTrainer", "get_flat_params", "module_spec", "set_flat_params"]
+__all__ = ["TorchTrainer", "get_flat_params", "module_spec", "set_flat_params", "torch_threads"]
 
 LOSSES = ("cross_entropy", "nll")
 OPTIMIZERS = ("sgd", "adam")
@@ -90,6 +91,19 @@ def _write(entries: _Entries, vector: np.ndarray, *, grads: bool = False) -> Non
                 t.grad.copy_(src)
 
 
+@contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """Run the block with ``n`` intra-op torch threads, restoring the caller's setting after."""
+    before = torch.get_num_threads()
+    if before != n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        if before != n:
+            torch.set_num_threads(before)
+
+
 @dataclass
 class _Bound:
     """A built module, its spec entries, and the entries of its trainable parameters."""
@@ -108,6 +122,12 @@ class TorchTrainer:
     tensor of ``state_dict`` (buffers included, so running statistics travel);
     buffers get zero gradients. One trainer must not be used from two threads
     at once. Optimiser state starts fresh on every ``fit``.
+
+    Training and evaluation run on ``threads`` intra-op threads (default 1):
+    float results depend on the thread count, so pinning it makes a client's
+    update the same inline, in a worker process or on another host with the
+    same build, and for the small models of FL clients one thread is also the
+    fastest (no spin-waiting when cores are shared).
     """
 
     def __init__(
@@ -120,6 +140,7 @@ class TorchTrainer:
         optimizer: str = "sgd",
         momentum: float = 0.0,
         weight_decay: float = 0.0,
+        threads: int = 1,
     ) -> None:
         if not callable(model_fn):
             raise TypeError(f"model_fn must be a zero-argument callable, got {model_fn!r}")
@@ -136,6 +157,8 @@ class TorchTrainer:
             raise ValueError(f"momentum must be in [0, 1), got {momentum}")
         if momentum and optimizer != "sgd":
             raise ValueError(f"momentum applies only to optimizer='sgd', got {optimizer!r}")
+        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+            raise ValueError(f"threads must be an integer >= 1, got {threads!r}")
         if not weight_decay >= 0.0:
             raise ValueError(f"weight_decay must be >= 0, got {weight_decay}")
         self.model_fn = model_fn
@@ -145,6 +168,7 @@ class TorchTrainer:
         self.optimizer = optimizer
         self.momentum = float(momentum)
         self.weight_decay = float(weight_decay)
+        self.threads = int(threads)
         self._spec: ParamSpec | None = None
         self._bound: _Bound | None = None
 
@@ -157,7 +181,7 @@ class TorchTrainer:
         return (
             f"TorchTrainer({self.model_fn!r}, input_shape={self.input_shape}, "
             f"num_classes={self.num_classes}, loss={self.loss!r}, optimizer={self.optimizer!r}, "
-            f"momentum={self.momentum}, weight_decay={self.weight_decay})"
+            f"momentum={self.momentum}, weight_decay={self.weight_decay}, threads={self.threads})"
         )
 
     @property
@@ -206,7 +230,7 @@ class TorchTrainer:
             state = grad_transform.init(start)
         total, steps = 0.0, 0
         module = bound.module
-        with torch.random.fork_rng(devices=[]), torch.enable_grad():
+        with torch_threads(self.threads), torch.random.fork_rng(devices=[]), torch.enable_grad():
             torch.default_generator.manual_seed(int(rng.integers(2**63 - 1)))
             module.train()
             for _ in range(int(config.epochs)):
@@ -231,7 +255,7 @@ class TorchTrainer:
         self._load(bound, params)
         xt = self._features(x)
         outs = []
-        with torch.no_grad():
+        with torch_threads(self.threads), torch.no_grad():
             bound.module.eval()
             for s in range(0, xt.shape[0], EVAL_BATCH):
                 out = bound.module(xt[s : s + EVAL_BATCH])
@@ -246,7 +270,7 @@ class TorchTrainer:
         self._load(bound, params)
         xt, yt = self._data(x, y)
         loss_sum, correct = 0.0, 0
-        with torch.no_grad():
+        with torch_threads(self.threads), torch.no_grad():
             bound.module.eval()
             for s in range(0, xt.shape[0], EVAL_BATCH):
                 out, yb = bound.module(xt[s : s + EVAL_BATCH]), yt[s : s + EVAL_BATCH]
