@@ -2,7 +2,7 @@
 
 import pytest
 
-from fedlake.lakehouse.report import final_rounds, plot_rounds, summary_rows
+from fedlake.lakehouse.report import best_row, final_rounds, plot_rounds, summary_rows
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -81,3 +81,15 @@ def test_plot_handles_a_single_unevaluated_round(tmp_path):
     assert plot_rounds([row], tmp_path / "one.png", title="t").read_bytes()[:8] == PNG_MAGIC
     with pytest.raises(ValueError, match="no rounds to plot"):
         plot_rounds([], tmp_path / "none.png", title="t")
+
+
+def test_best_round_breaks_accuracy_ties_by_lower_loss():
+    rows = [
+        {"round": 1, "eval_accuracy": 0.9, "eval_loss": 0.5},
+        {"round": 2, "eval_accuracy": 0.9, "eval_loss": 0.3},
+        {"round": 3, "eval_accuracy": 0.8, "eval_loss": 0.1},
+        {"round": 4, "eval_accuracy": None, "eval_loss": None},
+    ]
+    assert best_row(rows)["round"] == 2
+    assert dict(summary_rows(rows))["best accuracy"] == "0.9000 (round 2)"
+    assert best_row([{"round": 1, "eval_accuracy": None}]) is None

@@ -182,3 +182,18 @@ def test_process_executor_matches_inline(tmp_path):
 def test_bad_federation_settings(tmp_path, kw, msg):
     with pytest.raises(ValueError, match=msg):
         make(tmp_path, **kw)
+
+
+class PlateauTrainer(ToyTrainer):
+    """Accuracy stuck at one value (a plateau); only the loss tells the rounds apart."""
+
+    def evaluate(self, params, x, y):
+        return {**super().evaluate(params, x, y), "accuracy": 0.5}
+
+
+def test_champion_on_an_accuracy_plateau_is_the_lowest_loss_round(tmp_path):
+    res = make(tmp_path, trainer=PlateauTrainer(), cohort=CohortSpec(count=6), rounds=4).run()
+    losses = [h["eval_loss"] for h in res.history]
+    assert losses == sorted(losses, reverse=True)  # full participation converges
+    assert res.best_round == 4 and res.best_accuracy == 0.5
+    assert res.best_params.tobytes() == res.state.params.tobytes()

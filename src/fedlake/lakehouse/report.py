@@ -7,7 +7,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["final_rounds", "plot_rounds", "summary_rows"]
+from fedlake.orchestration.evaluation import model_score
+
+__all__ = ["best_row", "final_rounds", "plot_rounds", "summary_rows"]
 
 CLIENT_BARS = (  # stacked per round; together they make up the sampled cohort
     ("num_completed", "completed", "tab:green"),
@@ -28,6 +30,19 @@ def final_rounds(rounds: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
 
 def _rank(row: Mapping[str, Any]) -> tuple[bool, int]:
     return row.get("status", "completed") == "completed", int(row.get("attempt") or 0)
+
+
+def best_row(rows: Sequence[Mapping[str, Any]]) -> Mapping[str, Any] | None:
+    """The row of the best global model (see :func:`model_score`), or None if none was scored."""
+    scored = [r for r in rows if not math.isnan(_num(r.get("eval_accuracy")))]
+    if not scored:
+        return None
+    return max(scored, key=lambda r: model_score(_num(r["eval_accuracy"]), _loss(r)))
+
+
+def _loss(row: Mapping[str, Any]) -> float:
+    loss = _num(row.get("eval_loss"))
+    return math.inf if math.isnan(loss) else loss
 
 
 def _num(value: Any) -> float:
@@ -60,7 +75,19 @@ def plot_rounds(rounds: Sequence[Mapping[str, Any]], path: Path, *, title: str) 
     fig = Figure(figsize=(15, 8.5), layout="constrained")
     fig.suptitle(f"{title}: {len(rows)} rounds", fontsize=14)
     axes = fig.subplots(2, 3, sharex=True)
-    _line(axes[0, 0], x, _col(rows, "eval_accuracy"), label="accuracy", best=True)
+    best = best_row(rows)
+    _line(axes[0, 0], x, _col(rows, "eval_accuracy"), label="accuracy")
+    if best is not None:
+        bx, by = int(best["round"]), _num(best["eval_accuracy"])
+        axes[0, 0].plot([bx], [by], marker="*", markersize=14, color="tab:orange", zorder=3)
+        axes[0, 0].annotate(
+            f"best {by:.3f} (round {bx})",
+            (bx, by),
+            textcoords="offset points",
+            xytext=(-10, -18),
+            ha="right",
+            fontsize=9,
+        )
     _line(axes[0, 1], x, _col(rows, "eval_loss"), label="loss")
     _line(axes[0, 2], x, _col(rows, "train_loss"), label="loss")
     _line(axes[1, 2], x, _col(rows, "duration_s"), label="seconds")
@@ -103,7 +130,7 @@ def plot_rounds(rounds: Sequence[Mapping[str, Any]], path: Path, *, title: str) 
     return path
 
 
-def _line(ax: Any, x: list[int], y: list[float], *, label: str, best: bool = False) -> None:
+def _line(ax: Any, x: list[int], y: list[float], *, label: str) -> None:
     """Plot the recorded points only, so rounds without a value do not break the line."""
     pts = [(a, b) for a, b in zip(x, y, strict=True) if not math.isnan(b)]
     if not pts:
@@ -111,17 +138,6 @@ def _line(ax: Any, x: list[int], y: list[float], *, label: str, best: bool = Fal
         return
     xs, ys = zip(*pts, strict=True)
     ax.plot(xs, ys, marker="o", markersize=3, label=label)
-    if best:
-        i = max(range(len(ys)), key=ys.__getitem__)
-        ax.plot([xs[i]], [ys[i]], marker="*", markersize=14, color="tab:orange", zorder=3)
-        ax.annotate(
-            f"best {ys[i]:.3f} (round {xs[i]})",
-            (xs[i], ys[i]),
-            textcoords="offset points",
-            xytext=(-10, -18),
-            ha="right",
-            fontsize=9,
-        )
 
 
 def _byte_unit(largest: float) -> tuple[float, str]:
@@ -151,9 +167,7 @@ def summary_rows(rounds: Sequence[Mapping[str, Any]]) -> list[tuple[str, str]]:
     rows = final_rounds(rounds)
     if not rows:
         return [("rounds run", "0")]
-    acc = _col(rows, "eval_accuracy")
-    scored = [(a, int(row["round"])) for a, row in zip(acc, rows, strict=True) if not math.isnan(a)]
-    best_acc, best_round = max(scored, key=lambda t: t[0]) if scored else (math.nan, None)
+    best = best_row(rows)
     durations = [d for d in _col(rows, "duration_s") if not math.isnan(d)]
     total_s = sum(durations)
 
@@ -164,7 +178,7 @@ def summary_rows(rounds: Sequence[Mapping[str, Any]]) -> list[tuple[str, str]]:
         ("rounds run", str(len(rows))),
         (
             "best accuracy",
-            f"{best_acc:.4f} (round {best_round})" if best_round is not None else "n/a",
+            f"{_num(best['eval_accuracy']):.4f} (round {best['round']})" if best else "n/a",
         ),
         ("final accuracy", _last(rows, "eval_accuracy")),
         ("final eval loss", _last(rows, "eval_loss")),

@@ -24,6 +24,7 @@ class Checkpoint:
     tracker_run_id: str | None = None
     best_round: int | None = None
     best_accuracy: float | None = None
+    best_loss: float | None = None
     best_params: Any = None
     finished: bool = False
     stop_reason: str | None = None

@@ -39,3 +39,12 @@ class EvalSet:
     def evaluate(self, trainer: Trainer, params: np.ndarray) -> dict[str, float]:
         """Loss and accuracy of ``params`` on this set."""
         return trainer.evaluate(params, self.x, self.y)
+
+
+def model_score(accuracy: float, loss: float) -> tuple[float, float]:
+    """Ranking key of a global model: higher accuracy first, then lower loss.
+
+    Accuracy on a small test set ties often (a plateau); the loss then picks the
+    better-fitted model, so the champion is not simply the first round to reach it.
+    """
+    return (float(accuracy), -float(loss))

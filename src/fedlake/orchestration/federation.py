@@ -27,7 +27,7 @@ from fedlake.core.state import (
 )
 from fedlake.data.base import ClientData
 from fedlake.orchestration.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
-from fedlake.orchestration.evaluation import EvalSet
+from fedlake.orchestration.evaluation import EvalSet, model_score
 from fedlake.orchestration.events import NullObserver, RunObserver
 from fedlake.orchestration.sampling import CohortSpec, Population, sample_cohort
 from fedlake.orchestration.screening import in_cohort_order, screen
@@ -225,9 +225,14 @@ class Federation:
                 "created_at": now(),
             }
         ]
-        if ckpt.best_accuracy is None or ev["accuracy"] > ckpt.best_accuracy:
-            ckpt.best_accuracy, ckpt.best_round = ev["accuracy"], r + 1
-            ckpt.best_params = new_state.params
+        score = model_score(ev["accuracy"], ev["loss"])
+        if (
+            ckpt.best_accuracy is None
+            or ckpt.best_loss is None
+            or score > model_score(ckpt.best_accuracy, ckpt.best_loss)
+        ):
+            ckpt.best_accuracy, ckpt.best_loss = ev["accuracy"], ev["loss"]
+            ckpt.best_round, ckpt.best_params = r + 1, new_state.params
         record = {**base, **{k: v for k, v in server_metrics.items()}}
         ckpt.history.append(record)
         pending[METRICS_KEY] = [
