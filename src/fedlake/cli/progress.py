@@ -1,4 +1,10 @@
-"""Rich rendering of run events: a progress bar per round with live loss/accuracy."""
+"""Rich rendering of run events: a progress bar per round with live loss/accuracy.
+
+On a terminal: a rounds bar (with the last round's accuracy and loss) and a bar
+for the clients of the current round, laid out to fit 80 columns. Elsewhere
+(CI logs, Databricks job output, ``| tee``) live bars cannot redraw, so one
+plain line is printed per round instead.
+"""
 
 from __future__ import annotations
 
@@ -12,55 +18,71 @@ from rich.progress import (
     Progress,
     TextColumn,
     TimeElapsedColumn,
-    TimeRemainingColumn,
 )
+
+BAR_WIDTH = 16
 
 
 def _fmt(value: Any, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
+def round_stats(record: Mapping[str, Any]) -> str:
+    """``acc 0.871  loss 0.401  13/15 ok``: a round's live metrics in one short line."""
+    return (
+        f"acc {_fmt(record.get('eval_accuracy'), '.3f')}  "
+        f"loss {_fmt(record.get('eval_loss'), '.3f')}  "
+        f"{record.get('num_completed')}/{record.get('num_sampled')} ok"
+    )
+
+
 class RichObserver:
-    """Overall rounds bar plus one bar for the clients of the current round."""
+    """Rounds bar plus clients bar on a terminal; one line per round otherwise."""
 
     def __init__(self, console: Console | None = None) -> None:
         self.console = console or Console()
+        self.live = self.console.is_terminal
         self.progress = Progress(
             TextColumn("[bold]{task.description}"),
-            BarColumn(),
+            BarColumn(bar_width=BAR_WIDTH),
             MofNCompleteColumn(),
             TextColumn("{task.fields[stats]}"),
             TimeElapsedColumn(),
-            TimeRemainingColumn(),
             console=self.console,
             transient=False,
+            disable=not self.live,
         )
         self._rounds: Any = None
         self._clients: Any = None
-        self._stats = ""
+        self._total = 0
 
     def __enter__(self) -> RichObserver:
         self.progress.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
+        if self._clients is not None:  # the finished run keeps only its rounds bar
+            self.progress.remove_task(self._clients)
+            self._clients = None
         self.progress.stop()
 
     def run_started(self, *, total_rounds: int, start_round: int, resumed: bool) -> None:
         """Create the rounds bar."""
+        self._total = total_rounds
         label = "resumed" if resumed else "rounds"
         self._rounds = self.progress.add_task(
             label, total=total_rounds, completed=start_round, stats=""
         )
+        if not self.live:
+            verb = "resuming at" if resumed else "starting"
+            self.console.print(f"{verb} round {start_round + 1} of at most {total_rounds}")
 
     def round_started(self, *, round: int, attempt: int, cohort_size: int) -> None:
         """(Re)create the clients bar of this round."""
         if self._clients is not None:
             self.progress.remove_task(self._clients)
         tag = f" (retry {attempt})" if attempt else ""
-        self._clients = self.progress.add_task(
-            f"  round {round}{tag} clients", total=cohort_size, stats=""
-        )
+        self._clients = self.progress.add_task(f"  clients{tag}", total=cohort_size, stats="")
 
     def client_finished(self, *, round: int, done: int, total: int) -> None:
         """Advance the clients bar."""
@@ -69,15 +91,15 @@ class RichObserver:
 
     def round_finished(self, record: Mapping[str, Any]) -> None:
         """Advance the rounds bar and show the round's live metrics."""
-        stats = (
-            f"acc {_fmt(record.get('eval_accuracy'), '.3f')}  "
-            f"loss {_fmt(record.get('eval_loss'), '.3f')}  "
-            f"train {_fmt(record.get('train_loss'), '.3f')}  "
-            f"clients {record.get('num_completed')}/{record.get('num_sampled')}"
-        )
+        stats = round_stats(record)
         if self._rounds is not None:
             self.progress.update(self._rounds, advance=1, stats=stats)
+        if not self.live:
+            seconds = _fmt(record.get("duration_s"), ".2f")
+            self.console.print(
+                f"round {record.get('round')}/{self._total}  {stats}  {seconds} s", highlight=False
+            )
 
     def message(self, text: str) -> None:
         """Print a line above the bars."""
-        self.progress.console.print(f"[yellow]{text}")
+        self.console.print(f"[yellow]{text}", highlight=False)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -71,6 +72,9 @@ def run(
 
 
 def _run(cfg: Any, *, resume: bool, quiet: bool) -> None:
+    # MLflow logs INFO lines (database migrations, signature checks) that would tear the
+    # progress bars; the CLI shows warnings only unless the user asked for more.
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
     from fedlake.cli.progress import RichObserver
     from fedlake.lakehouse.report import summary_rows
     from fedlake.orchestration.events import NullObserver
