@@ -6,6 +6,8 @@ import time
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
+from typing import Any
 
 import numpy as np
 
@@ -49,31 +51,33 @@ class ClientJob:
     """Everything a worker needs to run clients; picklable for spawn-based pools.
 
     ``make_algorithm`` is a picklable zero-argument factory (e.g. a
-    ``functools.partial`` of a recipe) because transforms are closures.
+    ``functools.partial`` of a recipe) because transforms are closures; the
+    algorithm is built once per job object, on first use, in each process.
     """
 
     data: ClientData
     trainer: Trainer
     make_algorithm: Callable[[], Algorithm]
 
+    @cached_property
+    def algorithm(self) -> Algorithm:
+        """The recipe, built once per job object (it lives on the object, never in a global)."""
+        return self.make_algorithm()
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state.pop("algorithm", None)  # closures do not pickle; each process rebuilds its own
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+
     def run(self, task: ClientTask, client_id: str) -> ClientResult:
         """Run one client, turning any exception into a ClientFailure."""
         try:
-            return run_client(task, client_id, self.data, self.trainer, _algorithm_of(self))
+            return run_client(task, client_id, self.data, self.trainer, self.algorithm)
         except Exception as exc:  # a client's failure must never stop the round
             return ClientFailure(client_id, f"{type(exc).__name__}: {exc}")
-
-
-_ALGORITHMS: dict[int, Algorithm] = {}
-
-
-def _algorithm_of(job: ClientJob) -> Algorithm:
-    """Build the algorithm once per job object (and per worker process)."""
-    key = id(job)
-    if key not in _ALGORITHMS:
-        _ALGORITHMS.clear()
-        _ALGORITHMS[key] = job.make_algorithm()
-    return _ALGORITHMS[key]
 
 
 def run_client(
