@@ -1,12 +1,14 @@
 """The round loop on toy clients: golden numbers, rejections, retries, resume, executors."""
 
 import functools
+from dataclasses import replace
 
 import numpy as np
 import pytest
 from toy import ToyTrainer, toy_data
 
 from fedlake.algorithms.fedavg import fedavg
+from fedlake.backends.inline import InlineExecutor
 from fedlake.backends.process import ProcessExecutor
 from fedlake.lakehouse.base import MemoryStore, NullTracker
 from fedlake.orchestration.checkpoint import load_checkpoint
@@ -91,6 +93,60 @@ def test_bad_updates_are_rejected_with_reason_and_round_goes_on(tmp_path):
     assert res.history[0]["num_rejected"] == 1 and res.history[0]["num_completed"] == 2
     # only the two good clients are averaged: targets (1,1) and (3,1), lr 0.5
     np.testing.assert_allclose(res.state.params, [1.0, 0.5])
+
+
+class TamperingExecutor(InlineExecutor):
+    """Runs clients inline, then replaces some updates by malformed ones, as a bad peer could."""
+
+    TAMPER = {
+        "c1": lambda u: replace(u, vectors={"delta": np.ones(3, np.float32)}),
+        "c2": lambda u: replace(u, vectors={"delta": u.delta.astype(np.float64)}),
+        "c3": lambda u: replace(u, vectors={"control": u.delta}),
+        "c4": lambda u: replace(u, weight=None),
+        "c5": lambda u: replace(u, weight=float("nan"), metrics={"train_loss": "low"}),
+    }
+
+    def map_clients(self, job, task, cohort):
+        for result in super().map_clients(job, task, cohort):
+            yield self.TAMPER.get(result.client_id, lambda u: u)(result)
+
+
+def test_malformed_updates_of_every_kind_are_rejected_in_the_round_loop(tmp_path):
+    data = toy_data({f"c{i}": ((float(i), 1.0), 2) for i in range(6)})
+    fed = make(tmp_path, data=data, cohort=CohortSpec(count=6), rounds=1)
+    fed.executor = TamperingExecutor()
+    res = fed.run()
+    rows = {r["client_id"]: r for r in fed.sinks.store.read("client_updates")}
+    assert rows["c0"]["status"] == "accepted"
+    expected = {
+        "c1": "shape (3,), expected (2,)",
+        "c2": "dtype float64, expected float32",
+        "c3": "missing 'delta' vector",
+        "c4": "weight must be a positive finite number, got None",
+        "c5": "weight must be a positive finite number, got nan",
+    }
+    for cid, reason in expected.items():
+        assert rows[cid]["status"] == "rejected" and reason in rows[cid]["reason"], rows[cid]
+    assert rows["c5"]["num_examples"] == 0 and rows["c5"]["train_loss"] is None
+    assert res.history[0]["num_completed"] == 1 and res.history[0]["num_rejected"] == 5
+    np.testing.assert_allclose(res.state.params, [0.0, 0.5])  # c0 alone: target (0, 1), lr 0.5
+
+
+class ShrunkTrainer(ToyTrainer):
+    """A broken local trainer that returns a single parameter."""
+
+    def fit(self, params, x, y, **kw):
+        res = super().fit(params, x, y, **kw)
+        return type(res)(res.params[:1], res.loss, res.num_examples, res.steps)
+
+
+def test_a_local_model_of_the_wrong_size_is_rejected_not_broadcast(tmp_path):
+    fed = make(tmp_path, trainer=ShrunkTrainer(), rounds=1, max_retries=0)
+    res = fed.run()
+    rows = fed.sinks.store.read("client_updates")
+    assert {r["status"] for r in rows} == {"rejected"}
+    assert all("shape (1,), expected (2,)" in r["reason"] for r in rows)
+    assert res.stop_reason == "insufficient_updates"
 
 
 def test_too_few_valid_updates_retries_then_stops(tmp_path):

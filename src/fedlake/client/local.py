@@ -98,13 +98,16 @@ def run_client(
         rng=rng,
         grad_transform=algorithm.local_step,
     )
-    delta = np.asarray(fit.params, dtype=np.float32) - global_params
-    upload_state = algorithm.upload.init(global_params)
-    delta, _ = algorithm.upload.update(delta, upload_state, params=global_params, rng=rng)
-    delta = np.ascontiguousarray(delta, dtype=np.float32)
+    local = np.asarray(fit.params)
+    if local.shape == global_params.shape:
+        delta = local.astype(np.float32) - global_params
+        upload_state = algorithm.upload.init(global_params)
+        delta, _ = algorithm.upload.update(delta, upload_state, params=global_params, rng=rng)
+    else:  # sent as is, so the server rejects it with the reason (subtracting would broadcast)
+        delta = local
     return ClientUpdate(
         client_id=client_id,
-        vectors={DELTA: delta},
+        vectors={DELTA: np.ascontiguousarray(delta)},
         weight=float(fit.num_examples),
         metrics={
             "train_loss": float(fit.loss),

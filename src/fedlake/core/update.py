@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import numbers
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -50,6 +52,7 @@ def validate_update(update: ClientUpdate, dim: int) -> str | None:
         if not np.isfinite(v).all():
             bad = int((~np.isfinite(v)).sum())
             return f"vector {name!r} has {bad} non-finite values (NaN/Inf)"
-    if not np.isfinite(update.weight) or update.weight <= 0:
-        return f"weight must be a positive finite number, got {update.weight}"
+    w = update.weight
+    if isinstance(w, bool) or not isinstance(w, numbers.Real) or not math.isfinite(w) or w <= 0:
+        return f"weight must be a positive finite number, got {w!r}"
     return None
