@@ -19,6 +19,7 @@ from deltalake import DeltaTable
 from fedlake.client.trainer import LocalConfig
 from fedlake.lakehouse import DeltaStore, MlflowTracker, plot_rounds, summary_rows
 from fedlake.models.registry import build_trainer
+from fedlake.orchestration.evaluation import model_score
 
 pytestmark = pytest.mark.integration
 
@@ -43,7 +44,7 @@ def run_federation(store, tracker, rounds=4):
     params = trainer.init_params(0)
     run_id = tracker.start("lake-e2e", {"algorithm": {"name": "fedavg"}, "rounds": rounds})
     store.audit(run_id, "tester", "run.start", "lake-e2e", {"rounds": rounds})
-    best = (-1.0, params)
+    best = (-1.0, np.inf, params)
     for r in range(1, rounds + 1):
         fits = {
             cid: trainer.fit(
@@ -82,6 +83,7 @@ def run_federation(store, tracker, rounds=4):
             "num_sampled": 2,
             "num_completed": 2,
             "num_dropped": 0,
+            "num_failed": 0,
             "num_rejected": 0,
             "train_loss": train_loss,
             "eval_loss": ev["loss"],
@@ -108,9 +110,9 @@ def run_federation(store, tracker, rounds=4):
             ],
         )
         tracker.log_metrics({"eval_accuracy": ev["accuracy"], "train_loss": train_loss}, step=r)
-        if ev["accuracy"] > best[0]:
-            best = (ev["accuracy"], params)
-    return config, trainer, best, (x_test, y_test)
+        if model_score(ev["accuracy"], ev["loss"]) > model_score(*best[:2]):
+            best = (ev["accuracy"], ev["loss"], params)
+    return config, trainer, (best[0], best[2]), (x_test, y_test)
 
 
 def test_federated_run_lands_in_delta_and_mlflow_and_serves(tmp_path):
@@ -125,7 +127,8 @@ def test_federated_run_lands_in_delta_and_mlflow_and_serves(tmp_path):
     assert store.read("audit")[0]["action"] == "run.start"
     for table in ("models", "rounds", "client_updates", "audit"):
         assert DeltaTable(str(tmp_path / "lake" / "main" / "fl" / table)).version() >= 0
-    best_round = max(store.read("models"), key=lambda m: m["accuracy"])["round"]
+    models = store.read("models")
+    best_round = max(models, key=lambda m: model_score(m["accuracy"], m["loss"]))["round"]
     params, spec, stored_config = store.read_models_params(tracker.run_id, best_round)
     np.testing.assert_array_equal(params, best_params)
     assert stored_config == config and spec == trainer.spec.to_json()

@@ -42,6 +42,7 @@ def full_rows():
             "num_sampled": 3,
             "num_completed": 1,
             "num_dropped": 1,
+            "num_failed": 0,
             "num_rejected": 1,
             "train_loss": 0.9,
             "eval_loss": 0.8,

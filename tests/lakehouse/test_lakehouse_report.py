@@ -34,7 +34,7 @@ def toy_history():
         row(1),
         row(2, status="retry", num_completed=0, num_dropped=4, eval_accuracy=None, bytes_up=0),
         row(2, attempt=1, num_rejected=1, num_completed=2, eval_accuracy=0.8),
-        row(3, eval_accuracy=None, eval_loss=None, duration_s=4.0),
+        row(3, eval_accuracy=None, eval_loss=None, duration_s=4.0, num_failed=1),
     ]
 
 
@@ -56,6 +56,7 @@ def test_summary_numbers_on_a_toy_history():
         "duration (total)": "8.00 s",
         "duration (mean per round)": "2.67 s",
         "clients dropped (total)": "3",
+        "clients failed (total)": "1",
         "updates rejected (total)": "1",
     }
     assert summary_rows([]) == [("rounds run", "0")]

@@ -253,3 +253,28 @@ def test_champion_on_an_accuracy_plateau_is_the_lowest_loss_round(tmp_path):
     assert losses == sorted(losses, reverse=True)  # full participation converges
     assert res.best_round == 4 and res.best_accuracy == 0.5
     assert res.best_params.tobytes() == res.state.params.tobytes()
+
+
+class LabelCheckingTrainer(ToyTrainer):
+    """Refuses the clients whose data is broken, as a real trainer does on bad labels."""
+
+    def fit(self, params, x, y, **kw):
+        if x[0, 0] >= 4:
+            raise ValueError("labels must be in [0, 5), got range [0, 7]")
+        return super().fit(params, x, y, **kw)
+
+
+def test_a_crashing_client_is_failed_not_dropped_and_the_console_says_why(tmp_path):
+    obs = NullObserver()
+    fed = make(tmp_path, trainer=LabelCheckingTrainer(), cohort=CohortSpec(count=6), rounds=1)
+    fed.observer = obs
+    res = fed.run()
+    rows = {r["client_id"]: r for r in fed.sinks.store.read("client_updates")}
+    assert rows["c4"]["status"] == rows["c5"]["status"] == "failed"
+    assert "ValueError: labels must be in [0, 5)" in rows["c4"]["reason"]
+    h = res.history[0]
+    assert (h["num_failed"], h["num_dropped"], h["num_completed"]) == (2, 0, 4)
+    assert obs.messages[0] == (
+        "round 1: 2 failed (e.g. c4: ValueError: labels must be in [0, 5), got range [0, 7]) "
+        "of 6 clients; every reason is in client_updates"
+    )

@@ -14,6 +14,7 @@ __all__ = ["best_row", "final_rounds", "plot_rounds", "summary_rows"]
 CLIENT_BARS = (  # stacked per round; together they make up the sampled cohort
     ("num_completed", "completed", "tab:green"),
     ("num_rejected", "rejected", "tab:red"),
+    ("num_failed", "failed", "tab:orange"),
     ("num_dropped", "dropped", "tab:gray"),
 )
 
@@ -188,5 +189,6 @@ def summary_rows(rounds: Sequence[Mapping[str, Any]]) -> list[tuple[str, str]]:
         ("duration (total)", f"{total_s:.2f} s"),
         ("duration (mean per round)", f"{total_s / len(durations):.2f} s" if durations else "n/a"),
         ("clients dropped (total)", f"{total('num_dropped'):.0f}"),
+        ("clients failed (total)", f"{total('num_failed'):.0f}"),
         ("updates rejected (total)", f"{total('num_rejected'):.0f}"),
     ]

@@ -54,7 +54,8 @@ COLUMNS: dict[str, tuple[Column, ...]] = {
         ("cohort", "str", False),  # JSON list of client ids
         ("num_sampled", "int64", False),
         ("num_completed", "int64", False),
-        ("num_dropped", "int64", False),
+        ("num_dropped", "int64", False),  # unavailable (returned nothing)
+        ("num_failed", "int64", False),  # crashed: local error or lost worker
         ("num_rejected", "int64", False),
         ("train_loss", "float64", True),  # null when no update was accepted
         ("eval_loss", "float64", True),  # null on retried or failed attempts
@@ -70,7 +71,7 @@ COLUMNS: dict[str, tuple[Column, ...]] = {
         ("round", "int64", False),
         ("attempt", "int64", False),
         ("client_id", "str", False),
-        ("status", "str", False),  # accepted | rejected | dropped
+        ("status", "str", False),  # accepted | rejected | dropped | failed
         ("reason", "str", True),
         ("num_examples", "int64", False),
         ("update_norm", "float64", True),
@@ -100,7 +101,7 @@ TIME_COLUMN: dict[str, str] = {
     "client_updates": "created_at",
     "audit": "time",
 }
-CLIENT_STATUSES = ("accepted", "rejected", "dropped")
+CLIENT_STATUSES = ("accepted", "rejected", "dropped", "failed")
 
 
 def check_table(table: str) -> str:

@@ -30,7 +30,7 @@ from fedlake.orchestration.checkpoint import Checkpoint, load_checkpoint, save_c
 from fedlake.orchestration.evaluation import EvalSet, model_score
 from fedlake.orchestration.events import NullObserver, RunObserver
 from fedlake.orchestration.sampling import CohortSpec, Population, sample_cohort
-from fedlake.orchestration.screening import in_cohort_order, screen
+from fedlake.orchestration.screening import in_cohort_order, problems, screen
 from fedlake.orchestration.sinks import METRICS_KEY, RunSinks, now
 
 COHORT_RNG, DROPOUT_RNG, EVAL_RNG = 1, 2, 5  # purpose tags of round generators
@@ -180,6 +180,9 @@ class Federation:
             except EmptyCohortError:
                 delta, agg_state, count = None, None, 0
             base = self._round_row(r, attempt, cohort, rows, time.perf_counter() - t0, state)
+            trouble = problems(rows)
+            if trouble is not None:
+                self.observer.message(f"round {r + 1}: {trouble}")
             pending["client_updates"].extend(
                 {"round": r + 1, "attempt": attempt, **row} for row in rows
             )
@@ -265,6 +268,7 @@ class Federation:
             "num_sampled": len(cohort),
             "num_completed": status.count("accepted"),
             "num_dropped": status.count("dropped"),
+            "num_failed": status.count("failed"),
             "num_rejected": status.count("rejected"),
             "train_loss": float(weights @ losses / weights.sum()) if weights.sum() else None,
             "eval_loss": None,

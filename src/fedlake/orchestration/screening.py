@@ -67,6 +67,19 @@ def _finite(value: Any) -> float | None:
     return value if math.isfinite(value) else None
 
 
+def problems(rows: Sequence[dict[str, Any]]) -> str | None:
+    """One line on a round's failed and rejected clients, with an example reason, or None."""
+    parts = []
+    for status in ("failed", "rejected"):
+        bad = [row for row in rows if row["status"] == status]
+        if bad:
+            first = bad[0]
+            parts.append(f"{len(bad)} {status} (e.g. {first['client_id']}: {first['reason']})")
+    if not parts:
+        return None
+    return f"{' and '.join(parts)} of {len(rows)} clients; every reason is in client_updates"
+
+
 def screen(
     results: Iterable[ClientResult],
     dim: int,
@@ -78,7 +91,7 @@ def screen(
         if on_result is not None:
             on_result()
         if isinstance(r, ClientFailure):
-            rows.append(client_row(r, "dropped", r.reason))
+            rows.append(client_row(r, "failed", r.reason))
             continue
         reason = validate_update(r, dim)
         if reason is not None:
