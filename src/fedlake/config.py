@@ -34,6 +34,16 @@ class SyntheticData(Section):
     iid: bool = False
     num_clients: int = Field(30, ge=1, le=10_000)
 
+    @model_validator(mode="after")
+    def _iid_has_no_alpha_beta(self) -> SyntheticData:
+        given = sorted({"alpha", "beta"} & self.model_fields_set)
+        if self.iid and given:
+            raise ValueError(
+                f"{' and '.join(given)} do not apply to Synthetic-IID (iid = true): "
+                "it shares one model and one feature distribution; remove them"
+            )
+        return self
+
 
 class SklearnData(Section):
     """A scikit-learn shipped real dataset, partitioned into clients."""
@@ -133,6 +143,15 @@ class RunConfig(Section):
     executor: ExecutorConfig = Field(default_factory=ExecutorConfig)
     lakehouse: LakehouseConfig = Field(default_factory=LakehouseConfig)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _default_scenario(cls, raw: Any) -> Any:
+        """A ``[data]`` table without ``scenario`` is the default scenario (activity)."""
+        data = raw.get("data") if isinstance(raw, dict) else None
+        if isinstance(data, dict) and "scenario" not in data:
+            raw = {**raw, "data": {"scenario": "activity", **data}}
+        return raw
+
     @model_validator(mode="after")
     def _cohort_fits(self) -> RunConfig:
         n, fed = self.data_clients(), self.federation
@@ -158,6 +177,10 @@ class ConfigError(ValueError):
     """A config file that cannot be used; the message is one line for the user."""
 
 
+class ResumeError(ConfigError):
+    """``--resume`` cannot continue this run (nothing saved yet, or a changed config)."""
+
+
 _SCENARIOS: dict[str, type[BaseModel]] = {
     "activity": ActivityData,
     "synthetic": SyntheticData,
@@ -180,6 +203,9 @@ def _format(err: ValidationError) -> str:
         msg = e["msg"].removeprefix("Value error, ")
         if e["type"] == "extra_forbidden":
             msg = "unknown key" + _accepted(loc)
+        elif e["type"] == "union_tag_invalid":
+            shown, msg = f"{shown}.scenario", f"unknown scenario {e['ctx']['tag']!r}"
+            msg += f"; accepted: {', '.join(_SCENARIOS)}"
         elif loc and "input" in e and not isinstance(e["input"], dict):
             msg += f", got {e['input']!r}"
         lines.append(f"{shown}: {msg}" if shown else msg)

@@ -6,6 +6,8 @@ import functools
 import json
 import os
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -14,7 +16,8 @@ from typing import Any
 from fedlake.algorithms import ALGORITHMS
 from fedlake.backends import InlineExecutor, ProcessExecutor
 from fedlake.backends.base import Executor
-from fedlake.config import ConfigError, RunConfig, parse_config
+from fedlake.config import ConfigError, ResumeError, RunConfig, parse_config
+from fedlake.orchestration.checkpoint import CHECKPOINT, HISTORY
 from fedlake.orchestration.events import NullObserver, RunObserver
 from fedlake.orchestration.federation import Federation, RunResult
 from fedlake.orchestration.sampling import CohortSpec, Population
@@ -22,10 +25,15 @@ from fedlake.orchestration.sinks import RunSinks
 from fedlake.scenarios import build_data, build_trainer, model_config
 
 CONFIG_FILE = "config.json"
-HISTORY_FILE = "history.json"
 REPORT_FILE = "report.png"
-# Keys that may change when a run is resumed (extend it, or aim higher).
-RESUMABLE_CHANGES = {("federation", "rounds"), ("federation", "target_accuracy")}
+# Keys that may change when a run is resumed: extend it, aim higher, or run it elsewhere
+# (results do not depend on the executor).
+RESUMABLE_CHANGES = {
+    ("federation", "rounds"),
+    ("federation", "target_accuracy"),
+    ("executor", "kind"),
+    ("executor", "workers"),
+}
 
 
 @dataclass
@@ -55,7 +63,12 @@ def prepare_run_dir(cfg: RunConfig, *, resume: bool) -> tuple[Path, Path | None]
     if resume:
         saved = run_dir / CONFIG_FILE
         if not saved.exists():
-            raise ConfigError(f"nothing to resume: {run_dir} holds no run (no {CONFIG_FILE})")
+            raise ResumeError(f"nothing to resume: {run_dir} holds no run (no {CONFIG_FILE})")
+        if not (run_dir / CHECKPOINT).exists():
+            raise ResumeError(
+                f"nothing to resume: {run_dir} has no completed round yet; "
+                "start it again without --resume"
+            )
         _check_resumable(parse_config(json.loads(saved.read_text())), cfg)
     elif run_dir.exists() and any(run_dir.iterdir()):
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -73,13 +86,13 @@ def _check_resumable(saved: RunConfig, new: RunConfig) -> None:
         if isinstance(sa, dict) and isinstance(sb, dict):
             for key in sorted(set(sa) | set(sb)):
                 if sa.get(key) != sb.get(key) and (section, key) not in RESUMABLE_CHANGES:
-                    raise ConfigError(
+                    allowed = ", ".join(f"{s}.{k}" for s, k in sorted(RESUMABLE_CHANGES))
+                    raise ResumeError(
                         f"{section}.{key} differs from the run being resumed "
-                        f"({sa.get(key)!r} -> {sb.get(key)!r}); only federation.rounds and "
-                        "federation.target_accuracy may change on --resume"
+                        f"({sa.get(key)!r} -> {sb.get(key)!r}); only {allowed} may change"
                     )
         elif sa != sb:
-            raise ConfigError(f"{section} differs from the run being resumed ({sa!r} -> {sb!r})")
+            raise ResumeError(f"{section} differs from the run being resumed ({sa!r} -> {sb!r})")
 
 
 def make_executor(cfg: RunConfig) -> Executor:
@@ -119,13 +132,30 @@ def flat_params(cfg: RunConfig) -> dict[str, Any]:
     return out
 
 
-def build_federation(
-    cfg: RunConfig, run_dir: Path, *, sinks: RunSinks | None, observer: RunObserver
-) -> Federation:
-    """Wire data, trainer, recipe, executor and sinks into a Federation."""
-    scenario = build_data(cfg)
-    mcfg = model_config(cfg.model, scenario)
-    trainer = build_trainer(mcfg)
+@contextmanager
+def config_section(name: str) -> Iterator[None]:
+    """Turn an error found while building ``name`` into a one-line ConfigError naming it."""
+    try:
+        yield
+    except ConfigError:
+        raise
+    except (ValueError, KeyError, FileNotFoundError) as exc:
+        text = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
+        raise ConfigError(f"{name}: {text}") from exc
+
+
+def build_federation(cfg: RunConfig, *, observer: RunObserver) -> Federation:
+    """Wire data, trainer, recipe and executor into a Federation (sinks are attached later).
+
+    Everything the config cannot check by itself (a table's path and clients, a model
+    option for the wrong kind, a partition that cannot be made) fails here as a
+    ConfigError, before the run folder is touched.
+    """
+    with config_section("data"):
+        scenario = build_data(cfg)
+    with config_section("model"):
+        mcfg = model_config(cfg.model, scenario)
+        trainer = build_trainer(mcfg)
     algo = cfg.algorithm
     make_algorithm = functools.partial(
         ALGORITHMS[algo.name],
@@ -140,25 +170,25 @@ def build_federation(
         if fed.clients_per_round is not None
         else CohortSpec(fraction=fed.fraction or 0.1)
     )
-    return Federation(
-        make_algorithm=make_algorithm,
-        trainer=trainer,
-        data=scenario.data,
-        run_dir=run_dir,
-        rounds=fed.rounds,
-        cohort=cohort,
-        seed=cfg.seed,
-        min_clients=fed.min_clients,
-        max_retries=fed.max_retries,
-        target_accuracy=fed.target_accuracy,
-        population=Population(dropout=fed.dropout),
-        eval_clients=fed.eval_clients,
-        executor=make_executor(cfg),
-        sinks=sinks,
-        observer=observer,
-        model_config=mcfg,
-        run_params=flat_params(cfg),
-    )
+    with config_section("federation"):
+        return Federation(
+            make_algorithm=make_algorithm,
+            trainer=trainer,
+            data=scenario.data,
+            run_dir=run_dir_of(cfg),
+            rounds=fed.rounds,
+            cohort=cohort,
+            seed=cfg.seed,
+            min_clients=fed.min_clients,
+            max_retries=fed.max_retries,
+            target_accuracy=fed.target_accuracy,
+            population=Population(dropout=fed.dropout),
+            eval_clients=fed.eval_clients,
+            executor=make_executor(cfg),
+            observer=observer,
+            model_config=mcfg,
+            run_params=flat_params(cfg),
+        )
 
 
 def run_experiment(
@@ -172,15 +202,15 @@ def run_experiment(
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     os.environ.setdefault("DO_NOT_TRACK", "true")
     observer = observer or NullObserver()
+    federation = build_federation(cfg, observer=observer)  # config errors: nothing touched yet
     run_dir, archived = prepare_run_dir(cfg, resume=resume)
     sinks, lake_root = make_sinks(cfg, run_dir)
-    federation = build_federation(cfg, run_dir, sinks=sinks, observer=observer)
+    federation.sinks = sinks
     status = "FAILED"
     version = report = None
     try:
         result = federation.run(resume=resume, stop_after=stop_after)
-        history_path = run_dir / HISTORY_FILE
-        history_path.write_text(json.dumps(result.history, indent=1, default=str))
+        history_path = run_dir / HISTORY  # written with every checkpoint
         if result.history:
             from fedlake.lakehouse.report import plot_rounds
 

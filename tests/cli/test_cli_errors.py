@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import typer
 from typer.testing import CliRunner
 
 from fedlake.cli.main import app
@@ -39,6 +40,28 @@ def write(tmp_path, text, name="c.toml"):
         ("[federation]\nrounds = 'ten'\n", "federation.rounds: Input should be a valid integer"),
         ("[federation]\nmin_clients = 50\nclients_per_round = 10\n", "min_clients (50) exceeds"),
         ("[data\n", "not valid TOML"),
+        (
+            "[data]\nscenario = 'mnist'\n",
+            "data.scenario: unknown scenario 'mnist'; accepted: activity, synthetic, digits",
+        ),
+        ("federation = 3\n", "federation: Input should be a valid dictionary"),
+        (
+            "[data]\nscenario = 'synthetic'\niid = true\nbeta = 0.5\n",
+            "data: beta do not apply to Synthetic-IID",
+        ),
+        # found only when the run is built, still one line and exit 2
+        (
+            "[data]\nscenario = 'digits'\n[model]\nkind = 'logreg'\nhidden = [8]\n",
+            "model: unknown options for model kind 'logreg': hidden; accepted: l2",
+        ),
+        (
+            "[data]\nscenario = 'table'\npath = '/nonexistent/t'\nnum_classes = 2\n",
+            "data: no delta table at /nonexistent/t",
+        ),
+        (
+            "[data]\nscenario = 'breast_cancer'\nnum_clients = 600\n",
+            "data: num_clients (600) exceeds the number of examples",
+        ),
     ],
 )
 def test_config_errors_are_one_line_exit_2(tmp_path, text, expected):
@@ -67,11 +90,16 @@ def test_every_example_config_is_valid(path):
     load_config(path)
 
 
-def test_help_explains_every_option():
-    res = runner.invoke(app, ["run", "--help"])
+@pytest.mark.parametrize("command", ["run", "report"])
+def test_help_explains_every_option(command):
+    res = runner.invoke(app, [command, "--help"], terminal_width=200)
     assert res.exit_code == 0
-    for opt in ("--config", "--resume", "--rounds", "--executor", "--workers", "--no-mlflow"):
-        assert opt in res.output
+    params = typer.main.get_command(app).commands[command].params
+    assert len(params) >= (12 if command == "run" else 3)
+    for param in params:
+        names = param.opts if param.param_type_name == "option" else [param.name.upper()]
+        assert all(name in res.output for name in names), names
+        assert param.param_type_name == "argument" or param.help, f"{names} has no help"
 
 
 def test_real_process_prints_no_traceback(tmp_path):
@@ -85,3 +113,23 @@ def test_real_process_prints_no_traceback(tmp_path):
     assert proc.returncode == 2
     assert "executor.workers" in proc.stderr and "Traceback" not in proc.stderr + proc.stdout
     assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_a_missing_scenario_means_the_default_activity_scenario(tmp_path):
+    cfg = load_config(write(tmp_path, "[data]\nnum_clients = 5\n"))
+    assert cfg.data.scenario == "activity" and cfg.data.num_clients == 5
+
+
+def test_a_config_error_found_at_build_time_leaves_the_previous_run_alone(tmp_path):
+    old = tmp_path / "runs" / "keep"
+    old.mkdir(parents=True)
+    (old / "checkpoint.pkl").write_bytes(b"precious")
+    bad = write(
+        tmp_path,
+        f"name = 'keep'\noutput_dir = '{tmp_path / 'runs'}'\n"
+        "[data]\nscenario = 'digits'\n[model]\nkind = 'cnn1d'\n",
+    )
+    res = runner.invoke(app, ["run", "--config", str(bad), "-q"])
+    assert res.exit_code == 2 and "model kind 'cnn1d' needs input_shape" in res.output
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["keep"]
+    assert [p.name for p in old.iterdir()] == ["checkpoint.pkl"]

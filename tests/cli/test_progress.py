@@ -5,7 +5,7 @@ import re
 
 from rich.console import Console
 
-from fedlake.cli.progress import RichObserver
+from fedlake.cli.progress import QuietObserver, RichObserver
 
 RECORD = {
     "round": 12,
@@ -47,3 +47,12 @@ def test_terminal_bars_fit_80_columns():
     assert bars and all(len(line.rstrip()) <= 80 for line in bars)
     final = [line for line in bars if line.startswith("rounds")][-1]
     assert "12/100" in final and "acc 0.871  loss 0.401  13/15 ok" in final
+
+
+def test_quiet_prints_only_messages():
+    out = io.StringIO()
+    obs = QuietObserver(Console(file=out, width=200))
+    obs.run_started(total_rounds=3, start_round=0, resumed=False)
+    obs.round_finished(RECORD)
+    obs.message("round 1: 2 failed")
+    assert out.getvalue() == "round 1: 2 failed\n" and obs.records == [RECORD]

@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from fedlake.config import ConfigError
+from fedlake.config import ConfigError, ResumeError
 
 err_console = Console(stderr=True)
 
@@ -26,6 +26,8 @@ def friendly_errors(debug: bool = False) -> Iterator[None]:
     """Turn expected failures into one line and an exit code instead of a traceback."""
     try:
         yield
+    except ResumeError as exc:
+        fail(f"resume: {exc}", code=2)
     except ConfigError as exc:
         fail(f"config: {exc}", code=2)
     except KeyboardInterrupt:
@@ -42,7 +44,7 @@ def summary_table(rows: Sequence[tuple[str, str]], *, title: str) -> Table:
     """A two-column rich table."""
     table = Table(title=title, show_header=False, title_justify="left")
     table.add_column("what", style="bold")
-    table.add_column("value")
+    table.add_column("value", overflow="fold")  # paths and URIs wrap, never "…"
     for k, v in rows:
         table.add_row(k, v)
     return table
@@ -61,7 +63,9 @@ def apply_overrides(raw: dict[str, Any], overrides: dict[str, Any]) -> dict[str,
             continue
         if "." in dotted:
             section, key = dotted.split(".", 1)
-            out.setdefault(section, {})[key] = value
+            table = out.setdefault(section, {})
+            if isinstance(table, dict):  # else validation names the section that is not a table
+                table[key] = value
         else:
             out[dotted] = value
     return out

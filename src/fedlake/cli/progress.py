@@ -20,6 +20,8 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
+from fedlake.orchestration.events import NullObserver
+
 BAR_WIDTH = 16
 
 
@@ -102,4 +104,17 @@ class RichObserver:
 
     def message(self, text: str) -> None:
         """Print a line above the bars."""
+        self.console.print(f"[yellow]{text}", highlight=False)
+
+
+class QuietObserver(NullObserver):
+    """``--quiet``: no progress at all, but warnings and the stop reason still go to stderr."""
+
+    def __init__(self, console: Console | None = None) -> None:
+        super().__init__()
+        self.console = console or Console(stderr=True)
+
+    def message(self, text: str) -> None:
+        """Print the message."""
+        super().message(text)
         self.console.print(f"[yellow]{text}", highlight=False)

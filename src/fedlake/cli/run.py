@@ -20,8 +20,9 @@ def run(
         bool,
         typer.Option(
             "--resume",
-            help="Continue the run in output_dir/name from its last completed round "
-            "(the same config; only federation.rounds/target_accuracy may change).",
+            help="Continue the run in output_dir/name from its last completed round, "
+            "also after it finished: raise --rounds or the target to train on. The config "
+            "must be the same except federation.rounds/target_accuracy and executor.",
         ),
     ] = False,
     rounds: Annotated[int | None, typer.Option(help="Override federation.rounds.")] = None,
@@ -42,7 +43,9 @@ def run(
     delta: Annotated[
         bool | None, typer.Option("--delta/--no-delta", help="Write the Delta tables.")
     ] = None,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="No progress output; warnings still go to stderr.")
+    ] = False,
     debug: Annotated[
         bool, typer.Option(help="Show tracebacks instead of one-line errors.")
     ] = False,
@@ -75,13 +78,12 @@ def _run(cfg: Any, *, resume: bool, quiet: bool) -> None:
     # MLflow logs INFO lines (database migrations, signature checks) that would tear the
     # progress bars; the CLI shows warnings only unless the user asked for more.
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
-    from fedlake.cli.progress import RichObserver
+    from fedlake.cli.progress import QuietObserver, RichObserver
     from fedlake.lakehouse.report import summary_rows
-    from fedlake.orchestration.events import NullObserver
     from fedlake.runner import run_experiment
 
     if quiet:
-        outcome = run_experiment(cfg, resume=resume, observer=NullObserver())
+        outcome = run_experiment(cfg, resume=resume, observer=QuietObserver())
     else:
         with RichObserver() as obs:
             outcome = run_experiment(cfg, resume=resume, observer=obs)
