@@ -197,6 +197,7 @@ def test_resume_refuses_a_changed_config(tmp_path):
         cwd=tmp_path,
     )
     assert res.returncode == 2 and "seed differs" in res.stderr
+    assert res.stderr.startswith("error: resume:")
     more = fedlake(
         "run",
         "--config",
@@ -207,6 +208,29 @@ def test_resume_refuses_a_changed_config(tmp_path):
         "--resume",
         "--rounds",
         "3",
+        "--executor",
+        "process",
         cwd=tmp_path,
     )
     assert more.returncode == 0, more.stderr
+    assert "continuing a run that stopped (max_rounds) after 2 rounds" in more.stderr
+    history = json.loads((tmp_path / "runs" / "chg" / "history.json").read_text())
+    assert [h["round"] for h in history] == [1, 2, 3]
+    assert (
+        json.loads((tmp_path / "runs" / "chg" / "config.json").read_text())["federation"]["rounds"]
+        == 3
+    )
+
+
+def test_resume_with_nothing_to_resume_says_so(tmp_path):
+    cfg = config(tmp_path, name="none")
+    res = fedlake("run", "--config", str(cfg), "-q", "--resume", cwd=tmp_path)
+    assert res.returncode == 2
+    assert (
+        res.stderr.startswith("error: resume: nothing to resume") and "Traceback" not in res.stderr
+    )
+    run_dir = tmp_path / "runs" / "none"
+    run_dir.mkdir(parents=True)
+    (run_dir / "config.json").write_text("{}")  # killed before its first round was saved
+    res = fedlake("run", "--config", str(cfg), "-q", "--resume", cwd=tmp_path)
+    assert res.returncode == 2 and "has no completed round yet" in res.stderr

@@ -216,6 +216,22 @@ def test_resume_replays_rows_not_yet_written(tmp_path):
     assert 99 in [r["round"] for r in store.read("rounds")]
 
 
+def test_a_finished_run_goes_on_when_its_limits_are_raised(tmp_path):
+    reached = make(tmp_path, rounds=10, target_accuracy=0.2).run()
+    assert reached.stop_reason == "target_reached"
+    done = reached.state.round
+    obs = NullObserver()
+    again = make(tmp_path, rounds=10, target_accuracy=0.2, observer=obs).run(resume=True)
+    assert again.state.round == done and obs.messages[-1] == "run already finished: target_reached"
+    higher = make(tmp_path, rounds=10, target_accuracy=0.99).run(resume=True)
+    assert higher.state.round > done and higher.stop_reason == "max_rounds"
+    extended = make(tmp_path, rounds=12, target_accuracy=0.99, observer=obs).run(resume=True)
+    assert extended.state.round == 12
+    assert obs.messages[-2] == "continuing a run that stopped (max_rounds) after 10 rounds"
+    uninterrupted = make(tmp_path / "straight", rounds=12).run()
+    assert extended.state.params.tobytes() == uninterrupted.state.params.tobytes()
+
+
 def test_resume_without_checkpoint_is_clear(tmp_path):
     with pytest.raises(FileNotFoundError, match="nothing to resume"):
         make(tmp_path).run(resume=True)

@@ -22,12 +22,13 @@ def report(
 ) -> None:
     """Print a run's summary and write a PNG plot of its metrics per round."""
     from fedlake.lakehouse.report import plot_rounds, summary_rows
-    from fedlake.runner import HISTORY_FILE, REPORT_FILE
+    from fedlake.orchestration.checkpoint import HISTORY
+    from fedlake.runner import REPORT_FILE
 
     with friendly_errors(debug):
-        path = run / HISTORY_FILE
+        path = run / HISTORY
         if not path.exists():
-            fail(f"{run} is not a fedlake run folder (no {HISTORY_FILE})")
+            fail(f"{run} is not a fedlake run folder (no {HISTORY})")
         history = json.loads(path.read_text())
         if not history:
             fail(f"{run} has no completed round yet")

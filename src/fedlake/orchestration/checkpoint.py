@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 from dataclasses import dataclass, field
@@ -11,6 +12,7 @@ from typing import Any
 from fedlake.core.state import ServerState
 
 CHECKPOINT = "checkpoint.pkl"
+HISTORY = "history.json"  # the rounds so far, as JSON: readable without unpickling anything
 FORMAT_VERSION = 1
 
 
@@ -32,17 +34,25 @@ class Checkpoint:
     version: int = FORMAT_VERSION
 
 
-def save_checkpoint(ckpt: Checkpoint, run_dir: Path) -> Path:
-    """Write ``ckpt`` atomically (temp file + rename): a kill never leaves half a file."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    path = run_dir / CHECKPOINT
+def _write_atomically(path: Path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` via a temp file and a rename: a kill never leaves half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     with open(tmp, "wb") as f:
-        pickle.dump(ckpt, f, protocol=pickle.HIGHEST_PROTOCOL)
+        f.write(data)
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
     return path
+
+
+def save_checkpoint(ckpt: Checkpoint, run_dir: Path) -> Path:
+    """Write ``ckpt`` atomically, and its history as JSON beside it (for reports and people)."""
+    history = json.dumps(ckpt.history, indent=1, default=str).encode()
+    _write_atomically(run_dir / HISTORY, history)
+    return _write_atomically(
+        run_dir / CHECKPOINT, pickle.dumps(ckpt, protocol=pickle.HIGHEST_PROTOCOL)
+    )
 
 
 def load_checkpoint(run_dir: Path) -> Checkpoint | None:

@@ -34,6 +34,9 @@ from fedlake.orchestration.screening import in_cohort_order, problems, screen
 from fedlake.orchestration.sinks import METRICS_KEY, RunSinks, now
 
 COHORT_RNG, DROPOUT_RNG, EVAL_RNG = 1, 2, 5  # purpose tags of round generators
+# Without an explicit eval_clients, larger populations are evaluated on a fixed sample of
+# this many clients: every user's test split each round would not scale to millions.
+DEFAULT_EVAL_CLIENTS = 1000
 
 
 @dataclass
@@ -124,8 +127,14 @@ class Federation:
             total_rounds=self.rounds, start_round=ckpt.state.round, resumed=resume
         )
         if ckpt.finished:
-            self.observer.message(f"run already finished: {ckpt.stop_reason}")
-            return self._result(ckpt)
+            if self._still_stopped(ckpt):
+                self.observer.message(f"run already finished: {ckpt.stop_reason}")
+                return self._result(ckpt)
+            self.observer.message(
+                f"continuing a run that stopped ({ckpt.stop_reason}) after "
+                f"{ckpt.state.round} rounds"
+            )
+            ckpt.finished, ckpt.stop_reason = False, None
         eval_set = self._eval_set()
         done_here = 0
         try:
@@ -310,11 +319,31 @@ class Federation:
         self._commit(ckpt, ckpt.state, {"audit": [audit]}, sinks)
         self.observer.message(f"stopped: {reason} after {ckpt.state.round} rounds")
 
+    def _still_stopped(self, ckpt: Checkpoint) -> bool:
+        """Whether a finished run's stop condition holds under this federation's limits.
+
+        A resumed run goes on when the round limit was raised, the target accuracy was
+        raised or removed, or it had stopped for too few updates (a resume is a new try).
+        """
+        if ckpt.state.round >= self.rounds:
+            return True
+        if ckpt.stop_reason == "target_reached":
+            last = ckpt.history[-1]["eval_accuracy"] if ckpt.history else None
+            target = self.target_accuracy
+            return target is not None and last is not None and last >= target
+        return False
+
     def _eval_set(self) -> EvalSet:
         ids = self.client_ids
-        if self.eval_clients is not None and self.eval_clients < len(ids):
-            rng = round_rng(self.seed, 0, EVAL_RNG)
-            ids = sample_cohort(ids, self.eval_clients, rng)
+        size = self.eval_clients
+        if size is None and len(ids) > DEFAULT_EVAL_CLIENTS:
+            size = DEFAULT_EVAL_CLIENTS
+            self.observer.message(
+                f"evaluating on the test splits of {size:,} of {len(ids):,} clients, the same "
+                "every round (set federation.eval_clients to choose how many)"
+            )
+        if size is not None and size < len(ids):
+            ids = sample_cohort(ids, size, round_rng(self.seed, 0, EVAL_RNG))
         return EvalSet.build(self.data, ids)
 
     def _result(self, ckpt: Checkpoint, reason: str | None = None) -> RunResult:
