@@ -10,7 +10,9 @@ TORCH_VERSION := 2.13.0
 
 venv: $(STAMP)
 
-# Torch first, pinned to the CPU build: any other spec pulls GBs of CUDA wheels.
+# Torch first and exactly 2.13.0: on our machines that resolves to the CPU wheel, while any
+# other spec (or letting a dependency pull torch) fetches GBs of CUDA wheels. Elsewhere, get
+# the CPU build with: pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
