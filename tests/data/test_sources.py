@@ -207,3 +207,13 @@ def test_importing_the_package_imports_no_extras():
         env={"PYTHONPATH": src, "PATH": ""},
     )
     assert out.stdout.strip() == "[]"
+
+
+def test_a_text_column_is_named_in_the_error(tmp_path):
+    path = tmp_path / "t.csv"
+    path.write_text("a,b,label,client_id\nx,0.5,1,0\ny,0.1,0,0\n")
+    table = TableClientData(path, format="csv")
+    with pytest.raises(
+        ValueError, match=r"column 'a' must hold numbers, got string \(e.g. \['x'\]\)"
+    ):
+        table.load("0")

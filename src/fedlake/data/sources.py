@@ -235,7 +235,13 @@ def _is_list(kind: Any) -> bool:
 def _numbers(column: Any, name: str) -> np.ndarray:
     if column.null_count:
         raise ValueError(f"column {name!r} has {column.null_count} null values")
-    return np.asarray(column.to_numpy())
+    values = np.asarray(column.to_numpy())
+    if values.dtype.kind not in "biuf":
+        raise ValueError(
+            f"column {name!r} must hold numbers, got {column.type} "
+            f"(e.g. {values[:1].tolist()}); encode categories as numbers or drop the column"
+        )
+    return values
 
 
 def _partition_values(data: Any, column: str) -> list[Any] | None:
