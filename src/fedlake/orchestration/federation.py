@@ -109,7 +109,7 @@ class Federation:
                 self.run_dir.name, self.run_params, resume_id=ckpt.tracker_run_id
             )
         if ckpt.pending:  # killed between checkpoint and flush: replay, never lose rows
-            sinks.flush(ckpt.pending)
+            sinks.flush(ckpt.pending, replay=True)
             ckpt.pending = {}
         action = "resume" if resume else "start"
         sinks.flush(

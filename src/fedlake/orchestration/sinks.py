@@ -38,11 +38,16 @@ class RunSinks:
             "details": json.dumps(dict(details), default=str, sort_keys=True),
         }
 
-    def flush(self, pending: Mapping[str, list[dict[str, Any]]]) -> None:
-        """Write pending rows; rows already in the rounds table (a replay) are not written twice."""
+    def flush(self, pending: Mapping[str, list[dict[str, Any]]], *, replay: bool = False) -> None:
+        """Write pending rows.
+
+        ``replay`` marks rows saved by a run that was killed before writing them: those
+        already in the rounds table are not written twice. Only a replay reads the table
+        back, so a normal round costs appends only.
+        """
         if self.store is not None:
             rounds = pending.get("rounds", [])
-            if rounds and self._already_written(rounds):
+            if replay and rounds and self._already_written(rounds):
                 pending = {k: v for k, v in pending.items() if k == METRICS_KEY}
             for table, rows in pending.items():
                 if table != METRICS_KEY and rows:
