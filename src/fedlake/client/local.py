@@ -69,9 +69,6 @@ class ClientJob:
         state.pop("algorithm", None)  # closures do not pickle; each process rebuilds its own
         return state
 
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-
     def run(self, task: ClientTask, client_id: str) -> ClientResult:
         """Run one client, turning any exception into a ClientFailure."""
         try:
