@@ -39,6 +39,17 @@ class ClientUpdate:
         return int(sum(np.asarray(v).nbytes for v in self.vectors.values()))
 
 
+def finite_number(value: object) -> float | None:
+    """``value`` as a finite float, or None when it is missing, not a number, NaN or infinite.
+
+    Booleans are not numbers here: ``True`` as a weight or a metric is a bug, not 1.0.
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        return None
+    number = float(value)
+    return number if math.isfinite(number) else None
+
+
 def validate_update(update: ClientUpdate, dim: int) -> str | None:
     """Return why ``update`` must be rejected, or None when it is well-formed."""
     if DELTA not in update.vectors:
@@ -52,7 +63,7 @@ def validate_update(update: ClientUpdate, dim: int) -> str | None:
         if not np.isfinite(v).all():
             bad = int((~np.isfinite(v)).sum())
             return f"vector {name!r} has {bad} non-finite values (NaN/Inf)"
-    w = update.weight
-    if isinstance(w, bool) or not isinstance(w, numbers.Real) or not math.isfinite(w) or w <= 0:
-        return f"weight must be a positive finite number, got {w!r}"
+    weight = finite_number(update.weight)
+    if weight is None or weight <= 0:
+        return f"weight must be a positive finite number, got {update.weight!r}"
     return None

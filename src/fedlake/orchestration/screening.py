@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import math
-import numbers
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
 
 from fedlake.client.local import ClientFailure, ClientResult
-from fedlake.core.update import DELTA, ClientUpdate, validate_update
+from fedlake.core.update import DELTA, ClientUpdate, finite_number, validate_update
 
 
 def in_cohort_order(
@@ -46,7 +44,7 @@ def client_row(result: ClientResult, status: str, reason: str | None) -> dict[st
     # A rejected update is untrusted: any vector or metric may be missing or malformed.
     delta = np.asarray(result.vectors.get(DELTA, np.empty(0, np.float32)))
     finite = delta.dtype.kind == "f" and bool(np.isfinite(delta).all())
-    examples = _finite(result.metrics.get("num_examples", result.weight))
+    examples = finite_number(result.metrics.get("num_examples", result.weight))
     return {
         "client_id": result.client_id,
         "status": status,
@@ -54,17 +52,9 @@ def client_row(result: ClientResult, status: str, reason: str | None) -> dict[st
         "num_examples": int(examples) if examples is not None and examples >= 0 else 0,
         "update_norm": float(np.linalg.norm(delta)) if finite else None,
         "bytes": result.nbytes(),
-        "train_loss": _finite(result.metrics.get("train_loss")),
-        "duration_s": _finite(result.metrics.get("duration_s")),
+        "train_loss": finite_number(result.metrics.get("train_loss")),
+        "duration_s": finite_number(result.metrics.get("duration_s")),
     }
-
-
-def _finite(value: Any) -> float | None:
-    """``value`` as a finite float, or None when it is missing, not a number, NaN or infinite."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        return None
-    value = float(value)
-    return value if math.isfinite(value) else None
 
 
 def problems(rows: Sequence[dict[str, Any]]) -> str | None:
