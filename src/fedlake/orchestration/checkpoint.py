@@ -46,10 +46,15 @@ def _write_atomically(path: Path, data: bytes) -> Path:
     return path
 
 
-def save_checkpoint(ckpt: Checkpoint, run_dir: Path) -> Path:
-    """Write ``ckpt`` atomically, and its history as JSON beside it (for reports and people)."""
-    history = json.dumps(ckpt.history, indent=1, default=str).encode()
-    _write_atomically(run_dir / HISTORY, history)
+def save_checkpoint(ckpt: Checkpoint, run_dir: Path, *, history: bool = True) -> Path:
+    """Write ``ckpt`` atomically, and its history as JSON beside it (for reports and people).
+
+    ``history=False`` skips the JSON when the caller knows it has not changed since the
+    last save (e.g. a save that only clears the pending rows).
+    """
+    if history:
+        text = json.dumps(ckpt.history, indent=1, default=str).encode()
+        _write_atomically(run_dir / HISTORY, text)
     return _write_atomically(
         run_dir / CHECKPOINT, pickle.dumps(ckpt, protocol=pickle.HIGHEST_PROTOCOL)
     )

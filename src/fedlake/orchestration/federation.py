@@ -302,7 +302,7 @@ class Federation:
         save_checkpoint(ckpt, self.run_dir)
         sinks.flush(pending)
         ckpt.pending = {}
-        save_checkpoint(ckpt, self.run_dir)
+        save_checkpoint(ckpt, self.run_dir, history=False)  # only the pending rows changed
 
     def _finish(self, ckpt: Checkpoint, sinks: RunSinks, reason: str) -> None:
         ckpt.finished, ckpt.stop_reason = True, reason
