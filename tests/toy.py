@@ -54,3 +54,19 @@ def toy_data(points: dict[str, tuple[tuple[float, ...], int]]) -> InMemoryClient
         y = np.zeros(n, np.int64)
         out[cid] = ClientDataset(x, y, x.copy(), y.copy())
     return InMemoryClientData(out)
+
+
+def decoded(update, dim=None, mask=None, codec=None):
+    """``update`` as the server sees it: its wire payloads decoded into vectors."""
+    from fedlake.compression.messages import decode_update
+
+    if dim is None:
+        dim = _dim(update)
+    return decode_update(update, dim, mask, codec)
+
+
+def _dim(update):
+    from fedlake.compression.wire import read_header
+
+    header, _ = read_header(update.encoded["delta"])
+    return header.dim

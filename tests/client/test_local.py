@@ -4,7 +4,7 @@ import functools
 import pickle
 
 import numpy as np
-from toy import ToyTrainer, toy_data
+from toy import ToyTrainer, decoded, toy_data
 
 from fedlake.algorithms.fedavg import fedavg
 from fedlake.client.local import ClientJob, ClientTask
@@ -15,7 +15,7 @@ DATA = toy_data({"a": ((2.0, 0.0), 4)})
 def one_step(lr):
     job = ClientJob(DATA, ToyTrainer(), functools.partial(fedavg, client_lr=lr))
     task = ClientTask(round=0, attempt=0, params=np.zeros(2, np.float32), seed=0)
-    return job.run(task, "a").delta
+    return decoded(job.run(task, "a")).delta
 
 
 def test_each_job_uses_its_own_algorithm_even_when_ids_are_reused():

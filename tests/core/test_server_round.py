@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from toy import ToyTrainer, toy_data
+from toy import ToyTrainer, decoded, toy_data
 
 from fedlake.algorithms.fedavg import fedavg
 from fedlake.client.local import ClientTask, run_client
@@ -17,7 +17,7 @@ def two_clients():
 def updates_for(algo, state):
     data, trainer = two_clients(), ToyTrainer()
     task = ClientTask(round=state.round, attempt=0, params=state.params, seed=state.seed)
-    return [run_client(task, cid, data, trainer, algo) for cid in ("a", "b")]
+    return [decoded(run_client(task, cid, data, trainer, algo)) for cid in ("a", "b")]
 
 
 def test_fedavg_golden_round():

@@ -5,11 +5,12 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-from toy import ToyTrainer, toy_data
+from toy import ToyTrainer, decoded, toy_data
 
 from fedlake.algorithms.fedavg import fedavg
 from fedlake.backends.inline import InlineExecutor
 from fedlake.backends.process import ProcessExecutor
+from fedlake.compression.wire import HEADER_BYTES
 from fedlake.lakehouse.base import MemoryStore, NullTracker
 from fedlake.orchestration.checkpoint import load_checkpoint
 from fedlake.orchestration.events import NullObserver
@@ -56,7 +57,9 @@ def test_full_participation_golden_numbers(tmp_path):
     np.testing.assert_allclose(res.state.params, [0.1875, 2.25])
     assert res.stop_reason == "max_rounds"
     assert [h["round"] for h in res.history] == [1, 2]
-    assert res.history[0]["num_completed"] == 2 and res.history[0]["bytes_up"] == 16
+    assert res.history[0]["num_completed"] == 2 and res.history[0]["bytes_up"] == 2 * (
+        HEADER_BYTES + 8
+    )
 
 
 def test_same_seed_is_bit_identical_and_seed_matters(tmp_path):
@@ -99,9 +102,11 @@ class TamperingExecutor(InlineExecutor):
     """Runs clients inline, then replaces some updates by malformed ones, as a bad peer could."""
 
     TAMPER = {
-        "c1": lambda u: replace(u, vectors={"delta": np.ones(3, np.float32)}),
-        "c2": lambda u: replace(u, vectors={"delta": u.delta.astype(np.float64)}),
-        "c3": lambda u: replace(u, vectors={"control": u.delta}),
+        "c1": lambda u: replace(u, vectors={"delta": np.ones(3, np.float32)}, encoded={}),
+        "c2": lambda u: replace(
+            u, vectors={"delta": decoded(u).delta.astype(np.float64)}, encoded={}
+        ),
+        "c3": lambda u: replace(u, vectors={"control": decoded(u).delta}, encoded={}),
         "c4": lambda u: replace(u, weight=None),
         "c5": lambda u: replace(u, weight=float("nan"), metrics={"train_loss": "low"}),
     }
@@ -145,7 +150,7 @@ def test_a_local_model_of_the_wrong_size_is_rejected_not_broadcast(tmp_path):
     res = fed.run()
     rows = fed.sinks.store.read("client_updates")
     assert {r["status"] for r in rows} == {"rejected"}
-    assert all("shape (1,), expected (2,)" in r["reason"] for r in rows)
+    assert all("vector of 1 values, expected 2" in r["reason"] for r in rows)
     assert res.stop_reason == "insufficient_updates"
 
 

@@ -64,7 +64,7 @@ class ProcessExecutor:
         pool = self._ensure_pool(job)
         n_chunks = max(1, min(len(cohort), 2 * self.workers))
         chunks = [list(cohort[i::n_chunks]) for i in range(n_chunks)]
-        futures = {pool.submit(_run_chunk, task, c): c for c in chunks if c}
+        futures = {pool.submit(_run_chunk, task.only(c), c): c for c in chunks if c}
         for fut in as_completed(futures):
             try:
                 yield from fut.result()

@@ -4,20 +4,25 @@ from __future__ import annotations
 
 import time
 import zlib
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import Any
 
 import numpy as np
 
 from fedlake.client.trainer import Trainer
+from fedlake.compression.codec import plain
+from fedlake.compression.messages import encode_delta
+from fedlake.compression.pruning import mask_gradients
 from fedlake.core.algorithm import Algorithm
 from fedlake.core.state import round_rng
+from fedlake.core.transform import chain
 from fedlake.core.update import DELTA, ClientUpdate
 from fedlake.data.base import ClientData
 
 CLIENT_RNG = 3  # purpose tag of client-side generators
+RESIDUAL = "residual"  # client state key of the error-feedback residual
 
 
 def client_key(client_id: str) -> int:
@@ -27,12 +32,25 @@ def client_key(client_id: str) -> int:
 
 @dataclass(frozen=True)
 class ClientTask:
-    """What the server ships to every client of a round."""
+    """What the server ships to every client of a round.
+
+    ``params`` is the model as clients decode it from the download message (quantised
+    when the download is compressed) and ``mask`` the surviving weights when the model
+    is pruned. ``states`` holds, per client, what that client kept from its last round
+    (simulation only: on a device it never leaves the device).
+    """
 
     round: int
     attempt: int
     params: np.ndarray
     seed: int
+    mask: np.ndarray | None = None
+    states: Mapping[str, Any] = field(default_factory=dict)
+
+    def only(self, client_ids: Sequence[str]) -> ClientTask:
+        """This task carrying only the states of ``client_ids`` (for one worker's chunk)."""
+        keep = {c: self.states[c] for c in client_ids if c in self.states}
+        return replace(self, states=keep)
 
 
 @dataclass(frozen=True)
@@ -87,24 +105,39 @@ def run_client(
     if ds.num_train == 0:
         raise ValueError(f"client {client_id!r} has no training examples")
     global_params = np.asarray(task.params, dtype=np.float32)
+    compression = algorithm.compression
+    local_step = algorithm.local_step
+    if task.mask is not None:  # pruned weights stay zero: their gradients are masked
+        masked = mask_gradients(task.mask)
+        local_step = masked if local_step is None else chain(local_step, masked)
     fit = trainer.fit(
         global_params,
         ds.x_train,
         ds.y_train,
         config=algorithm.local,
         rng=rng,
-        grad_transform=algorithm.local_step,
+        grad_transform=local_step,
     )
     local = np.asarray(fit.params)
+    new_state = None
     if local.shape == global_params.shape:
         delta = local.astype(np.float32) - global_params
         upload_state = algorithm.upload.init(global_params)
         delta, _ = algorithm.upload.update(delta, upload_state, params=global_params, rng=rng)
+        residual = None
+        if compression.error_feedback:
+            kept = task.states.get(client_id) or {}
+            residual = kept.get(RESIDUAL)
+            if residual is None or residual.shape != delta.shape:  # first round of this client
+                residual = np.zeros_like(delta, dtype=np.float32)
+        payload, residual = encode_delta(delta, task.mask, compression.upload, rng, residual)
+        if residual is not None:
+            new_state = {RESIDUAL: residual}
     else:  # sent as is, so the server rejects it with the reason (subtracting would broadcast)
-        delta = local
+        payload = plain().encode(local.astype(np.float32).reshape(-1), rng)
     return ClientUpdate(
         client_id=client_id,
-        vectors={DELTA: np.ascontiguousarray(delta)},
+        vectors={},
         weight=float(fit.num_examples),
         metrics={
             "train_loss": float(fit.loss),
@@ -112,4 +145,6 @@ def run_client(
             "steps": float(fit.steps),
             "duration_s": time.perf_counter() - t0,
         },
+        encoded={DELTA: payload},
+        client_state=new_state,
     )

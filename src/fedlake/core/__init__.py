@@ -2,6 +2,7 @@
 
 from fedlake.core.aggregator import Aggregator, Fold, FoldAccumulator, stack_deltas
 from fedlake.core.algorithm import Algorithm, LocalConfig
+from fedlake.core.codec import Codec, CodecError, Compression, Pruner
 from fedlake.core.params import ParamSpec, TensorSpec, as_vector, frozen
 from fedlake.core.state import (
     EmptyCohortError,
@@ -21,10 +22,14 @@ __all__ = [
     "EmptyCohortError",
     "Algorithm",
     "ClientUpdate",
+    "Codec",
+    "CodecError",
+    "Compression",
     "Fold",
     "FoldAccumulator",
     "LocalConfig",
     "ParamSpec",
+    "Pruner",
     "ServerState",
     "TensorSpec",
     "Transform",

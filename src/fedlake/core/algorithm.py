@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from fedlake.core.aggregator import Aggregator
+from fedlake.core.codec import Compression
 from fedlake.core.transform import Transform, identity
 
 
@@ -38,6 +39,8 @@ class Algorithm:
         local_step: transform applied to every local minibatch gradient (None: plain SGD,
             which lets trainers skip the per-step numpy round trip).
         upload: transform applied to the client delta before it is sent.
+        compression: codecs of both directions, error feedback and pruning
+            (default: float32 both ways).
     """
 
     name: str
@@ -46,3 +49,4 @@ class Algorithm:
     server: Transform
     local_step: Transform | None = None
     upload: Transform = field(default_factory=identity)
+    compression: Compression = field(default_factory=Compression)

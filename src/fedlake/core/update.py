@@ -6,6 +6,7 @@ import math
 import numbers
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -22,12 +23,19 @@ class ClientUpdate:
             plus e.g. SCAFFOLD's ``control``.
         weight: aggregation weight (number of training examples for FedAvg).
         metrics: scalar training metrics (loss, examples, steps, seconds, ...).
+        encoded: the vectors as they travel (codec payloads); the server decodes them
+            into ``vectors``. Empty for updates built in memory.
+        client_state: what the client keeps for its next round (e.g. an error-feedback
+            residual). It never travels to the server: the simulator hands it back to
+            the same client next time, as the device would keep it.
     """
 
     client_id: str
     vectors: Mapping[str, np.ndarray]
     weight: float
     metrics: Mapping[str, float] = field(default_factory=dict)
+    encoded: Mapping[str, bytes] = field(default_factory=dict)
+    client_state: Any = field(default=None, compare=False, repr=False)
 
     @property
     def delta(self) -> np.ndarray:
@@ -35,7 +43,9 @@ class ClientUpdate:
         return self.vectors[DELTA]
 
     def nbytes(self) -> int:
-        """Bytes of all vectors as they would travel uncompressed."""
+        """Bytes on the wire: the encoded payloads, or the raw vectors when not encoded."""
+        if self.encoded:
+            return int(sum(len(p) for p in self.encoded.values()))
         return int(sum(np.asarray(v).nbytes for v in self.vectors.values()))
 
 

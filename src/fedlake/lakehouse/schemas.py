@@ -62,6 +62,8 @@ COLUMNS: dict[str, tuple[Column, ...]] = {
         ("eval_accuracy", "float64", True),
         ("bytes_up", "int64", False),
         ("bytes_down", "int64", False),
+        ("upload_ratio", "float64", True),  # float32 bytes of the deltas sent / bytes_up
+        ("download_ratio", "float64", True),  # float32 bytes of the model / message bytes
         ("duration_s", "float64", False),
         ("metrics", "str", False),  # JSON
         ("created_at", "timestamp", False),

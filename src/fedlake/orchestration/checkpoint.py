@@ -13,7 +13,7 @@ from fedlake.core.state import ServerState
 
 CHECKPOINT = "checkpoint.pkl"
 HISTORY = "history.json"  # the rounds so far, as JSON: readable without unpickling anything
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: client_states (error-feedback residuals)
 
 
 @dataclass
@@ -31,6 +31,7 @@ class Checkpoint:
     finished: bool = False
     stop_reason: str | None = None
     pending: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    client_states: dict[str, Any] = field(default_factory=dict)  # simulated on-device state
     version: int = FORMAT_VERSION
 
 

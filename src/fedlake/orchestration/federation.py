@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 import uuid
@@ -16,6 +17,7 @@ from fedlake.backends.base import Executor
 from fedlake.backends.inline import InlineExecutor
 from fedlake.client.local import ClientJob, ClientTask
 from fedlake.client.trainer import Trainer
+from fedlake.compression.messages import decode_update
 from fedlake.core.algorithm import Algorithm
 from fedlake.core.state import (
     EmptyCohortError,
@@ -32,6 +34,7 @@ from fedlake.orchestration.events import NullObserver, RunObserver
 from fedlake.orchestration.sampling import CohortSpec, Population, sample_cohort
 from fedlake.orchestration.screening import in_cohort_order, problems, screen
 from fedlake.orchestration.sinks import METRICS_KEY, RunSinks, now
+from fedlake.orchestration.transport import Download, keep_client_states, prepare_download
 
 COHORT_RNG, DROPOUT_RNG, EVAL_RNG = 1, 2, 5  # purpose tags of round generators
 # Without an explicit eval_clients, larger populations are evaluated on a fixed sample of
@@ -156,6 +159,8 @@ class Federation:
         state = ckpt.state
         r = state.round
         pending: dict[str, list[dict[str, Any]]] = {"rounds": [], "client_updates": []}
+        state, download = prepare_download(self.algorithm.compression, state, self.seed)
+        states: dict[str, Any] = {}
         for attempt in range(self.max_retries + 1):
             t0 = time.perf_counter()
             cohort = sample_cohort(
@@ -181,14 +186,32 @@ class Federation:
                 done[0] += 1
                 self.observer.client_finished(round=r + 1, done=done[0], total=total)
 
-            task = ClientTask(round=r, attempt=attempt, params=state.params, seed=self.seed)
+            task = ClientTask(
+                round=r,
+                attempt=attempt,
+                params=download.received,
+                seed=self.seed,
+                mask=download.mask,
+                states={c: ckpt.client_states[c] for c in active if c in ckpt.client_states},
+            )
             results = in_cohort_order(self.executor.map_clients(self.job, task, active), active)
-            accepted = screen(results, state.dim, rows, on_result=tick)
+            accepted = screen(
+                keep_client_states(results, states),
+                state.dim,
+                rows,
+                on_result=tick,
+                decode=functools.partial(
+                    decode_update,
+                    dim=state.dim,
+                    mask=download.mask,
+                    codec=self.algorithm.compression.upload,
+                ),
+            )
             try:
                 delta, agg_state, count, _ = aggregate_updates(self.algorithm, state, accepted)
             except EmptyCohortError:
                 delta, agg_state, count = None, None, 0
-            base = self._round_row(r, attempt, cohort, rows, time.perf_counter() - t0, state)
+            base = self._round_row(r, attempt, cohort, rows, time.perf_counter() - t0, download)
             trouble = problems(rows)
             if trouble is not None:
                 self.observer.message(f"round {r + 1}: {trouble}")
@@ -205,6 +228,7 @@ class Federation:
                 + ("retrying with a new cohort" if attempt < self.max_retries else "stopping")
             )
         else:
+            ckpt.client_states.update(states)
             pending["audit"] = [
                 sinks.audit_row(
                     "run.stop",
@@ -215,6 +239,7 @@ class Federation:
             self._commit(ckpt, state, pending, sinks)
             return "insufficient_updates"
 
+        ckpt.client_states.update(states)  # kept on the devices, whatever the server made of it
         new_state, server_metrics = apply_server_step(self.algorithm, state, delta, agg_state)
         ev = eval_set.evaluate(self.trainer, new_state.params)
         base.update(
@@ -263,12 +288,15 @@ class Federation:
         cohort: list[str],
         rows: list[dict[str, Any]],
         seconds: float,
-        state: ServerState,
+        download: Download,
     ) -> dict[str, Any]:
         status = [row["status"] for row in rows]
         accepted = [row for row in rows if row["status"] == "accepted"]
         weights = np.array([row["num_examples"] for row in accepted], dtype=float)
         losses = np.array([row.get("train_loss") or 0.0 for row in accepted], dtype=float)
+        bytes_up = int(sum(row["bytes"] for row in rows))
+        senders = sum(1 for row in rows if row["bytes"] > 0)
+        float32_up = 4 * download.received.size * senders  # what uncompressed FedAvg sends
         return {
             "round": r + 1,
             "attempt": attempt,
@@ -282,8 +310,10 @@ class Federation:
             "train_loss": float(weights @ losses / weights.sum()) if weights.sum() else None,
             "eval_loss": None,
             "eval_accuracy": None,
-            "bytes_up": int(sum(row["bytes"] for row in rows)),
-            "bytes_down": int(state.params.nbytes * len(cohort)),
+            "bytes_up": bytes_up,
+            "bytes_down": len(download.payload) * len(cohort),
+            "upload_ratio": float32_up / bytes_up if bytes_up else None,
+            "download_ratio": download.ratio,
             "duration_s": seconds,
             "metrics": "{}",
             "created_at": now(),

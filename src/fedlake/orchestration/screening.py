@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from fedlake.client.local import ClientFailure, ClientResult
+from fedlake.core.codec import CodecError
 from fedlake.core.update import DELTA, ClientUpdate, finite_number, validate_update
 
 
@@ -75,14 +76,25 @@ def screen(
     dim: int,
     rows: list[dict[str, Any]],
     on_result: Callable[[], None] | None = None,
+    decode: Callable[[ClientUpdate], ClientUpdate] | None = None,
 ) -> Iterator[ClientUpdate]:
-    """Yield the valid updates; append a row for every result (accepted, rejected, dropped)."""
+    """Yield the valid updates; append a row for every result (accepted, rejected, dropped).
+
+    ``decode`` turns an update's wire payloads into vectors; a payload it cannot read
+    (a CodecError) rejects the update with the decoder's reason.
+    """
     for r in results:
         if on_result is not None:
             on_result()
         if isinstance(r, ClientFailure):
             rows.append(client_row(r, "failed", r.reason))
             continue
+        if decode is not None:
+            try:
+                r = decode(r)
+            except CodecError as exc:
+                rows.append(client_row(r, "rejected", f"undecodable update: {exc}"))
+                continue
         reason = validate_update(r, dim)
         if reason is not None:
             rows.append(client_row(r, "rejected", reason))

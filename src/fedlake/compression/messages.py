@@ -1,0 +1,130 @@
+"""The two messages of a round: the global model down, a client's delta up.
+
+Down: ``"FLM" | version u8 | flags u8 | dim u64`` then, when the model is pruned, a
+bitmap of the surviving weights, then the download codec's payload of the surviving
+values. Up: the upload codec's payload of the delta at the surviving positions only
+(the client got the mask with the model, so positions cost nothing).
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Mapping
+from dataclasses import replace
+
+import numpy as np
+
+from fedlake.compression.codec import encode_with_feedback, plain
+from fedlake.core.codec import Codec, CodecError
+from fedlake.core.update import DELTA, ClientUpdate
+
+MODEL_MAGIC = b"FLM"
+MODEL_VERSION = 1
+MODEL_HEADER = struct.Struct("<3sBBQ")
+HAS_MASK = 1
+
+
+def _codec(codec: Codec | None) -> Codec:
+    return codec if codec is not None else _PLAIN
+
+
+_PLAIN = plain()
+
+
+def encode_model(
+    params: np.ndarray, mask: np.ndarray | None, codec: Codec | None, rng: np.random.Generator
+) -> bytes:
+    """The download message: the model (only its surviving weights when ``mask`` is set)."""
+    d = params.size
+    flags = HAS_MASK if mask is not None else 0
+    parts = [MODEL_HEADER.pack(MODEL_MAGIC, MODEL_VERSION, flags, d)]
+    values = params
+    if mask is not None:
+        parts.append(np.packbits(mask.astype(np.uint8), bitorder="little").tobytes())
+        values = params[mask]
+    parts.append(_codec(codec).encode(values, rng))
+    return b"".join(parts)
+
+
+def decode_model(
+    data: bytes, dim: int, codec: Codec | None
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Inverse of :func:`encode_model`: ``(params, mask)``; validates every field."""
+    if len(data) < MODEL_HEADER.size:
+        raise CodecError(f"model message of {len(data)} bytes is shorter than its header")
+    magic, version, flags, d = MODEL_HEADER.unpack_from(data)
+    if magic != MODEL_MAGIC or version != MODEL_VERSION:
+        raise CodecError(f"not a fedlake model message of version {MODEL_VERSION}")
+    if d != dim:
+        raise CodecError(f"model message is for {d} parameters, expected {dim}")
+    if flags not in (0, HAS_MASK):
+        raise CodecError(f"unknown model message flags {flags}")
+    pos = MODEL_HEADER.size
+    mask = None
+    if flags & HAS_MASK:
+        n = (dim + 7) // 8
+        if len(data) < pos + n:
+            raise CodecError("model message cut short inside the pruning mask")
+        bits = np.unpackbits(np.frombuffer(data, np.uint8, n, pos), bitorder="little")
+        if bits[dim:].any():
+            raise CodecError("pruning mask has bits set past the model's end")
+        mask = bits[:dim].astype(bool)
+        pos += n
+    inner = _codec(codec).decode(bytes(data[pos:]), dim if mask is None else int(mask.sum()))
+    if mask is None:
+        return inner, None
+    params = np.zeros(dim, dtype=np.float32)
+    params[mask] = inner
+    return params, mask
+
+
+def encode_delta(
+    delta: np.ndarray,
+    mask: np.ndarray | None,
+    codec: Codec | None,
+    rng: np.random.Generator,
+    residual: np.ndarray | None = None,
+) -> tuple[bytes, np.ndarray | None]:
+    """The upload message of ``delta``; with ``residual``, error feedback (new residual back).
+
+    Only surviving positions are encoded; what compression drops at them is carried in
+    the residual, and the residual of pruned positions is discarded with the weights.
+    """
+    kept = delta if mask is None else delta[mask]
+    if residual is None:
+        return _codec(codec).encode(kept, rng), None
+    res_kept = residual if mask is None else residual[mask]
+    payload, left = encode_with_feedback(_codec(codec), kept, res_kept, rng)
+    if mask is None:
+        return payload, left
+    new_residual = np.zeros_like(delta, dtype=np.float32)
+    new_residual[mask] = left
+    return payload, new_residual
+
+
+def decode_delta(data: bytes, dim: int, mask: np.ndarray | None, codec: Codec | None) -> np.ndarray:
+    """Inverse of :func:`encode_delta` on the server: a full-length delta."""
+    if mask is None:
+        return _codec(codec).decode(data, dim)
+    kept = _codec(codec).decode(data, int(mask.sum()))
+    delta = np.zeros(dim, dtype=np.float32)
+    delta[mask] = kept
+    return delta
+
+
+def decode_update(
+    update: ClientUpdate, dim: int, mask: np.ndarray | None, codec: Codec | None
+) -> ClientUpdate:
+    """``update`` with its encoded payloads decoded into ``vectors`` (the delta by ``codec``).
+
+    Updates built in memory (no payloads) pass through unchanged.
+    """
+    if not update.encoded:
+        return update
+    if not isinstance(update.encoded, Mapping):
+        raise CodecError(f"encoded payloads must be a mapping, got {type(update.encoded).__name__}")
+    vectors = {
+        name: decode_delta(data, dim, mask, codec if name == DELTA else None)
+        for name, data in update.encoded.items()
+    }
+    return replace(update, vectors=vectors)
