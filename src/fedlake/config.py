@@ -89,6 +89,97 @@ class AlgorithmConfig(Section):
     server_lr: float = Field(1.0, gt=0)
 
 
+class TopKStage(Section):
+    """Send the largest-magnitude ``ratio`` of the entries (index + value pairs)."""
+
+    kind: Literal["topk"]
+    ratio: float = Field(..., gt=0, le=1)
+
+
+class RandomMaskStage(Section):
+    """Send a random ``ratio`` of the entries; only the mask's seed travels."""
+
+    kind: Literal["random_mask"]
+    ratio: float = Field(..., gt=0, le=1)
+    unbiased: bool = True
+
+
+class QuantizeStage(Section):
+    """Uniform quantisation to ``bits`` bits per value, per bucket of ``bucket`` values."""
+
+    kind: Literal["quantize"]
+    bits: Literal[1, 2, 4, 8] = 8
+    stochastic: bool = True
+    bucket: int = Field(512, ge=1, le=1 << 24)
+
+    @model_validator(mode="after")
+    def _nearest_is_8_bit(self) -> QuantizeStage:
+        if not self.stochastic and self.bits != 8:
+            raise ValueError(
+                f"deterministic rounding (stochastic = false) is offered at 8 bits only, "
+                f"got bits = {self.bits}"
+            )
+        return self
+
+
+class Float16Stage(Section):
+    """Half-precision values."""
+
+    kind: Literal["float16"]
+
+
+Stage = Annotated[
+    TopKStage | RandomMaskStage | QuantizeStage | Float16Stage, Field(discriminator="kind")
+]
+
+
+class PruneConfig(Section):
+    """Magnitude pruning of the global model (gradual from start_round to end_round)."""
+
+    sparsity: float = Field(..., gt=0, lt=1)
+    start_round: int = Field(0, ge=0)
+    end_round: int | None = Field(None, ge=0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> PruneConfig:
+        if self.end_round is not None and self.end_round < self.start_round:
+            raise ValueError(
+                f"end_round ({self.end_round}) must be >= start_round ({self.start_round})"
+            )
+        return self
+
+
+class CompressionConfig(Section):
+    """How updates (upload) and the model (download) travel; empty chains mean float32."""
+
+    upload: tuple[Stage, ...] = ()
+    download: tuple[Stage, ...] = ()
+    error_feedback: bool = False
+    prune: PruneConfig | None = None
+
+    @model_validator(mode="after")
+    def _chains(self) -> CompressionConfig:
+        for direction in ("upload", "download"):
+            kinds = [stage.kind for stage in getattr(self, direction)]
+            sparse = [k for k in kinds if k in ("topk", "random_mask")]
+            values = [k for k in kinds if k in ("quantize", "float16")]
+            if len(sparse) > 1 or len(values) > 1 or (sparse and kinds[0] != sparse[0]):
+                raise ValueError(
+                    f"{direction} = {' -> '.join(kinds)} cannot be chained: at most one of "
+                    "topk/random_mask first, then at most one of quantize/float16"
+                )
+        if self.error_feedback and not self.upload:
+            raise ValueError(
+                "error_feedback needs a lossy upload chain (topk, random_mask or quantize); "
+                "with float32 uploads nothing is dropped"
+            )
+        return self
+
+    def stages(self, direction: str) -> list[dict[str, Any]]:
+        """The chain of ``direction`` as plain mappings for the library."""
+        return [stage.model_dump() for stage in getattr(self, direction)]
+
+
 class FederationConfig(Section):
     """Rounds, cohort sampling, availability and stopping."""
 
@@ -141,6 +232,7 @@ class RunConfig(Section):
     algorithm: AlgorithmConfig = Field(default_factory=AlgorithmConfig)
     federation: FederationConfig = Field(default_factory=FederationConfig)
     executor: ExecutorConfig = Field(default_factory=ExecutorConfig)
+    compression: CompressionConfig = Field(default_factory=CompressionConfig)
     lakehouse: LakehouseConfig = Field(default_factory=LakehouseConfig)
 
     @model_validator(mode="before")
@@ -203,9 +295,13 @@ def _format(err: ValidationError) -> str:
         msg = e["msg"].removeprefix("Value error, ")
         if e["type"] == "extra_forbidden":
             msg = "unknown key" + _accepted(loc)
-        elif e["type"] == "union_tag_invalid":
+        elif e["type"] == "union_tag_invalid" and loc[:1] == ["data"]:
             shown, msg = f"{shown}.scenario", f"unknown scenario {e['ctx']['tag']!r}"
             msg += f"; accepted: {', '.join(_SCENARIOS)}"
+        elif e["type"] == "union_tag_invalid":
+            key = str(e["ctx"]["discriminator"]).strip("'")
+            msg = f"unknown {key} {e['ctx']['tag']!r}; "
+            msg += f"accepted: {e['ctx']['expected_tags']}"
         elif loc and "input" in e and not isinstance(e["input"], dict):
             msg += f", got {e['input']!r}"
         lines.append(f"{shown}: {msg}" if shown else msg)

@@ -16,7 +16,16 @@ from typing import Any
 from fedlake.algorithms import ALGORITHMS
 from fedlake.backends import InlineExecutor, ProcessExecutor
 from fedlake.backends.base import Executor
-from fedlake.config import ConfigError, ResumeError, RunConfig, parse_config
+from fedlake.compression.pipeline import compressed
+from fedlake.config import (
+    AlgorithmConfig,
+    CompressionConfig,
+    ConfigError,
+    ResumeError,
+    RunConfig,
+    parse_config,
+)
+from fedlake.core.algorithm import Algorithm
 from fedlake.orchestration.checkpoint import CHECKPOINT, HISTORY
 from fedlake.orchestration.events import NullObserver, RunObserver
 from fedlake.orchestration.federation import Federation, RunResult
@@ -132,6 +141,24 @@ def flat_params(cfg: RunConfig) -> dict[str, Any]:
     return out
 
 
+def build_recipe(algo: AlgorithmConfig, compression: CompressionConfig) -> Algorithm:
+    """The configured recipe with its compression (a picklable factory for workers)."""
+    recipe = ALGORITHMS[algo.name](
+        client_lr=algo.client_lr,
+        local_epochs=algo.local_epochs,
+        batch_size=algo.batch_size,
+        server_lr=algo.server_lr,
+    )
+    prune = compression.prune.model_dump() if compression.prune is not None else None
+    return compressed(
+        recipe,
+        upload=compression.stages("upload"),
+        download=compression.stages("download"),
+        error_feedback=compression.error_feedback,
+        prune=prune,
+    )
+
+
 @contextmanager
 def config_section(name: str) -> Iterator[None]:
     """Turn an error found while building ``name`` into a one-line ConfigError naming it."""
@@ -156,14 +183,9 @@ def build_federation(cfg: RunConfig, *, observer: RunObserver) -> Federation:
     with config_section("model"):
         mcfg = model_config(cfg.model, scenario)
         trainer = build_trainer(mcfg)
-    algo = cfg.algorithm
-    make_algorithm = functools.partial(
-        ALGORITHMS[algo.name],
-        client_lr=algo.client_lr,
-        local_epochs=algo.local_epochs,
-        batch_size=algo.batch_size,
-        server_lr=algo.server_lr,
-    )
+    make_algorithm = functools.partial(build_recipe, cfg.algorithm, cfg.compression)
+    with config_section("compression"):
+        make_algorithm()  # fails here, not in a worker, on a setting the config cannot check
     fed = cfg.federation
     cohort = (
         CohortSpec(count=fed.clients_per_round)

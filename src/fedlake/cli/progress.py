@@ -31,11 +31,15 @@ def _fmt(value: Any, spec: str) -> str:
 
 def round_stats(record: Mapping[str, Any]) -> str:
     """``acc 0.871  loss 0.401  13/15 ok``: a round's live metrics in one short line."""
-    return (
+    line = (
         f"acc {_fmt(record.get('eval_accuracy'), '.3f')}  "
         f"loss {_fmt(record.get('eval_loss'), '.3f')}  "
         f"{record.get('num_completed')}/{record.get('num_sampled')} ok"
     )
+    ratio = record.get("upload_ratio")
+    if isinstance(ratio, int | float) and ratio >= 1.5:  # only when uploads are compressed
+        line += f"  up 1/{ratio:.0f}"
+    return line
 
 
 class RichObserver:

@@ -103,7 +103,7 @@ def top_k(ratio: float) -> Sparsifier:
     def select(vec: np.ndarray, rng: np.random.Generator) -> Selection:
         d = vec.size
         k = min(d, max(1, math.ceil(ratio * d)))
-        idx = np.arange(d) if k == d else np.sort(np.argpartition(np.abs(vec), d - k)[d - k:])
+        idx = np.arange(d) if k == d else np.sort(np.argpartition(np.abs(vec), d - k)[d - k :])
         mode, data = encode_indices(idx, d)
         return Selection(idx, mode, data)
 

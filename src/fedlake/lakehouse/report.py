@@ -163,6 +163,18 @@ def _last(rows: Sequence[Mapping[str, Any]], key: str) -> str:
     return "n/a"
 
 
+def _ratio(rows: Sequence[Mapping[str, Any]], key: str, ratio: str) -> str:
+    """``12.3x smaller`` over the whole run: float32 bytes the traffic stands for / bytes sent."""
+    sent = f32 = 0.0
+    for row in rows:
+        b, r = _num(row.get(key)), _num(row.get(ratio))
+        if not (math.isnan(b) or math.isnan(r)) and b > 0:
+            sent, f32 = sent + b, f32 + b * r
+    if not sent:
+        return "n/a"
+    return f"{f32 / sent:.1f}x smaller" if f32 >= sent else f"{sent / f32:.2f}x larger"
+
+
 def summary_rows(rounds: Sequence[Mapping[str, Any]]) -> list[tuple[str, str]]:
     """(label, value) rows summarising a run: accuracy, losses, traffic, time, client drop-outs."""
     rows = final_rounds(rounds)
@@ -186,6 +198,8 @@ def summary_rows(rounds: Sequence[Mapping[str, Any]]) -> list[tuple[str, str]]:
         ("final train loss", _last(rows, "train_loss")),
         ("bytes up (total)", _fmt_bytes(total("bytes_up"))),
         ("bytes down (total)", _fmt_bytes(total("bytes_down"))),
+        ("uplink vs float32", _ratio(rows, "bytes_up", "upload_ratio")),
+        ("downlink vs float32", _ratio(rows, "bytes_down", "download_ratio")),
         ("duration (total)", f"{total_s:.2f} s"),
         ("duration (mean per round)", f"{total_s / len(durations):.2f} s" if durations else "n/a"),
         ("clients dropped (total)", f"{total('num_dropped'):.0f}"),

@@ -1,0 +1,82 @@
+"""Build codecs and compressed recipes from a chain of stages (plain mappings or config)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from typing import Any
+
+from fedlake.compression.codec import make_codec
+from fedlake.compression.pruning import MagnitudePruning
+from fedlake.compression.sparsify import Sparsifier, random_mask, top_k
+from fedlake.compression.values import ValueCoder, float16, uniform
+from fedlake.core.algorithm import Algorithm
+from fedlake.core.codec import Codec, Compression
+
+SPARSIFIERS = ("topk", "random_mask")
+CODERS = ("quantize", "float16")
+STAGES = SPARSIFIERS + CODERS
+
+
+def _sparsifier(stage: Mapping[str, Any]) -> Sparsifier:
+    if stage["kind"] == "topk":
+        return top_k(stage["ratio"])
+    return random_mask(stage["ratio"], unbiased=stage.get("unbiased", True))
+
+
+def _coder(stage: Mapping[str, Any]) -> ValueCoder:
+    if stage["kind"] == "float16":
+        return float16()
+    return uniform(
+        stage.get("bits", 8),
+        stochastic=stage.get("stochastic", True),
+        bucket=stage.get("bucket", 512),
+    )
+
+
+def codec_from_stages(stages: Sequence[Mapping[str, Any]]) -> Codec | None:
+    """One codec from a chain like ``[{"kind": "topk", "ratio": 0.01}, {"kind": "quantize"}]``.
+
+    A chain holds at most one sparsifier (``topk``, ``random_mask``), first, and at most
+    one value coder (``quantize``, ``float16``) after it. An empty chain is None: float32.
+
+    Raises:
+        ValueError: an unknown stage, or stages in an order that cannot be chained.
+    """
+    if not stages:
+        return None
+    kinds = [s.get("kind") for s in stages]
+    unknown = [k for k in kinds if k not in STAGES]
+    if unknown:
+        raise ValueError(f"unknown compression stage {unknown[0]!r}; accepted: {', '.join(STAGES)}")
+    sparse = [s for s in stages if s["kind"] in SPARSIFIERS]
+    coders = [s for s in stages if s["kind"] in CODERS]
+    if len(sparse) > 1 or len(coders) > 1 or (sparse and stages[0] is not sparse[0]):
+        raise ValueError(
+            f"cannot chain {' -> '.join(map(str, kinds))}: a chain is at most one sparsifier "
+            f"({', '.join(SPARSIFIERS)}) followed by at most one value coder ({', '.join(CODERS)})"
+        )
+    return make_codec(
+        _sparsifier(sparse[0]) if sparse else None, _coder(coders[0]) if coders else None
+    )
+
+
+def compressed(
+    algorithm: Algorithm,
+    *,
+    upload: Sequence[Mapping[str, Any]] = (),
+    download: Sequence[Mapping[str, Any]] = (),
+    error_feedback: bool = False,
+    prune: Mapping[str, Any] | None = None,
+) -> Algorithm:
+    """``algorithm`` with its updates and models compressed as described."""
+    pruning = MagnitudePruning(**prune) if prune else None
+    return replace(
+        algorithm,
+        compression=Compression(
+            upload=codec_from_stages(upload),
+            download=codec_from_stages(download),
+            error_feedback=error_feedback,
+            pruning=pruning,
+        ),
+    )
