@@ -1,0 +1,197 @@
+"""Compression in the round loop: honest bytes, error feedback across rounds, pruning."""
+
+import functools
+import json
+from dataclasses import replace
+
+import numpy as np
+from toy import ToyTrainer, toy_data
+
+from fedlake.backends.inline import InlineExecutor
+from fedlake.backends.process import ProcessExecutor
+from fedlake.compression.messages import MODEL_HEADER
+from fedlake.compression.wire import HEADER_BYTES
+from fedlake.config import AlgorithmConfig, CompressionConfig
+from fedlake.lakehouse.base import MemoryStore, NullTracker
+from fedlake.orchestration.checkpoint import load_checkpoint
+from fedlake.orchestration.events import NullObserver
+from fedlake.orchestration.federation import Federation
+from fedlake.orchestration.sampling import CohortSpec, Population
+from fedlake.orchestration.sinks import RunSinks
+from fedlake.runner import build_recipe
+
+
+def recipe(lr=0.5, **compression):
+    """A picklable factory: FedAvg with the given [compression] section."""
+    return functools.partial(
+        build_recipe,
+        AlgorithmConfig(client_lr=lr, local_epochs=1),
+        CompressionConfig.model_validate(compression),
+    )
+
+
+def make(tmp_path, compression, *, data=None, dim=2, **kw):
+    args = dict(
+        make_algorithm=recipe(**compression),
+        trainer=ToyTrainer(dim),
+        data=data,
+        run_dir=tmp_path / "run",
+        rounds=3,
+        cohort=CohortSpec(count=len(data.client_ids())),
+        seed=3,
+        sinks=RunSinks(run_id="", store=MemoryStore(), tracker=NullTracker()),
+        observer=NullObserver(),
+    )
+    args.update(kw)
+    return Federation(**args)
+
+
+TOPK_EF = {"upload": [{"kind": "topk", "ratio": 0.5}], "error_feedback": True}
+
+
+def test_error_feedback_golden_rounds_and_residual_kept_per_client(tmp_path):
+    # One client with target (4, 2), lr 0.5, top-1 of 2 coordinates:
+    # r1: delta (2, 1) -> send (2, 0), keep (0, 1); params (2, 0)
+    # r2: delta (1, 1) + (0, 1) = (1, 2) -> send (0, 2), keep (1, 0); params (2, 2)
+    # r3: delta (1, 0) + (1, 0) = (2, 0) -> send (2, 0), keep (0, 0); params (4, 2): exact
+    data = toy_data({"a": ((4.0, 2.0), 1)})
+    expected = {1: ([2, 0], [0, 1]), 2: ([2, 2], [1, 0]), 3: ([4, 2], [0, 0])}
+    for rounds, (params, residual) in expected.items():
+        fed = make(tmp_path / str(rounds), TOPK_EF, data=data, rounds=rounds)
+        res = fed.run()
+        np.testing.assert_array_equal(res.state.params, params)
+        ckpt = load_checkpoint(fed.run_dir)
+        np.testing.assert_array_equal(ckpt.client_states["a"]["residual"], residual)
+
+
+def test_without_error_feedback_dropped_coordinates_are_lost(tmp_path):
+    # target (4, 1), lr 0.5, top-1: r1 delta (2, 0.5) sends (2, 0); r2 delta (1, 0.5)
+    # sends (1, 0): the second coordinate never moved and nothing remembers it.
+    data = toy_data({"a": ((4.0, 1.0), 1)})
+    res = make(tmp_path, {"upload": [{"kind": "topk", "ratio": 0.5}]}, data=data, rounds=2).run()
+    np.testing.assert_array_equal(res.state.params, [3.0, 0.0])
+    assert load_checkpoint(tmp_path / "run").client_states == {}
+
+
+def test_bytes_are_the_encoded_payload_sizes(tmp_path):
+    data = toy_data({"a": ((4.0, 2.0), 1), "b": ((1.0, 3.0), 2)})
+    fed = make(tmp_path, TOPK_EF, data=data, rounds=1)
+    res = fed.run()
+    # upload: header + a 1-byte position bitmap (smaller than a u16 index for 2 values)
+    # + one float32 value; download: model header + codec header + two float32 values
+    up = HEADER_BYTES + 1 + 4
+    down = MODEL_HEADER.size + HEADER_BYTES + 2 * 4
+    rows = fed.sinks.store.read("client_updates")
+    assert [r["bytes"] for r in rows] == [up, up]
+    h = res.history[0]
+    assert h["bytes_up"] == 2 * up and h["bytes_down"] == 2 * down
+    assert h["upload_ratio"] == (2 * 8) / (2 * up)  # float32 deltas would be 8 bytes each
+    assert h["download_ratio"] == 8 / down
+
+
+def test_first_seen_clients_start_with_a_zero_residual_and_others_keep_theirs(tmp_path):
+    data = toy_data({f"c{i}": ((float(i + 1), float(2 * i + 3)), 1) for i in range(4)})
+    fed = make(tmp_path, TOPK_EF, data=data, cohort=CohortSpec(count=2), rounds=3)
+    res = fed.run()
+    ckpt = load_checkpoint(fed.run_dir)
+    seen = {c for h in res.history for c in json.loads(h["cohort"])}
+    assert set(ckpt.client_states) == seen
+    for state in ckpt.client_states.values():
+        assert state["residual"].shape == (2,) and np.count_nonzero(state["residual"]) <= 1
+
+
+def test_resume_with_error_feedback_is_bit_identical(tmp_path):
+    data = toy_data({f"c{i}": ((float(i + 1), float(3 - i)), i + 1) for i in range(5)})
+    kw = dict(data=data, cohort=CohortSpec(count=3), rounds=4)
+    straight = make(tmp_path / "a", TOPK_EF, **kw).run()
+    make(tmp_path / "b", TOPK_EF, **kw).run(stop_after=2)
+    resumed = make(tmp_path / "b", TOPK_EF, **kw).run(resume=True)
+    assert resumed.state.params.tobytes() == straight.state.params.tobytes()
+
+
+EVERYTHING = {
+    "upload": [{"kind": "topk", "ratio": 0.5}, {"kind": "quantize", "bits": 8}],
+    "download": [{"kind": "quantize", "bits": 8, "stochastic": False}],
+    "error_feedback": True,
+    "prune": {"sparsity": 0.25, "start_round": 1},
+}
+
+
+def test_process_executor_matches_inline_with_state_pruning_and_quantisation(tmp_path):
+    data = toy_data(
+        {f"c{i}": (tuple(float((i * j) % 5 - 2) for j in range(8)), i + 1) for i in range(6)}
+    )
+    kw = dict(data=data, dim=8, cohort=CohortSpec(count=4), rounds=4)
+    inline = make(tmp_path / "i", EVERYTHING, executor=InlineExecutor(), **kw).run()
+    proc = make(tmp_path / "p", EVERYTHING, executor=ProcessExecutor(2), **kw).run()
+    assert proc.state.params.tobytes() == inline.state.params.tobytes()
+    states_i = load_checkpoint(tmp_path / "i" / "run").client_states
+    states_p = load_checkpoint(tmp_path / "p" / "run").client_states
+    assert states_i.keys() == states_p.keys()
+    for c in states_i:
+        assert states_i[c]["residual"].tobytes() == states_p[c]["residual"].tobytes()
+
+
+def test_pruned_weights_are_zero_and_stay_zero(tmp_path):
+    data = toy_data({f"c{i}": (tuple(float(j + 1 + i) for j in range(8)), 1) for i in range(3)})
+    prune = {"prune": {"sparsity": 0.5, "start_round": 1}}
+    fed = make(tmp_path, prune, data=data, dim=8, rounds=4)
+    res = fed.run()
+    p = res.state.params
+    assert np.count_nonzero(p) == 4
+    # round 1 ran unpruned; from round 2 the 4 smallest weights are 0 (targets grow with j)
+    np.testing.assert_array_equal(p[:4], 0.0)
+    assert (p[4:] > 0).all()
+    h = res.history
+    assert h[0]["upload_ratio"] < h[1]["upload_ratio"]  # only the survivors are sent
+    assert h[1]["download_ratio"] > h[0]["download_ratio"]
+
+
+def test_clients_train_from_the_model_as_decoded(tmp_path):
+    # 8-bit download: the client's delta is relative to the quantised model it received,
+    # so the server still moves exactly to the client's target after one full step.
+    data = toy_data({"a": ((0.3, 0.7), 1)})
+    fed = make(
+        tmp_path,
+        {"download": [{"kind": "quantize", "bits": 8, "stochastic": False}]},
+        data=data,
+        rounds=2,
+        make_algorithm=recipe(
+            lr=1.0, download=[{"kind": "quantize", "bits": 8, "stochastic": False}]
+        ),
+    )
+    res = fed.run()
+    np.testing.assert_allclose(res.state.params, [0.3, 0.7], rtol=0, atol=1e-6)
+
+
+class CorruptingExecutor(InlineExecutor):
+    """Runs clients inline, then damages one payload in transit."""
+
+    def map_clients(self, job, task, cohort):
+        for result in super().map_clients(job, task, cohort):
+            if result.client_id == "bad":
+                payload = result.encoded["delta"]
+                result = replace(result, encoded={"delta": payload[:-3]})
+            yield result
+
+
+def test_an_undecodable_payload_is_rejected_with_the_reason(tmp_path):
+    data = toy_data({"good": ((2.0, 2.0), 1), "bad": ((9.0, 9.0), 1)})
+    fed = make(tmp_path, TOPK_EF, data=data, rounds=1, executor=CorruptingExecutor())
+    res = fed.run()
+    rows = {r["client_id"]: r for r in fed.sinks.store.read("client_updates")}
+    assert rows["good"]["status"] == "accepted"
+    assert rows["bad"]["status"] == "rejected"
+    assert rows["bad"]["reason"].startswith("undecodable update: ")
+    assert "body" in rows["bad"]["reason"] or "truncated" in rows["bad"]["reason"]
+    assert res.history[0]["num_rejected"] == 1
+
+
+def test_dropped_clients_keep_their_residual_untouched(tmp_path):
+    data = toy_data({f"c{i}": ((float(i + 2), 1.0), 1) for i in range(4)})
+    fed = make(tmp_path, TOPK_EF, data=data, rounds=3, population=Population(dropout=0.5))
+    fed.run()
+    rows = fed.sinks.store.read("client_updates")
+    ckpt = load_checkpoint(fed.run_dir)
+    sent = {r["client_id"] for r in rows if r["status"] == "accepted"}
+    assert set(ckpt.client_states) == sent
