@@ -168,6 +168,12 @@ class CompressionConfig(Section):
                     f"{direction} = {' -> '.join(kinds)} cannot be chained: at most one of "
                     "topk/random_mask first, then at most one of quantize/float16"
                 )
+        sparse_down = [s.kind for s in self.download if s.kind in ("topk", "random_mask")]
+        if sparse_down:
+            raise ValueError(
+                f"download = {sparse_down[0]} would zero most of the model's weights every round; "
+                "the download accepts quantize or float16 (use prune for a sparse model)"
+            )
         if self.error_feedback and not self.upload:
             raise ValueError(
                 "error_feedback needs a lossy upload chain (topk, random_mask or quantize); "

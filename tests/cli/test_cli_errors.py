@@ -62,6 +62,36 @@ def write(tmp_path, text, name="c.toml"):
             "[data]\nscenario = 'breast_cancer'\nnum_clients = 600\n",
             "data: num_clients (600) exceeds the number of examples",
         ),
+        # compression chains
+        (
+            "[compression]\nupload = [{kind = 'topc', ratio = 0.1}]\n",
+            "compression.upload.0: unknown kind 'topc'; accepted: 'topk', 'random_mask'",
+        ),
+        (
+            "[compression]\nupload = [{kind = 'quantize', bits = 3}]\n",
+            "compression.upload.0.quantize.bits: Input should be 1, 2, 4 or 8, got 3",
+        ),
+        (
+            "[compression]\nupload = [{kind = 'topk', ratio = 1.5}]\n",
+            "compression.upload.0.topk.ratio: Input should be less than or equal to 1, got 1.5",
+        ),
+        (
+            "[compression]\nupload = [{kind = 'quantize'}, {kind = 'topk', ratio = 0.1}]\n",
+            "upload = quantize -> topk cannot be chained",
+        ),
+        (
+            "[compression]\ndownload = [{kind = 'topk', ratio = 0.1}]\n",
+            "download = topk would zero most of the model's weights",
+        ),
+        ("[compression]\nerror_feedback = true\n", "error_feedback needs a lossy upload chain"),
+        (
+            "[compression]\nupload = [{kind = 'quantize', bits = 2, stochastic = false}]\n",
+            "deterministic rounding (stochastic = false) is offered at 8 bits only",
+        ),
+        (
+            "[compression.prune]\nsparsity = 1.0\n",
+            "compression.prune.sparsity: Input should be less",
+        ),
     ],
 )
 def test_config_errors_are_one_line_exit_2(tmp_path, text, expected):

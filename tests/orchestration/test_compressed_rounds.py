@@ -83,6 +83,7 @@ def test_bytes_are_the_encoded_payload_sizes(tmp_path):
     down = MODEL_HEADER.size + HEADER_BYTES + 2 * 4
     rows = fed.sinks.store.read("client_updates")
     assert [r["bytes"] for r in rows] == [up, up]
+    assert [r["bytes_down"] for r in rows] == [down, down]
     h = res.history[0]
     assert h["bytes_up"] == 2 * up and h["bytes_down"] == 2 * down
     assert h["upload_ratio"] == (2 * 8) / (2 * up)  # float32 deltas would be 8 bytes each

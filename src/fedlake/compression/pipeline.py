@@ -70,6 +70,11 @@ def compressed(
     prune: Mapping[str, Any] | None = None,
 ) -> Algorithm:
     """``algorithm`` with its updates and models compressed as described."""
+    if any(stage.get("kind") in SPARSIFIERS for stage in download):
+        raise ValueError(
+            "download sparsification would zero most of the model's weights every round; "
+            "the download accepts quantize or float16 (use prune for a sparse model)"
+        )
     pruning = MagnitudePruning(**prune) if prune else None
     return replace(
         algorithm,

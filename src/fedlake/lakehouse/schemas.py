@@ -77,7 +77,8 @@ COLUMNS: dict[str, tuple[Column, ...]] = {
         ("reason", "str", True),
         ("num_examples", "int64", False),
         ("update_norm", "float64", True),
-        ("bytes", "int64", False),
+        ("bytes", "int64", False),  # uploaded: the encoded payload's length
+        ("bytes_down", "int64", True),  # the model message sent to this client
         ("train_loss", "float64", True),
         ("duration_s", "float64", True),
         ("created_at", "timestamp", False),

@@ -216,7 +216,8 @@ class Federation:
             if trouble is not None:
                 self.observer.message(f"round {r + 1}: {trouble}")
             pending["client_updates"].extend(
-                {"round": r + 1, "attempt": attempt, **row} for row in rows
+                {"round": r + 1, "attempt": attempt, "bytes_down": len(download.payload), **row}
+                for row in rows
             )
             if count >= self.min_clients and delta is not None:
                 break
