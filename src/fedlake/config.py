@@ -104,6 +104,13 @@ class RandomMaskStage(Section):
     unbiased: bool = True
 
 
+class StructuredMaskStage(Section):
+    """Clients train only a random ``ratio`` of the weights each round and send them."""
+
+    kind: Literal["structured_mask"]
+    ratio: float = Field(..., gt=0, le=1)
+
+
 class QuantizeStage(Section):
     """Uniform quantisation to ``bits`` bits per value, per bucket of ``bucket`` values."""
 
@@ -129,7 +136,8 @@ class Float16Stage(Section):
 
 
 Stage = Annotated[
-    TopKStage | RandomMaskStage | QuantizeStage | Float16Stage, Field(discriminator="kind")
+    TopKStage | RandomMaskStage | StructuredMaskStage | QuantizeStage | Float16Stage,
+    Field(discriminator="kind"),
 ]
 
 
@@ -161,14 +169,14 @@ class CompressionConfig(Section):
     def _chains(self) -> CompressionConfig:
         for direction in ("upload", "download"):
             kinds = [stage.kind for stage in getattr(self, direction)]
-            sparse = [k for k in kinds if k in ("topk", "random_mask")]
+            sparse = [k for k in kinds if k in ("topk", "random_mask", "structured_mask")]
             values = [k for k in kinds if k in ("quantize", "float16")]
             if len(sparse) > 1 or len(values) > 1 or (sparse and kinds[0] != sparse[0]):
                 raise ValueError(
                     f"{direction} = {' -> '.join(kinds)} cannot be chained: at most one of "
-                    "topk/random_mask first, then at most one of quantize/float16"
+                    "topk/random_mask/structured_mask first, then at most one of quantize/float16"
                 )
-        sparse_down = [s.kind for s in self.download if s.kind in ("topk", "random_mask")]
+        sparse_down = [s.kind for s in self.download if s.kind not in ("quantize", "float16")]
         if sparse_down:
             raise ValueError(
                 f"download = {sparse_down[0]} would zero most of the model's weights every round; "

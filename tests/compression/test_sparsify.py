@@ -1,5 +1,6 @@
 import math
 import struct
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -12,6 +13,7 @@ from fedlake.compression.sparsify import (
     U16,
     U32,
     _mask_from_seed,
+    count_of,
     dense,
     random_mask,
     top_k,
@@ -82,11 +84,6 @@ def test_top_k_count_is_ceil_ratio_times_dim(ratio, dim, k):
     np.testing.assert_array_equal(out[dim - k :], vec[dim - k :])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="sparsify.py:105 math.ceil(ratio * d) on floats: 0.07 * 100 = 7.000000000000001, "
-    "so top_k(0.07) keeps 8 of 100 values instead of 7",
-)
 def test_top_k_count_is_not_inflated_by_float_rounding():
     payload = encode(top_k(0.07), np.arange(1, 101, dtype=np.float32))
     assert header(payload).count == 7
@@ -353,15 +350,24 @@ def test_random_mask_biased_mean_is_ratio_times_input():
     assert (np.abs(mean - ratio * vec) <= 5 * stderr + 1e-6).all()
 
 
-def test_random_mask_rejects_an_edited_seed():
+def test_random_mask_rejects_a_count_that_is_not_k():
+    # any seed names a valid mask of exactly k positions; a payload claiming another
+    # count (with a body of matching length) is refused
     dim = 1000
     payload = encode(random_mask(0.25), np.ones(dim, np.float32))
-    seed = seed_of(payload)
-    other = seed + 1
-    assert _mask_from_seed(other, dim, 0.25).size != header(payload).count  # precondition
-    bad = payload[:HEADER_BYTES] + struct.pack("<Q", other) + payload[HEADER_BYTES + 8 :]
-    with pytest.raises(CodecError, match="the mask seed selects"):
+    h = header(payload)
+    values = payload[HEADER_BYTES + 8 :]
+    short = values[:-4]
+    edited = replace(h, count=h.count - 1, body_length=h.body_length - 4).pack()
+    bad = edited + payload[HEADER_BYTES : HEADER_BYTES + 8] + short
+    with pytest.raises(CodecError, match="carries 249 values, expected 250"):
         decode(random_mask(0.25), bad, dim)
+
+
+def test_random_mask_keeps_exactly_k_positions():
+    for dim, ratio in [(1000, 0.25), (100, 0.07), (7, 0.5), (1, 0.01)]:
+        for seed in range(5):
+            assert _mask_from_seed(seed, dim, ratio).size == count_of(ratio, dim)
 
 
 @pytest.mark.parametrize("mode", [ALL, U16, BITMAP])

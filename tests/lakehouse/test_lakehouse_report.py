@@ -58,8 +58,23 @@ def test_summary_numbers_on_a_toy_history():
         "clients dropped (total)": "3",
         "clients failed (total)": "1",
         "updates rejected (total)": "1",
+        "uplink vs float32": "n/a",  # a history from before compression was recorded
+        "downlink vs float32": "n/a",
     }
     assert summary_rows([]) == [("rounds run", "0")]
+
+
+def test_summary_ratio_weights_each_round_by_its_bytes():
+    rows = final_rounds(toy_history())
+    # rounds of 3,000 bytes up at 10x and 20x, one at 30x: 3 * 3,000 bytes stand for
+    # 180,000 float32 bytes, 20x overall; the download is always 4x
+    for row, up in zip(rows, (10.0, 20.0, 30.0), strict=True):
+        row.update(upload_ratio=up, download_ratio=4.0)
+    summary = dict(summary_rows(rows))
+    assert summary["uplink vs float32"] == "20.0x smaller"
+    assert summary["downlink vs float32"] == "4.0x smaller"
+    rows[0]["upload_ratio"] = rows[1]["upload_ratio"] = rows[2]["upload_ratio"] = 0.5
+    assert dict(summary_rows(rows))["uplink vs float32"] == "2.00x larger"
 
 
 def test_summary_without_any_evaluation():

@@ -26,8 +26,12 @@ def test_the_four_tables_have_the_agreed_columns():
     assert table_schema("rounds").field("created_at").type == TS
     assert table_schema("audit").names == ["time", "run_id", "actor", "action", "object", "details"]
     nullable = {f.name for f in table_schema("client_updates") if f.nullable}
-    assert nullable == {"reason", "update_norm", "train_loss", "duration_s"}
+    assert nullable == {"reason", "update_norm", "train_loss", "duration_s", "bytes_down"}
     assert "params" not in table_schema("client_updates").names
+    # traffic: encoded bytes per client both ways, and the ratio against float32 per round
+    assert {"bytes", "bytes_down"} <= set(table_schema("client_updates").names)
+    rounds = table_schema("rounds")
+    assert rounds.field("upload_ratio").nullable and rounds.field("download_ratio").nullable
     with pytest.raises(ValueError, match="unknown table 'metrics'"):
         table_schema("metrics")
 

@@ -196,3 +196,32 @@ def test_dropped_clients_keep_their_residual_untouched(tmp_path):
     ckpt = load_checkpoint(fed.run_dir)
     sent = {r["client_id"] for r in rows if r["status"] == "accepted"}
     assert set(ckpt.client_states) == sent
+
+
+def test_structured_mask_clients_train_only_the_weights_they_send(tmp_path):
+    # Konecny et al.'s structured update: 2 of 8 weights, drawn before training, are
+    # trained and sent exactly (no loss to sparsification, no scaling).
+    target = tuple(float(j + 1) for j in range(8))
+    data = toy_data({"a": (target, 1)})
+    structured = {"upload": [{"kind": "structured_mask", "ratio": 0.25}]}
+    res = make(tmp_path, structured, data=data, dim=8, rounds=1).run()
+    p = res.state.params
+    moved = np.flatnonzero(p)
+    assert moved.size == 2
+    np.testing.assert_array_equal(p[moved], 0.5 * np.array(target, np.float32)[moved])
+    # an 8-byte seed instead of indices: header + seed + two float32 values
+    assert res.history[0]["bytes_up"] == HEADER_BYTES + 8 + 2 * 4
+
+
+def test_structured_mask_under_pruning_picks_among_the_survivors(tmp_path):
+    target = tuple(float(j + 1) for j in range(8))
+    data = toy_data({f"c{i}": (target, 1) for i in range(3)})
+    comp = {
+        "upload": [{"kind": "structured_mask", "ratio": 0.5}],
+        "prune": {"sparsity": 0.5, "start_round": 1},
+    }
+    full = make(tmp_path / "a", comp, data=data, dim=8, rounds=1).run().state.params
+    res = make(tmp_path / "b", comp, data=data, dim=8, rounds=3).run()
+    survivors = np.flatnonzero(res.state.params)
+    assert set(survivors) <= set(np.flatnonzero(full))
+    assert survivors.size <= 4

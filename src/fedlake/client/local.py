@@ -16,6 +16,7 @@ from fedlake.compression.codec import plain
 from fedlake.compression.messages import encode_delta
 from fedlake.compression.pruning import mask_gradients
 from fedlake.core.algorithm import Algorithm
+from fedlake.core.codec import Codec
 from fedlake.core.state import round_rng
 from fedlake.core.transform import chain
 from fedlake.core.update import DELTA, ClientUpdate
@@ -106,9 +107,10 @@ def run_client(
         raise ValueError(f"client {client_id!r} has no training examples")
     global_params = np.asarray(task.params, dtype=np.float32)
     compression = algorithm.compression
+    trainable, encode_rng = _trainable(task.mask, compression.upload, global_params.size, rng)
     local_step = algorithm.local_step
-    if task.mask is not None:  # pruned weights stay zero: their gradients are masked
-        masked = mask_gradients(task.mask)
+    if trainable is not None:  # pruned (or, structured, unsent) weights do not train
+        masked = mask_gradients(trainable)
         local_step = masked if local_step is None else chain(local_step, masked)
     fit = trainer.fit(
         global_params,
@@ -130,7 +132,7 @@ def run_client(
             residual = kept.get(RESIDUAL)
             if residual is None or residual.shape != delta.shape:  # first round of this client
                 residual = np.zeros_like(delta, dtype=np.float32)
-        payload, residual = encode_delta(delta, task.mask, compression.upload, rng, residual)
+        payload, residual = encode_delta(delta, task.mask, compression.upload, encode_rng, residual)
         if residual is not None:
             new_state = {RESIDUAL: residual}
     else:  # sent as is, so the server rejects it with the reason (subtracting would broadcast)
@@ -148,3 +150,22 @@ def run_client(
         encoded={DELTA: payload},
         client_state=new_state,
     )
+
+
+def _trainable(
+    mask: np.ndarray | None, upload: Codec | None, dim: int, rng: np.random.Generator
+) -> tuple[np.ndarray | None, np.random.Generator]:
+    """Which weights a client trains, and the generator its upload is encoded with.
+
+    Pruned weights never train. With a structured upload (Konecny et al., 2016) the
+    client also draws its random mask before training and trains only those weights;
+    the encoder, given an identically seeded generator, keeps exactly them.
+    """
+    if upload is None or upload.train_positions is None:
+        return mask, rng
+    key = int(rng.integers(0, 2**63))
+    surviving = np.arange(dim) if mask is None else np.flatnonzero(mask)
+    chosen = upload.train_positions(surviving.size, np.random.default_rng(key))
+    trainable = np.zeros(dim, dtype=bool)
+    trainable[surviving[chosen]] = True
+    return trainable, np.random.default_rng(key)

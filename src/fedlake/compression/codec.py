@@ -54,7 +54,10 @@ def make_codec(sparsifier: Sparsifier | None = None, coder: ValueCoder | None = 
         return out
 
     name = vc.name if sp.name == "dense" else f"{sp.name}+{vc.name}"
-    return Codec(name, encode, decode, lossless=sp.lossless and vc.lossless)
+    # top-k (or a biased mask) leaves ||x - kept||^2 + ||kept||^2 = ||x||^2 and the coder
+    # adds at most contraction * ||kept||^2: contractive when contraction < 1
+    contractive = sp.contractive and vc.contraction < 1.0
+    return Codec(name, encode, decode, sp.lossless and vc.lossless, contractive, sp.train_positions)
 
 
 def plain() -> Codec:

@@ -13,7 +13,7 @@ from fedlake.compression.values import ValueCoder, float16, uniform
 from fedlake.core.algorithm import Algorithm
 from fedlake.core.codec import Codec, Compression
 
-SPARSIFIERS = ("topk", "random_mask")
+SPARSIFIERS = ("topk", "random_mask", "structured_mask")
 CODERS = ("quantize", "float16")
 STAGES = SPARSIFIERS + CODERS
 
@@ -21,6 +21,8 @@ STAGES = SPARSIFIERS + CODERS
 def _sparsifier(stage: Mapping[str, Any]) -> Sparsifier:
     if stage["kind"] == "topk":
         return top_k(stage["ratio"])
+    if stage["kind"] == "structured_mask":
+        return random_mask(stage["ratio"], unbiased=False, structured=True)
     return random_mask(stage["ratio"], unbiased=stage.get("unbiased", True))
 
 
@@ -37,7 +39,8 @@ def _coder(stage: Mapping[str, Any]) -> ValueCoder:
 def codec_from_stages(stages: Sequence[Mapping[str, Any]]) -> Codec | None:
     """One codec from a chain like ``[{"kind": "topk", "ratio": 0.01}, {"kind": "quantize"}]``.
 
-    A chain holds at most one sparsifier (``topk``, ``random_mask``), first, and at most
+    A chain holds at most one sparsifier (``topk``, ``random_mask``, ``structured_mask``),
+    first, and at most
     one value coder (``quantize``, ``float16``) after it. An empty chain is None: float32.
 
     Raises:

@@ -3,6 +3,7 @@ ICLR workshop 2018, gradual schedule), with the mask shared by server and client
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -55,7 +56,7 @@ class MagnitudePruning:
 def magnitude_mask(params: np.ndarray, sparsity: float) -> np.ndarray:
     """Boolean mask of the ``d - floor(sparsity * d)`` largest |params| (ties: lower index)."""
     d = params.size
-    keep = d - int(np.floor(sparsity * d))
+    keep = d - math.floor(round(sparsity * d, 6))  # float noise: 0.57 * 100 prunes 57
     order = np.argsort(-np.abs(params), kind="stable")
     mask = np.zeros(d, dtype=bool)
     mask[order[:keep]] = True

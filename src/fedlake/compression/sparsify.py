@@ -4,10 +4,11 @@
 - :func:`top_k`: the ``k`` largest magnitudes (Stich et al., "Sparsified SGD with
   Memory", NeurIPS 2018 - pair it with error feedback). Positions travel as 16- or
   32-bit indices or as a bitmap, whichever is smaller.
-- :func:`random_mask`: a random subset drawn from a seed, so only the 8-byte seed
-  travels (Konecny et al., "Federated Learning: Strategies for Improving Communication
-  Efficiency", 2016, sketched updates by random subsampling). ``unbiased=True``
-  scales the kept values by ``1 / ratio`` so the decoded vector is unbiased.
+- :func:`random_mask`: random-k, a random subset of ``k`` positions drawn from a
+  seed, so only the 8-byte seed travels (Konecny et al., "Federated Learning:
+  Strategies for Improving Communication Efficiency", 2016: sketched updates by
+  random subsampling, ``unbiased=True`` scales the kept values by ``d / k``; and
+  structured updates, ``structured=True``, where clients train only the masked weights).
 """
 
 from __future__ import annotations
@@ -42,6 +43,14 @@ class Sparsifier(NamedTuple):
     select: Callable[[np.ndarray, np.random.Generator], Selection]
     positions: Callable[[Reader, int, int, int], np.ndarray | None]
     lossless: bool = False
+    contractive: bool = True  # ||kept - x|| <= ||x||: false when kept values are rescaled
+    # structured updates: the positions a client trains, drawn as ``select`` will draw them
+    train_positions: Callable[[int, np.random.Generator], np.ndarray] | None = None
+
+
+def count_of(ratio: float, dim: int) -> int:
+    """``ceil(ratio * dim)``, at least 1, with float noise removed (0.07 * 100 is 7, not 8)."""
+    return min(dim, max(1, math.ceil(round(ratio * dim, 6))))
 
 
 def _check_ratio(ratio: float) -> float:
@@ -102,7 +111,7 @@ def top_k(ratio: float) -> Sparsifier:
 
     def select(vec: np.ndarray, rng: np.random.Generator) -> Selection:
         d = vec.size
-        k = min(d, max(1, math.ceil(ratio * d)))
+        k = count_of(ratio, d)
         idx = np.arange(d) if k == d else np.sort(np.argpartition(np.abs(vec), d - k)[d - k :])
         mode, data = encode_indices(idx, d)
         return Selection(idx, mode, data)
@@ -114,34 +123,60 @@ def top_k(ratio: float) -> Sparsifier:
 
 
 def _mask_from_seed(seed: int, dim: int, ratio: float) -> np.ndarray:
-    """Positions kept by a Bernoulli(``ratio``) mask drawn from ``seed``.
+    """The ``count_of(ratio, dim)`` positions chosen uniformly at random by ``seed``.
 
-    Uses the PCG64 raw stream, which numpy guarantees stable across versions, so a
-    receiver with another numpy rebuilds the same mask.
+    The positions of the smallest draws of the PCG64 raw stream (which numpy keeps
+    stable across versions), so a receiver with another numpy rebuilds the same set.
     """
+    k = count_of(ratio, dim)
     raw = np.random.PCG64(seed).random_raw(dim)
-    threshold = np.uint64(min(int(ratio * 2.0**64), 2**64 - 1))
-    return np.flatnonzero(raw < threshold)
+    if k == dim:
+        return np.arange(dim)
+    return np.sort(np.argpartition(raw, k - 1)[:k])
 
 
-def random_mask(ratio: float, *, unbiased: bool = True) -> Sparsifier:
-    """Keep a random ``ratio`` of the positions; only the seed of the mask is sent."""
+def _draw_seed(rng: np.random.Generator) -> int:
+    return int(rng.integers(0, 2**63))
+
+
+def random_mask(ratio: float, *, unbiased: bool = True, structured: bool = False) -> Sparsifier:
+    """Keep ``k = ceil(ratio * d)`` random positions; only the mask's seed is sent.
+
+    ``unbiased`` scales the kept values by ``d / k`` so the decoded vector is an
+    unbiased estimate (a sketched update). ``structured=True`` is Konecny et al.'s
+    structured update: the client draws the mask *before* training and trains only
+    those weights, so the sparse update loses nothing to sparsification (no scaling).
+    """
     ratio = _check_ratio(ratio)
-    scale = 1.0 / ratio if unbiased else 1.0
+    if structured and unbiased:
+        raise ValueError("a structured random mask sends its values unscaled: pass unbiased=False")
 
     def select(vec: np.ndarray, rng: np.random.Generator) -> Selection:
-        seed = int(rng.integers(0, 2**63))
+        seed = _draw_seed(rng)
         idx = _mask_from_seed(seed, vec.size, ratio)
+        scale = vec.size / idx.size if unbiased and idx.size else 1.0
         return Selection(idx, SEED, np.uint64(seed).astype("<u8").tobytes(), scale)
 
     def positions(reader: Reader, mode: int, dim: int, count: int) -> np.ndarray:
         if mode != SEED:
             raise CodecError(f"random-mask payload with index mode {mode}, expected a seed")
         seed = int(reader.array("<u8", 1, "mask seed")[0])
-        idx = _mask_from_seed(seed, dim, ratio)
-        if idx.size != count:
-            raise CodecError(f"the mask seed selects {idx.size} positions, header says {count}")
-        return idx
+        if count != count_of(ratio, dim):
+            raise CodecError(
+                f"random-mask payload carries {count} values, expected {count_of(ratio, dim)}"
+            )
+        return _mask_from_seed(seed, dim, ratio)
 
-    name = f"random{ratio:g}" + ("" if unbiased else "-biased")
-    return Sparsifier(name, RANDOM_MASK, select, positions)
+    def train_positions(dim: int, rng: np.random.Generator) -> np.ndarray:
+        return _mask_from_seed(_draw_seed(rng), dim, ratio)
+
+    kind = "structured" if structured else "random"
+    name = f"{kind}{ratio:g}" + ("" if unbiased or structured else "-biased")
+    return Sparsifier(
+        name,
+        RANDOM_MASK,
+        select,
+        positions,
+        contractive=not unbiased,
+        train_positions=train_positions if structured else None,
+    )

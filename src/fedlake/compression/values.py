@@ -34,6 +34,7 @@ class ValueCoder(NamedTuple):
     encode: Callable[[np.ndarray, np.random.Generator], bytes]
     decode: Callable[[Reader, int], np.ndarray]
     lossless: bool = False
+    contraction: float = 0.0  # worst-case ||decode(encode(x)) - x||^2 / ||x||^2 (expected)
 
     def size(self, count: int) -> int:
         """Encoded bytes for ``count`` values (the body's value section)."""
@@ -43,6 +44,20 @@ class ValueCoder(NamedTuple):
             return 2 * count
         buckets = -(-count // self.bucket)
         return 8 * buckets + packed_size(count, self.bits)
+
+
+def _work_dtype(span: np.ndarray, top: int) -> type[np.floating]:
+    """float32 when every bucket's span, step and inverse step fit in it; else float64.
+
+    A span beyond float32's range (values near +-3e38) or so tiny that ``top / span``
+    overflows would turn into inf and NaN in float32; such vectors take the slower
+    float64 path, the rest the fast one. The levels that travel are the same either way
+    up to rounding at a level boundary.
+    """
+    live = span[span > 0]
+    if live.size == 0 or (live.max() < 1e38 and top / live.min() < 1e38):
+        return np.float32
+    return np.float64
 
 
 def float32() -> ValueCoder:
@@ -68,7 +83,7 @@ def float16() -> ValueCoder:
     def decode(reader: Reader, count: int) -> np.ndarray:
         return reader.array("<f2", count, "float16 values").astype(np.float32)
 
-    return ValueCoder("float16", FLOAT16, 16, 0, encode, decode)
+    return ValueCoder("float16", FLOAT16, 16, 0, encode, decode, contraction=2.0**-22)
 
 
 def uniform(bits: int = 8, *, stochastic: bool = True, bucket: int = 512) -> ValueCoder:
@@ -104,11 +119,12 @@ def uniform(bits: int = 8, *, stochastic: bool = True, bucket: int = 512) -> Val
             grid[-1, n % bucket :] = grid[-1, 0]
         lo = grid.min(axis=1)
         hi = grid.max(axis=1)
-        span = (hi - lo).astype(np.float64)
-        inv = np.divide(top, span, out=np.zeros_like(span), where=span > 0).astype(np.float32)
-        scaled = (grid - lo[:, None]) * inv[:, None]
+        span = hi.astype(np.float64) - lo
+        dt = _work_dtype(span, top)
+        inv = np.divide(top, span, out=np.zeros_like(span), where=span > 0).astype(dt)
+        scaled = (grid.astype(dt, copy=False) - lo.astype(dt)[:, None]) * inv[:, None]
         if stochastic:
-            scaled += rng.random(scaled.shape, dtype=np.float32)
+            scaled += rng.random(scaled.shape, dtype=dt)
             levels = np.floor(scaled)
         else:
             levels = np.rint(scaled)
@@ -125,12 +141,21 @@ def uniform(bits: int = 8, *, stochastic: bool = True, bucket: int = 512) -> Val
         if (hi < lo).any():
             raise CodecError("a bucket's maximum is below its minimum")
         levels = unpack(reader.take(packed_size(count, bits), "quantised levels"), count, bits)
-        step = ((hi.astype(np.float64) - lo) / top).astype(np.float32)
-        grid = np.zeros(n_buckets * bucket, dtype=np.float32)
+        span = hi.astype(np.float64) - lo
+        dt = _work_dtype(span, top)
+        step = (span / top).astype(dt)
+        grid = np.zeros(n_buckets * bucket, dtype=dt)
         grid[:count] = levels
-        out = lo[:, None] + grid.reshape(n_buckets, bucket) * step[:, None]
+        out = lo.astype(dt)[:, None] + grid.reshape(n_buckets, bucket) * step[:, None]
         np.minimum(out, hi[:, None], out=out)  # no float rounding past a bucket's max
+        out = out.astype(np.float32, copy=False)
         return out.reshape(-1)[:count]
 
+    # Per bucket of n values with largest magnitude M, the span is at most 2M and each
+    # value's error is at most half a step (nearest) or has variance at most a quarter
+    # step squared (stochastic): n * M^2 / top^2 (stochastic), a quarter of it (nearest),
+    # against ||x||^2 >= M^2.
+    contraction = bucket / top**2 / (1 if stochastic else 4)
     name = f"{'stochastic' if stochastic else 'nearest'}{bits}"
-    return ValueCoder(name, STOCHASTIC if stochastic else NEAREST, bits, bucket, encode, decode)
+    tag = STOCHASTIC if stochastic else NEAREST
+    return ValueCoder(name, tag, bits, bucket, encode, decode, contraction=contraction)

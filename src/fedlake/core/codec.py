@@ -23,13 +23,18 @@ class Codec(NamedTuple):
 
     ``encode(vec, rng)`` may be lossy and random (stochastic rounding, random masks);
     ``decode(data, dim)`` is deterministic and validates every length and range,
-    raising :class:`CodecError` on anything malformed.
+    raising :class:`CodecError` on anything malformed. ``contractive`` promises
+    ``E||decode(encode(x)) - x||^2 < ||x||^2`` for every x, which error feedback needs.
+    ``train_positions(dim, rng)``, when set, are the only positions a client may train
+    (structured updates): ``encode`` with an equally seeded ``rng`` keeps exactly them.
     """
 
     name: str
     encode: Callable[[np.ndarray, np.random.Generator], bytes]
     decode: Callable[[bytes, int], np.ndarray]
     lossless: bool = False
+    contractive: bool = True
+    train_positions: Callable[[int, np.random.Generator], np.ndarray] | None = None
 
 
 class Pruner(Protocol):
@@ -64,8 +69,11 @@ class Compression:
                 "error_feedback needs a lossy upload codec (top-k, random-k or quantisation); "
                 "with a lossless one the residual is always zero"
             )
-
-    @property
-    def is_plain(self) -> bool:
-        """True when nothing is compressed (float32 both ways, no pruning)."""
-        return self.upload is None and self.download is None and self.pruning is None
+        if self.error_feedback and self.upload is not None and not self.upload.contractive:
+            raise ValueError(
+                f"error_feedback needs a contractive upload codec and {self.upload.name} is "
+                "not: its residual can grow every round. Use topk, random_mask with "
+                "unbiased = false, nearest rounding, or stochastic quantisation with "
+                "bucket < (2**bits - 1)**2; or drop error_feedback (unbiased codecs do "
+                "without it)"
+            )
