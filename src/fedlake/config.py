@@ -135,6 +135,7 @@ class Float16Stage(Section):
     kind: Literal["float16"]
 
 
+STAGE_KINDS = ("topk", "random_mask", "structured_mask", "quantize", "float16")
 Stage = Annotated[
     TopKStage | RandomMaskStage | StructuredMaskStage | QuantizeStage | Float16Stage,
     Field(discriminator="kind"),
@@ -312,6 +313,8 @@ def _format(err: ValidationError) -> str:
         elif e["type"] == "union_tag_invalid" and loc[:1] == ["data"]:
             shown, msg = f"{shown}.scenario", f"unknown scenario {e['ctx']['tag']!r}"
             msg += f"; accepted: {', '.join(_SCENARIOS)}"
+        elif e["type"] == "union_tag_not_found" and loc[:1] == ["compression"]:
+            msg = f"missing kind; accepted: {', '.join(STAGE_KINDS)}"
         elif e["type"] == "union_tag_invalid":
             key = str(e["ctx"]["discriminator"]).strip("'")
             msg = f"unknown {key} {e['ctx']['tag']!r}; "

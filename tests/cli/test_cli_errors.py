@@ -85,6 +85,14 @@ def write(tmp_path, text, name="c.toml"):
         ),
         ("[compression]\nerror_feedback = true\n", "error_feedback needs a lossy upload chain"),
         (
+            "[compression]\nupload = [{ratio = 0.1}]\n",
+            "compression.upload.0: missing kind; accepted: topk, random_mask, structured_mask",
+        ),
+        (
+            "[compression]\nupload = [{kind = 'quantize', bits = 4}]\nerror_feedback = true\n",
+            "compression: error_feedback needs a contractive upload codec",
+        ),
+        (
             "[compression]\nupload = [{kind = 'quantize', bits = 2, stochastic = false}]\n",
             "deterministic rounding (stochastic = false) is offered at 8 bits only",
         ),

@@ -227,3 +227,9 @@ def test_decode_update_rejects_a_corrupt_payload():
     update = ClientUpdate("c1", {}, weight=1.0, encoded={"delta": b"garbage"})
     with pytest.raises(CodecError):
         decode_update(update, 10, None, None)
+
+
+@pytest.mark.parametrize("junk", ["abc" * 20, None, 5, [1, 2, 3]])
+def test_decode_model_refuses_what_is_not_bytes(junk):
+    with pytest.raises(CodecError, match="model message must be bytes"):
+        decode_model(junk, 9, None)

@@ -1,3 +1,5 @@
+import re
+
 import numpy as np
 import pytest
 
@@ -217,3 +219,17 @@ def test_error_feedback_accepts_contractive_codecs_and_the_residual_stays_bounde
     # a contraction keeps the residual within a constant of one update's norm (~31.6)
     assert max(norms) < 40 * np.sqrt(1000)
     assert np.mean(norms[-50:]) < 2 * np.mean(norms[50:100]) + 1e-6
+
+
+@pytest.mark.parametrize(
+    ("stage", "message"),
+    [
+        ({"kind": "quantize", "bit": 4}, "'quantize': unknown bit (accepted: bits, bucket"),
+        ({"kind": "topk"}, "'topk': missing ratio (accepted: ratio)"),
+        ({"kind": "topk", "ratio": 0.1, "k": 3}, "'topk': unknown k (accepted: ratio)"),
+        ({"kind": "float16", "bits": 16}, "'float16': unknown bits (accepted: none)"),
+    ],
+)
+def test_library_stages_with_typos_are_refused_not_ignored(stage, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        codec_from_stages([stage])

@@ -137,3 +137,8 @@ def test_mask_gradients_rejects_a_mask_of_the_wrong_size():
     tx = mask_gradients(np.ones(10, bool))
     with pytest.raises(ValueError, match="pruning mask has 10 entries, the model 9"):
         tx.init(np.zeros(9, np.float32))
+
+
+def test_at_least_one_weight_survives_any_sparsity():
+    assert magnitude_mask(np.ones(100, np.float32), 0.99999999999).sum() == 1
+    assert magnitude_mask(np.array([0.5, -2.0], np.float32), 0.9).tolist() == [False, True]

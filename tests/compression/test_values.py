@@ -293,3 +293,13 @@ def test_uniform_decode_of_finite_huge_range_stays_within_bounds():
     data = struct.pack("<ff", -3e38, 3e38) + bytes([0b10])  # levels 0, 1
     out = uniform(1, bucket=2).decode(Reader(memoryview(data)), 2)
     np.testing.assert_array_equal(out, np.array([-3e38, 3e38], np.float32))
+
+
+def test_a_huge_bucket_on_a_short_vector_is_one_bucket_not_a_huge_pad():
+    vec = np.linspace(-3, 5, 100, dtype=np.float32)
+    small = uniform(8, stochastic=False, bucket=100)
+    huge = uniform(8, stochastic=False, bucket=1 << 24)
+    payload_small, out_small = roundtrip(small, vec)
+    payload_huge, out_huge = roundtrip(huge, vec)
+    np.testing.assert_array_equal(out_huge, out_small)
+    assert payload_huge == payload_small

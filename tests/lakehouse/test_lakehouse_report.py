@@ -51,11 +51,12 @@ def test_summary_numbers_on_a_toy_history():
         "final accuracy": "0.8000 (round 2)",
         "final eval loss": "0.4500 (round 2)",
         "final train loss": "0.3333",
+        # traffic, time and client counts include the retried attempt of round 2
         "bytes up (total)": "9.00 kB",
-        "bytes down (total)": "12.00 kB",
-        "duration (total)": "8.00 s",
-        "duration (mean per round)": "2.67 s",
-        "clients dropped (total)": "3",
+        "bytes down (total)": "16.00 kB",
+        "duration (total)": "10.00 s",
+        "duration (mean per round)": "3.33 s",
+        "clients dropped (total)": "7",
         "clients failed (total)": "1",
         "updates rejected (total)": "1",
         "uplink vs float32": "n/a",  # a history from before compression was recorded

@@ -225,3 +225,109 @@ def test_structured_mask_under_pruning_picks_among_the_survivors(tmp_path):
     survivors = np.flatnonzero(res.state.params)
     assert set(survivors) <= set(np.flatnonzero(full))
     assert survivors.size <= 4
+
+
+def test_retried_attempts_traffic_is_in_the_history_and_the_totals(tmp_path):
+    # 2 of 3 clients poisoned: attempt 0 may get too few valid updates and retry
+    class HalfPoison(ToyTrainer):
+        def fit(self, params, x, y, **kw):
+            res = super().fit(params, x, y, **kw)
+            if x[0, 0] < 0:
+                return type(res)(np.full_like(res.params, np.nan), res.loss, res.num_examples, 1)
+            return res
+
+    data = toy_data({"ok": ((1.0, 1.0), 1), "bad1": ((-1.0, 0.0), 1), "bad2": ((-2.0, 0.0), 1)})
+    fed = make(
+        tmp_path,
+        TOPK_EF,
+        data=data,
+        trainer=HalfPoison(),
+        cohort=CohortSpec(count=2),
+        min_clients=1,
+        max_retries=5,
+        rounds=3,
+    )
+    res = fed.run()
+    table = fed.sinks.store.read("rounds")
+    assert any(r["status"] == "retry" for r in table)  # the seed gives at least one retry
+    assert len(res.history) == len(table)  # every attempt, not just the completed ones
+    last = res.history[-1]
+    assert last["total_bytes_up"] == sum(r["bytes_up"] for r in table)
+    assert last["total_bytes_down"] == sum(r["bytes_down"] for r in table)
+
+
+def test_dropped_clients_download_nothing(tmp_path):
+    data = toy_data({f"c{i}": ((float(i), 1.0), 1) for i in range(6)})
+    fed = make(tmp_path, {}, data=data, rounds=2, population=Population(dropout=0.5))
+    res = fed.run()
+    rows = fed.sinks.store.read("client_updates")
+    assert {r["bytes_down"] for r in rows if r["status"] == "dropped"} == {0}
+    for h in res.history:
+        got = [r for r in rows if r["round"] == h["round"] and r["status"] != "dropped"]
+        assert h["bytes_down"] == sum(r["bytes_down"] for r in got) > 0
+
+
+def momentum_fedavg(**compression):
+    """FedAvg with a heavy-ball server optimiser, whose velocity would revive pruned weights."""
+    from fedlake.core.transform import Transform
+
+    def init(params):
+        return np.zeros_like(params)
+
+    def update(vec, velocity, *, params, rng):
+        velocity = (0.9 * velocity + vec).astype(np.float32)
+        return velocity, velocity
+
+    return replace(recipe(**compression)(), server=Transform(init, update))
+
+
+def test_pruned_weights_stay_zero_under_a_stateful_server_optimiser(tmp_path):
+    data = toy_data({f"c{i}": (tuple(float(j + 1) for j in range(8)), 1) for i in range(2)})
+    prune = {"prune": {"sparsity": 0.5, "start_round": 2}}
+    fed = make(
+        tmp_path,
+        prune,
+        data=data,
+        dim=8,
+        rounds=5,
+        make_algorithm=functools.partial(momentum_fedavg, **prune),
+    )
+    res = fed.run()
+    assert np.count_nonzero(res.state.params) == 4
+    np.testing.assert_array_equal(res.state.params[:4], 0.0)
+    models = fed.sinks.store.read("models")
+    for m in models[2:]:  # the saved (and registered) models are pruned too
+        assert np.count_nonzero(np.frombuffer(m["params"], np.float32)) == 4
+
+
+def test_a_diverged_client_keeps_its_residual_from_before(tmp_path):
+    class DivergeInRound2(ToyTrainer):
+        def fit(self, params, x, y, **kw):
+            res = super().fit(params, x, y, **kw)
+            if params[0] != 0:  # from round 2 on
+                return type(res)(np.full_like(res.params, np.inf), res.loss, res.num_examples, 1)
+            return res
+
+    data = toy_data({"a": ((4.0, 2.0), 1)})
+    fed = make(tmp_path, TOPK_EF, data=data, trainer=DivergeInRound2(), rounds=2, max_retries=0)
+    fed.run()
+    ckpt = load_checkpoint(fed.run_dir)
+    np.testing.assert_array_equal(ckpt.client_states["a"]["residual"], [0.0, 1.0])  # round 1's
+
+
+def test_a_checkpoint_from_before_client_states_still_resumes(tmp_path):
+    import pickle
+
+    from fedlake.orchestration.checkpoint import CHECKPOINT, FORMAT_VERSION
+
+    data = toy_data({"a": ((4.0, 2.0), 1)})
+    make(tmp_path, {}, data=data, rounds=1).run()
+    path = tmp_path / "run" / CHECKPOINT
+    old = pickle.loads(path.read_bytes())
+    del old.__dict__["client_states"]  # what format 1 wrote
+    old.version = 1
+    path.write_bytes(pickle.dumps(old))
+    ckpt = load_checkpoint(tmp_path / "run")
+    assert ckpt.client_states == {} and ckpt.version == FORMAT_VERSION
+    res = make(tmp_path, {}, data=data, rounds=2).run(resume=True)
+    assert [h["round"] for h in res.history] == [1, 2]

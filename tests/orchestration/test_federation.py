@@ -86,14 +86,16 @@ def test_records_go_to_store_and_tracker(tmp_path):
     assert "eval_accuracy" in tracker.metrics[0][1]
 
 
-def test_bad_updates_are_rejected_with_reason_and_round_goes_on(tmp_path):
+def test_a_diverged_client_fails_with_reason_and_round_goes_on(tmp_path):
     data = toy_data({"good1": ((1.0, 1.0), 2), "bad": ((-1.0, 0.0), 2), "good2": ((3.0, 1.0), 2)})
     fed = make(tmp_path, data=data, trainer=PoisonTrainer(), cohort=CohortSpec(count=3), rounds=1)
     res = fed.run()
     rows = fed.sinks.store.read("client_updates")
     bad = next(r for r in rows if r["client_id"] == "bad")
-    assert bad["status"] == "rejected" and "non-finite" in bad["reason"]
-    assert res.history[0]["num_rejected"] == 1 and res.history[0]["num_completed"] == 2
+    # the client itself sees its training diverge: it sends nothing and keeps no state
+    assert bad["status"] == "failed"
+    assert "local training diverged: 2 non-finite values" in bad["reason"]
+    assert res.history[0]["num_failed"] == 1 and res.history[0]["num_completed"] == 2
     # only the two good clients are averaged: targets (1,1) and (3,1), lr 0.5
     np.testing.assert_allclose(res.state.params, [1.0, 0.5])
 
@@ -109,6 +111,9 @@ class TamperingExecutor(InlineExecutor):
         "c3": lambda u: replace(u, vectors={"control": decoded(u).delta}, encoded={}),
         "c4": lambda u: replace(u, weight=None),
         "c5": lambda u: replace(u, weight=float("nan"), metrics={"train_loss": "low"}),
+        "c6": lambda u: replace(
+            u, vectors={"delta": np.array([np.nan, 0.0], np.float32)}, encoded={}
+        ),
     }
 
     def map_clients(self, job, task, cohort):
@@ -117,8 +122,8 @@ class TamperingExecutor(InlineExecutor):
 
 
 def test_malformed_updates_of_every_kind_are_rejected_in_the_round_loop(tmp_path):
-    data = toy_data({f"c{i}": ((float(i), 1.0), 2) for i in range(6)})
-    fed = make(tmp_path, data=data, cohort=CohortSpec(count=6), rounds=1)
+    data = toy_data({f"c{i}": ((float(i), 1.0), 2) for i in range(7)})
+    fed = make(tmp_path, data=data, cohort=CohortSpec(count=7), rounds=1)
     fed.executor = TamperingExecutor()
     res = fed.run()
     rows = {r["client_id"]: r for r in fed.sinks.store.read("client_updates")}
@@ -129,11 +134,12 @@ def test_malformed_updates_of_every_kind_are_rejected_in_the_round_loop(tmp_path
         "c3": "missing 'delta' vector",
         "c4": "weight must be a positive finite number, got None",
         "c5": "weight must be a positive finite number, got nan",
+        "c6": "vector 'delta' has 1 non-finite values (NaN/Inf)",
     }
     for cid, reason in expected.items():
         assert rows[cid]["status"] == "rejected" and reason in rows[cid]["reason"], rows[cid]
     assert rows["c5"]["num_examples"] == 0 and rows["c5"]["train_loss"] is None
-    assert res.history[0]["num_completed"] == 1 and res.history[0]["num_rejected"] == 5
+    assert res.history[0]["num_completed"] == 1 and res.history[0]["num_rejected"] == 6
     np.testing.assert_allclose(res.state.params, [0.0, 0.5])  # c0 alone: target (0, 1), lr 0.5
 
 
@@ -145,12 +151,12 @@ class ShrunkTrainer(ToyTrainer):
         return type(res)(res.params[:1], res.loss, res.num_examples, res.steps)
 
 
-def test_a_local_model_of_the_wrong_size_is_rejected_not_broadcast(tmp_path):
+def test_a_local_model_of_the_wrong_size_fails_the_client_not_broadcast(tmp_path):
     fed = make(tmp_path, trainer=ShrunkTrainer(), rounds=1, max_retries=0)
     res = fed.run()
     rows = fed.sinks.store.read("client_updates")
-    assert {r["status"] for r in rows} == {"rejected"}
-    assert all("vector of 1 values, expected 2" in r["reason"] for r in rows)
+    assert {r["status"] for r in rows} == {"failed"}
+    assert all("returned parameters of shape (1,), expected (2,)" in r["reason"] for r in rows)
     assert res.stop_reason == "insufficient_updates"
 
 

@@ -12,7 +12,6 @@ from typing import Any
 import numpy as np
 
 from fedlake.client.trainer import Trainer
-from fedlake.compression.codec import plain
 from fedlake.compression.messages import encode_delta
 from fedlake.compression.pruning import mask_gradients
 from fedlake.core.algorithm import Algorithm
@@ -121,22 +120,27 @@ def run_client(
         grad_transform=local_step,
     )
     local = np.asarray(fit.params)
-    new_state = None
-    if local.shape == global_params.shape:
-        delta = local.astype(np.float32) - global_params
-        upload_state = algorithm.upload.init(global_params)
-        delta, _ = algorithm.upload.update(delta, upload_state, params=global_params, rng=rng)
-        residual = None
-        if compression.error_feedback:
-            kept = task.states.get(client_id) or {}
-            residual = kept.get(RESIDUAL)
-            if residual is None or residual.shape != delta.shape:  # first round of this client
-                residual = np.zeros_like(delta, dtype=np.float32)
-        payload, residual = encode_delta(delta, task.mask, compression.upload, encode_rng, residual)
-        if residual is not None:
-            new_state = {RESIDUAL: residual}
-    else:  # sent as is, so the server rejects it with the reason (subtracting would broadcast)
-        payload = plain().encode(local.astype(np.float32).reshape(-1), rng)
+    if local.shape != global_params.shape:
+        raise ValueError(
+            f"local training returned parameters of shape {local.shape}, "
+            f"expected {global_params.shape}"
+        )
+    delta = local.astype(np.float32) - global_params
+    upload_state = algorithm.upload.init(global_params)
+    delta, _ = algorithm.upload.update(delta, upload_state, params=global_params, rng=rng)
+    if not np.isfinite(delta).all():  # diverged: nothing worth sending or remembering
+        bad = int((~np.isfinite(delta)).sum())
+        raise ValueError(
+            f"local training diverged: {bad} non-finite values (NaN/Inf) in the update"
+        )
+    residual = None
+    if compression.error_feedback:
+        kept = task.states.get(client_id) or {}
+        residual = kept.get(RESIDUAL)
+        if residual is None or residual.shape != delta.shape:  # first round of this client
+            residual = np.zeros_like(delta, dtype=np.float32)
+    payload, residual = encode_delta(delta, task.mask, compression.upload, encode_rng, residual)
+    new_state = {RESIDUAL: residual} if residual is not None else None
     return ClientUpdate(
         client_id=client_id,
         vectors={},

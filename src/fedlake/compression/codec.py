@@ -27,7 +27,13 @@ def make_codec(sparsifier: Sparsifier | None = None, coder: ValueCoder | None = 
         sel = sp.select(v, rng)
         kept = v if sel.positions is None else v[sel.positions]
         if sel.scale != 1.0:
-            kept = kept * np.float32(sel.scale)
+            with np.errstate(over="ignore"):
+                kept = kept * np.float32(sel.scale)
+            if not np.isfinite(kept).all():
+                raise ValueError(
+                    f"rescaling the kept values by {sel.scale:g} overflows float32; "
+                    "use unbiased = false or clip the update first"
+                )
         body = sel.index_bytes + vc.encode(kept, rng)
         header = Header(
             sparsifier=sp.tag,

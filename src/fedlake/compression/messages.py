@@ -50,6 +50,8 @@ def decode_model(
     data: bytes, dim: int, codec: Codec | None
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Inverse of :func:`encode_model`: ``(params, mask)``; validates every field."""
+    if not isinstance(data, bytes | bytearray | memoryview):
+        raise CodecError(f"model message must be bytes, got {type(data).__name__}")
     if len(data) < MODEL_HEADER.size:
         raise CodecError(f"model message of {len(data)} bytes is shorter than its header")
     magic, version, flags, d = MODEL_HEADER.unpack_from(data)

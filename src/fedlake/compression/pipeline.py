@@ -18,6 +18,28 @@ CODERS = ("quantize", "float16")
 STAGES = SPARSIFIERS + CODERS
 
 
+KEYS: dict[str, tuple[set[str], set[str]]] = {  # kind: (required, optional) keys
+    "topk": ({"ratio"}, set()),
+    "random_mask": ({"ratio"}, {"unbiased"}),
+    "structured_mask": ({"ratio"}, set()),
+    "quantize": (set(), {"bits", "stochastic", "bucket"}),
+    "float16": (set(), set()),
+}
+
+
+def _check_keys(stage: Mapping[str, Any]) -> None:
+    required, optional = KEYS[stage["kind"]]
+    given = set(stage) - {"kind"}
+    missing, unknown = required - given, given - required - optional
+    if missing or unknown:
+        accepted = ", ".join(sorted(required | optional)) or "none"
+        what = f"missing {', '.join(sorted(missing))}" if missing else ""
+        what += ("; " if what and unknown else "") + (
+            f"unknown {', '.join(sorted(unknown))}" if unknown else ""
+        )
+        raise ValueError(f"compression stage {stage['kind']!r}: {what} (accepted: {accepted})")
+
+
 def _sparsifier(stage: Mapping[str, Any]) -> Sparsifier:
     if stage["kind"] == "topk":
         return top_k(stage["ratio"])
@@ -52,6 +74,8 @@ def codec_from_stages(stages: Sequence[Mapping[str, Any]]) -> Codec | None:
     unknown = [k for k in kinds if k not in STAGES]
     if unknown:
         raise ValueError(f"unknown compression stage {unknown[0]!r}; accepted: {', '.join(STAGES)}")
+    for stage in stages:
+        _check_keys(stage)
     sparse = [s for s in stages if s["kind"] in SPARSIFIERS]
     coders = [s for s in stages if s["kind"] in CODERS]
     if len(sparse) > 1 or len(coders) > 1 or (sparse and stages[0] is not sparse[0]):

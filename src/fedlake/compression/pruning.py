@@ -56,7 +56,8 @@ class MagnitudePruning:
 def magnitude_mask(params: np.ndarray, sparsity: float) -> np.ndarray:
     """Boolean mask of the ``d - floor(sparsity * d)`` largest |params| (ties: lower index)."""
     d = params.size
-    keep = d - math.floor(round(sparsity * d, 6))  # float noise: 0.57 * 100 prunes 57
+    # float noise: 0.57 * 100 prunes 57; and at least one weight always survives
+    keep = max(min(d, 1), d - math.floor(round(sparsity * d, 6)))
     order = np.argsort(-np.abs(params), kind="stable")
     mask = np.zeros(d, dtype=bool)
     mask[order[:keep]] = True

@@ -117,6 +117,10 @@ def top_k(ratio: float) -> Sparsifier:
         return Selection(idx, mode, data)
 
     def positions(reader: Reader, mode: int, dim: int, count: int) -> np.ndarray:
+        if count != count_of(ratio, dim):  # more values than the budget is not top-k
+            raise CodecError(
+                f"top-k payload carries {count} values, expected {count_of(ratio, dim)}"
+            )
         return decode_indices(reader, mode, dim, count)
 
     return Sparsifier(f"top{ratio:g}", TOP_K, select, positions)

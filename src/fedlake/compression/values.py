@@ -111,12 +111,13 @@ def uniform(bits: int = 8, *, stochastic: bool = True, bucket: int = 512) -> Val
         if not np.isfinite(v).all():
             raise ValueError("cannot quantise NaN or infinite values")
         n = v.size
-        n_buckets = -(-n // bucket)
-        padded = np.zeros(n_buckets * bucket, dtype=np.float32)
+        width = min(bucket, max(n, 1))  # a short vector is one bucket: pad it no further
+        n_buckets = -(-n // width)
+        padded = np.zeros(n_buckets * width, dtype=np.float32)
         padded[:n] = v
-        grid = padded.reshape(n_buckets, bucket)
-        if n % bucket:  # the padding must not widen the last bucket's range
-            grid[-1, n % bucket :] = grid[-1, 0]
+        grid = padded.reshape(n_buckets, width)
+        if n % width:  # the padding must not widen the last bucket's range
+            grid[-1, n % width :] = grid[-1, 0]
         lo = grid.min(axis=1)
         hi = grid.max(axis=1)
         span = hi.astype(np.float64) - lo
@@ -144,9 +145,10 @@ def uniform(bits: int = 8, *, stochastic: bool = True, bucket: int = 512) -> Val
         span = hi.astype(np.float64) - lo
         dt = _work_dtype(span, top)
         step = (span / top).astype(dt)
-        grid = np.zeros(n_buckets * bucket, dtype=dt)
+        width = min(bucket, max(count, 1))
+        grid = np.zeros(n_buckets * width, dtype=dt)
         grid[:count] = levels
-        out = lo.astype(dt)[:, None] + grid.reshape(n_buckets, bucket) * step[:, None]
+        out = lo.astype(dt)[:, None] + grid.reshape(n_buckets, width) * step[:, None]
         np.minimum(out, hi[:, None], out=out)  # no float rounding past a bucket's max
         out = out.astype(np.float32, copy=False)
         return out.reshape(-1)[:count]

@@ -181,11 +181,14 @@ def summary_rows(rounds: Sequence[Mapping[str, Any]]) -> list[tuple[str, str]]:
     if not rows:
         return [("rounds run", "0")]
     best = best_row(rows)
-    durations = [d for d in _col(rows, "duration_s") if not math.isnan(d)]
+    # traffic, time and client counts cover every attempt, retried ones included (one row
+    # per (round, attempt): a replayed row counts once)
+    attempts = list({(int(r["round"]), int(r.get("attempt") or 0)): r for r in rounds}.values())
+    durations = [d for d in _col(attempts, "duration_s") if not math.isnan(d)]
     total_s = sum(durations)
 
     def total(key: str) -> float:
-        return sum(v for v in _col(rows, key) if not math.isnan(v))
+        return sum(v for v in _col(attempts, key) if not math.isnan(v))
 
     return [
         ("rounds run", str(len(rows))),
@@ -198,10 +201,10 @@ def summary_rows(rounds: Sequence[Mapping[str, Any]]) -> list[tuple[str, str]]:
         ("final train loss", _last(rows, "train_loss")),
         ("bytes up (total)", _fmt_bytes(total("bytes_up"))),
         ("bytes down (total)", _fmt_bytes(total("bytes_down"))),
-        ("uplink vs float32", _ratio(rows, "bytes_up", "upload_ratio")),
-        ("downlink vs float32", _ratio(rows, "bytes_down", "download_ratio")),
+        ("uplink vs float32", _ratio(attempts, "bytes_up", "upload_ratio")),
+        ("downlink vs float32", _ratio(attempts, "bytes_down", "download_ratio")),
         ("duration (total)", f"{total_s:.2f} s"),
-        ("duration (mean per round)", f"{total_s / len(durations):.2f} s" if durations else "n/a"),
+        ("duration (mean per round)", f"{total_s / len(rows):.2f} s" if durations else "n/a"),
         ("clients dropped (total)", f"{total('num_dropped'):.0f}"),
         ("clients failed (total)", f"{total('num_failed'):.0f}"),
         ("updates rejected (total)", f"{total('num_rejected'):.0f}"),

@@ -68,6 +68,9 @@ def load_checkpoint(run_dir: Path) -> Checkpoint | None:
         return None
     with open(path, "rb") as f:
         ckpt = pickle.load(f)  # our own file, written by save_checkpoint
-    if not isinstance(ckpt, Checkpoint) or ckpt.version != FORMAT_VERSION:
+    if not isinstance(ckpt, Checkpoint) or ckpt.version not in (1, FORMAT_VERSION):
         raise ValueError(f"{path} is not a fedlake checkpoint of format {FORMAT_VERSION}")
+    if ckpt.version == 1:  # before compression: no client kept any state
+        ckpt.__dict__.setdefault("client_states", {})
+        ckpt.version = FORMAT_VERSION
     return ckpt

@@ -7,7 +7,7 @@ import json
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ from fedlake.client.local import ClientJob, ClientTask
 from fedlake.client.trainer import Trainer
 from fedlake.compression.messages import decode_update
 from fedlake.core.algorithm import Algorithm
+from fedlake.core.params import frozen
 from fedlake.core.state import (
     EmptyCohortError,
     ServerState,
@@ -160,7 +161,6 @@ class Federation:
         r = state.round
         pending: dict[str, list[dict[str, Any]]] = {"rounds": [], "client_updates": []}
         state, download = prepare_download(self.algorithm.compression, state, self.seed)
-        states: dict[str, Any] = {}
         for attempt in range(self.max_retries + 1):
             t0 = time.perf_counter()
             cohort = sample_cohort(
@@ -186,6 +186,7 @@ class Federation:
                 done[0] += 1
                 self.observer.client_finished(round=r + 1, done=done[0], total=total)
 
+            states: dict[str, Any] = {}
             task = ClientTask(
                 round=r,
                 attempt=attempt,
@@ -211,25 +212,34 @@ class Federation:
                 delta, agg_state, count, _ = aggregate_updates(self.algorithm, state, accepted)
             except EmptyCohortError:
                 delta, agg_state, count = None, None, 0
+            # what the clients keep (error-feedback residuals) is theirs whatever the server
+            # made of their updates; a retry's new cohort sees it (saved with the round)
+            ckpt.client_states.update(states)
             base = self._round_row(r, attempt, cohort, rows, time.perf_counter() - t0, download)
             trouble = problems(rows)
             if trouble is not None:
                 self.observer.message(f"round {r + 1}: {trouble}")
+            sent = len(download.payload)  # dropped clients were unavailable: sent nothing
             pending["client_updates"].extend(
-                {"round": r + 1, "attempt": attempt, "bytes_down": len(download.payload), **row}
+                {
+                    "round": r + 1,
+                    "attempt": attempt,
+                    "bytes_down": 0 if row["status"] == "dropped" else sent,
+                    **row,
+                }
                 for row in rows
             )
             if count >= self.min_clients and delta is not None:
                 break
             base["status"] = "retry" if attempt < self.max_retries else "failed"
             pending["rounds"].append(base)
+            ckpt.history.append(base)  # its traffic and time count too
             self.observer.message(
                 f"round {r + 1} attempt {attempt + 1}: only {count} valid updates "
                 f"(min_clients={self.min_clients}); "
                 + ("retrying with a new cohort" if attempt < self.max_retries else "stopping")
             )
         else:
-            ckpt.client_states.update(states)
             pending["audit"] = [
                 sinks.audit_row(
                     "run.stop",
@@ -240,8 +250,9 @@ class Federation:
             self._commit(ckpt, state, pending, sinks)
             return "insufficient_updates"
 
-        ckpt.client_states.update(states)  # kept on the devices, whatever the server made of it
         new_state, server_metrics = apply_server_step(self.algorithm, state, delta, agg_state)
+        if download.mask is not None:  # pruned stays pruned, whatever the server optimiser does
+            new_state = replace(new_state, params=frozen(new_state.params * download.mask))
         ev = eval_set.evaluate(self.trainer, new_state.params)
         base.update(
             status="completed",
@@ -273,6 +284,8 @@ class Federation:
             ckpt.best_round, ckpt.best_params = r + 1, new_state.params
         record = {**base, **{k: v for k, v in server_metrics.items()}}
         ckpt.history.append(record)
+        for key in ("bytes_up", "bytes_down"):  # the run so far, retried attempts included
+            record[f"total_{key}"] = int(sum(h[key] for h in ckpt.history))
         pending[METRICS_KEY] = [
             {"step": r + 1, **{k: v for k, v in record.items() if isinstance(v, int | float)}}
         ]
@@ -312,7 +325,7 @@ class Federation:
             "eval_loss": None,
             "eval_accuracy": None,
             "bytes_up": bytes_up,
-            "bytes_down": len(download.payload) * len(cohort),
+            "bytes_down": len(download.payload) * sum(row["status"] != "dropped" for row in rows),
             "upload_ratio": float32_up / bytes_up if bytes_up else None,
             "download_ratio": download.ratio,
             "duration_s": seconds,
