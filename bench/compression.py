@@ -96,6 +96,7 @@ SCENARIOS: dict[str, dict[str, Any]] = {
         "federation": {"rounds": 100, "clients_per_round": 10},
     },
 }
+ZOOM = 10  # plot points within this many points of float32 FedAvg; list the rest
 LAST = 5  # accuracy is reported as the mean of the last LAST rounds (single rounds are noisy)
 
 
@@ -225,43 +226,84 @@ def print_table(rows: list[dict[str, Any]], scenario: str) -> None:
         )
 
 
+def markdown(report: dict[str, Any]) -> str:
+    """The recorded JSON as Markdown tables (for docs/results.md)."""
+    out = []
+    for scenario, rows in report["runs"].items():
+        base = next(r for r in rows if r["method"] == "float32 (FedAvg)")
+        out += [
+            f"**{scenario}** ({base['rounds']} rounds, {base['seeds']} seeds; accuracy is the "
+            f"mean of the last {LAST} rounds, the change is paired by seed)",
+            "",
+            "| method | accuracy | points vs float32 (mean +- sd) | uplink bytes per run "
+            "| uplink x | downlink x | time x |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for r in rows:
+            out.append(
+                f"| {r['method']} | {100 * r['accuracy']:.2f}% "
+                f"| {r['points_vs_float32']:+.2f} +- {r['points_vs_float32_sd']:.2f} "
+                f"| {r['bytes_up']:,.0f} | {base['bytes_up'] / r['bytes_up']:.1f} "
+                f"| {base['bytes_down'] / r['bytes_down']:.1f} "
+                f"| {r['seconds'] / base['seconds']:.2f} |"
+            )
+        out.append("")
+    out += [
+        "| codec (10^6 values) | bytes | ratio | encode MB/s | decode MB/s |",
+        "|---|---|---|---|---|",
+    ]
+    for t in report["throughput"]:
+        out.append(
+            f"| {t['codec']} | {t['bytes']:,} | {t['ratio']:.1f} | {t['encode_MBps']:.0f} "
+            f"| {t['decode_MBps']:.0f} |"
+        )
+    return "\n".join(out)
+
+
 def plot(results: dict[str, list[dict[str, Any]]], path: Path) -> None:
-    """Accuracy against total uplink bytes (log scale), one panel per scenario."""
+    """Accuracy against total uplink bytes (log scale), one panel per scenario.
+
+    Each method has its own marker and colour, named in one legend; methods more than
+    ZOOM points below float32 FedAvg are listed under their panel instead of stretching
+    the axis.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(results), figsize=(6.5 * len(results), 5))
+    methods = list(dict.fromkeys(r["method"] for rows in results.values() for r in rows))
+    colours = plt.get_cmap("tab20").colors
+    markers = "os^vD<>Ph*Xd"
+    style = {
+        m: {"color": colours[i % len(colours)], "marker": markers[i % len(markers)]}
+        for i, m in enumerate(methods)
+    }
+    fig, axes = plt.subplots(1, len(results), figsize=(6 * len(results) + 3, 5.5))
     for ax, (scenario, rows) in zip(np.atleast_1d(axes), results.items(), strict=True):
-        for r in rows:
-            ax.scatter(r["bytes_up"], 100 * r["accuracy"], s=30)
-            ax.annotate(
-                r["method"],
-                (r["bytes_up"], 100 * r["accuracy"]),
-                fontsize=7,
-                xytext=(3, 3),
-                textcoords="offset points",
-            )
         base = next(r for r in rows if r["method"] == "float32 (FedAvg)")
-        ax.axhline(
-            100 * base["accuracy"] - 1,
-            color="grey",
-            lw=0.8,
-            ls="--",
-            label="float32 FedAvg - 1 point",
-        )
-        ax.axvline(
-            base["bytes_up"] / 10, color="grey", lw=0.8, ls=":", label="10x fewer uplink bytes"
-        )
+        floor = 100 * base["accuracy"] - ZOOM
+        off = []
+        for r in rows:
+            acc = 100 * r["accuracy"]
+            if acc < floor:
+                off.append(f"{r['method']}: {acc:.1f}%")
+                continue
+            ax.scatter(r["bytes_up"], acc, s=45, label=r["method"], **style[r["method"]])
+        ax.axhline(100 * base["accuracy"] - 1, color="grey", lw=0.8, ls="--")
+        ax.axvline(base["bytes_up"] / 10, color="grey", lw=0.8, ls=":")
         ax.set_xscale("log")
-        ax.set_xlabel("total uplink bytes (encoded payloads)")
-        ax.set_ylabel(f"test accuracy, % (mean of last {LAST} rounds)")
-        ax.set_title(scenario)
-        ax.legend(fontsize=8, loc="lower right")
-    fig.tight_layout()
+        below = f"\nbelow the axis: {'; '.join(off)}" if off else ""
+        ax.set_xlabel(f"total uplink bytes per run (encoded payloads){below}", fontsize=9)
+        ax.set_ylabel(f"test accuracy, % (mean of last {LAST} rounds, {base['seeds']} seeds)")
+        ax.set_title(
+            f"{scenario}  (dashed: float32 - 1 point; dotted: 10x fewer bytes)", fontsize=9
+        )
+    handles = [plt.Line2D([], [], ls="", markersize=7, label=m, **style[m]) for m in methods]
+    fig.legend(handles=handles, loc="center right", fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0, 0.86, 1))
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
@@ -275,7 +317,15 @@ def main() -> int:
     ap.add_argument("--scenario", choices=sorted(SCENARIOS), action="append")
     ap.add_argument("--results", type=Path, default=RESULTS)
     ap.add_argument("--plot", type=Path, default=PLOT)
+    ap.add_argument(
+        "--render", type=Path, help="from a recorded JSON: redraw the plot, print Markdown, exit"
+    )
     args = ap.parse_args()
+    if args.render is not None:
+        report = json.loads(args.render.read_text())
+        plot(report["runs"], args.plot)
+        print(markdown(report))
+        return 0
     methods = QUICK if args.quick else list(METHODS)
     seeds = args.seeds or ([0] if args.quick else [0, 1, 2])
     scenarios = args.scenario or list(SCENARIOS)
