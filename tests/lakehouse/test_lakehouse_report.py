@@ -76,6 +76,11 @@ def test_summary_ratio_weights_each_round_by_its_bytes():
     assert summary["downlink vs float32"] == "4.0x smaller"
     rows[0]["upload_ratio"] = rows[1]["upload_ratio"] = rows[2]["upload_ratio"] = 0.5
     assert dict(summary_rows(rows))["uplink vs float32"] == "2.00x larger"
+    for row in rows:
+        row["upload_ratio"] = 0.997
+    assert dict(summary_rows(rows))["uplink vs float32"] == (
+        "0.997x (uncompressed, headers included)"
+    )
 
 
 def test_summary_without_any_evaluation():
