@@ -46,6 +46,16 @@ class ToyTrainer:
         return {"loss": loss, "accuracy": 1.0 / (1.0 + loss), "examples": float(len(x))}
 
 
+class PoisonTrainer(ToyTrainer):
+    """Returns NaN params for the clients whose target's first coordinate is negative."""
+
+    def fit(self, params, x, y, **kw):
+        res = super().fit(params, x, y, **kw)
+        if x[0, 0] < 0:
+            return type(res)(np.full_like(res.params, np.nan), res.loss, res.num_examples, 1)
+        return res
+
+
 def toy_data(points: dict[str, tuple[tuple[float, ...], int]]) -> InMemoryClientData:
     """Clients whose rows are ``n`` copies of one point (train and test alike)."""
     out = {}

@@ -5,7 +5,7 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-from toy import ToyTrainer, decoded, toy_data
+from toy import PoisonTrainer, ToyTrainer, decoded, toy_data
 
 from fedlake.algorithms.fedavg import fedavg
 from fedlake.backends.inline import InlineExecutor
@@ -17,16 +17,6 @@ from fedlake.orchestration.events import NullObserver
 from fedlake.orchestration.federation import Federation
 from fedlake.orchestration.sampling import CohortSpec, Population
 from fedlake.orchestration.sinks import RunSinks
-
-
-class PoisonTrainer(ToyTrainer):
-    """Returns NaN params for the clients whose target's first coordinate is negative."""
-
-    def fit(self, params, x, y, **kw):
-        res = super().fit(params, x, y, **kw)
-        if x[0, 0] < 0:
-            return type(res)(np.full_like(res.params, np.nan), res.loss, res.num_examples, 1)
-        return res
 
 
 def points(n=6):
