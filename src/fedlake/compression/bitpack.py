@@ -49,3 +49,19 @@ def unpack(data: memoryview | bytes, count: int, bits: int) -> np.ndarray:
     if levels[count:].any():
         raise CodecError("non-zero padding bits after the last packed value")
     return levels[:count]
+
+
+def pack_mask(mask: np.ndarray) -> bytes:
+    """A boolean mask as a bitmap of ``ceil(d / 8)`` bytes (bit order as :func:`pack`)."""
+    return pack(np.asarray(mask, dtype=np.uint8), 1)
+
+
+def unpack_mask(data: memoryview | bytes, dim: int) -> np.ndarray | None:
+    """The boolean mask of ``dim`` entries in a bitmap, or None when bits past ``dim`` are set.
+
+    ``data`` must be exactly ``ceil(dim / 8)`` bytes (callers read that many).
+    """
+    bits = np.unpackbits(np.frombuffer(data, dtype=np.uint8), bitorder="little")
+    if bits[dim:].any():
+        return None
+    return bits[:dim].astype(bool)

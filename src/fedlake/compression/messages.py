@@ -14,6 +14,7 @@ from dataclasses import replace
 
 import numpy as np
 
+from fedlake.compression.bitpack import pack_mask, unpack_mask
 from fedlake.compression.codec import encode_with_feedback, plain
 from fedlake.core.codec import Codec, CodecError
 from fedlake.core.update import DELTA, ClientUpdate
@@ -40,7 +41,7 @@ def encode_model(
     parts = [MODEL_HEADER.pack(MODEL_MAGIC, MODEL_VERSION, flags, d)]
     values = params
     if mask is not None:
-        parts.append(np.packbits(mask.astype(np.uint8), bitorder="little").tobytes())
+        parts.append(pack_mask(mask))
         values = params[mask]
     parts.append(_codec(codec).encode(values, rng))
     return b"".join(parts)
@@ -67,10 +68,9 @@ def decode_model(
         n = (dim + 7) // 8
         if len(data) < pos + n:
             raise CodecError("model message cut short inside the pruning mask")
-        bits = np.unpackbits(np.frombuffer(data, np.uint8, n, pos), bitorder="little")
-        if bits[dim:].any():
+        mask = unpack_mask(memoryview(data)[pos : pos + n], dim)
+        if mask is None:
             raise CodecError("pruning mask has bits set past the model's end")
-        mask = bits[:dim].astype(bool)
         pos += n
     inner = _codec(codec).decode(bytes(data[pos:]), dim if mask is None else int(mask.sum()))
     if mask is None:

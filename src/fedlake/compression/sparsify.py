@@ -19,6 +19,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from fedlake.compression.bitpack import pack_mask, unpack_mask
 from fedlake.compression.wire import Reader
 from fedlake.core.codec import CodecError
 
@@ -77,9 +78,9 @@ def encode_indices(idx: np.ndarray, dim: int) -> tuple[int, bytes]:
     """The smallest of u16 indices, u32 indices and a bitmap for sorted ``idx``."""
     width = 2 if dim <= 1 << 16 else 4
     if len(idx) * width * 8 >= dim:
-        bitmap = np.zeros(dim, dtype=np.uint8)
-        bitmap[idx] = 1
-        return BITMAP, np.packbits(bitmap, bitorder="little").tobytes()
+        bitmap = np.zeros(dim, dtype=bool)
+        bitmap[idx] = True
+        return BITMAP, pack_mask(bitmap)
     dtype = "<u2" if width == 2 else "<u4"
     return (U16 if width == 2 else U32), idx.astype(dtype).tobytes()
 
@@ -87,11 +88,10 @@ def encode_indices(idx: np.ndarray, dim: int) -> tuple[int, bytes]:
 def decode_indices(reader: Reader, mode: int, dim: int, count: int) -> np.ndarray:
     """Read sorted, distinct, in-range indices written by :func:`encode_indices`."""
     if mode == BITMAP:
-        raw = np.frombuffer(reader.take((dim + 7) // 8, "position bitmap"), dtype=np.uint8)
-        bits = np.unpackbits(raw, bitorder="little")
-        if bits[dim:].any():
+        bits = unpack_mask(reader.take((dim + 7) // 8, "position bitmap"), dim)
+        if bits is None:
             raise CodecError("position bitmap has bits set past the vector's end")
-        idx = np.flatnonzero(bits[:dim])
+        idx = np.flatnonzero(bits)
         if idx.size != count:
             raise CodecError(f"position bitmap marks {idx.size} positions, header says {count}")
         return idx
