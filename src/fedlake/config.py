@@ -9,6 +9,8 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from fedlake.compression.pipeline import CODERS, SPARSIFIERS, STAGES, chain_ok
+
 
 class Section(BaseModel):
     """Base of every config section: unknown keys are errors, values are validated."""
@@ -135,7 +137,6 @@ class Float16Stage(Section):
     kind: Literal["float16"]
 
 
-STAGE_KINDS = ("topk", "random_mask", "structured_mask", "quantize", "float16")
 Stage = Annotated[
     TopKStage | RandomMaskStage | StructuredMaskStage | QuantizeStage | Float16Stage,
     Field(discriminator="kind"),
@@ -170,14 +171,12 @@ class CompressionConfig(Section):
     def _chains(self) -> CompressionConfig:
         for direction in ("upload", "download"):
             kinds = [stage.kind for stage in getattr(self, direction)]
-            sparse = [k for k in kinds if k in ("topk", "random_mask", "structured_mask")]
-            values = [k for k in kinds if k in ("quantize", "float16")]
-            if len(sparse) > 1 or len(values) > 1 or (sparse and kinds[0] != sparse[0]):
+            if not chain_ok(kinds):
                 raise ValueError(
                     f"{direction} = {' -> '.join(kinds)} cannot be chained: at most one of "
-                    "topk/random_mask/structured_mask first, then at most one of quantize/float16"
+                    f"{'/'.join(SPARSIFIERS)} first, then at most one of {'/'.join(CODERS)}"
                 )
-        sparse_down = [s.kind for s in self.download if s.kind not in ("quantize", "float16")]
+        sparse_down = [s.kind for s in self.download if s.kind in SPARSIFIERS]
         if sparse_down:
             raise ValueError(
                 f"download = {sparse_down[0]} would zero most of the model's weights every round; "
@@ -314,7 +313,7 @@ def _format(err: ValidationError) -> str:
             shown, msg = f"{shown}.scenario", f"unknown scenario {e['ctx']['tag']!r}"
             msg += f"; accepted: {', '.join(_SCENARIOS)}"
         elif e["type"] == "union_tag_not_found" and loc[:1] == ["compression"]:
-            msg = f"missing kind; accepted: {', '.join(STAGE_KINDS)}"
+            msg = f"missing kind; accepted: {', '.join(STAGES)}"
         elif e["type"] == "union_tag_invalid":
             key = str(e["ctx"]["discriminator"]).strip("'")
             msg = f"unknown {key} {e['ctx']['tag']!r}; "

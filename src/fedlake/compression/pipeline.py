@@ -58,6 +58,13 @@ def _coder(stage: Mapping[str, Any]) -> ValueCoder:
     )
 
 
+def chain_ok(kinds: Sequence[str]) -> bool:
+    """Whether stage ``kinds`` chain: at most one sparsifier, first, then at most one coder."""
+    sparse = [k for k in kinds if k in SPARSIFIERS]
+    coders = [k for k in kinds if k in CODERS]
+    return len(sparse) <= 1 and len(coders) <= 1 and (not sparse or kinds[0] == sparse[0])
+
+
 def codec_from_stages(stages: Sequence[Mapping[str, Any]]) -> Codec | None:
     """One codec from a chain like ``[{"kind": "topk", "ratio": 0.01}, {"kind": "quantize"}]``.
 
@@ -78,7 +85,7 @@ def codec_from_stages(stages: Sequence[Mapping[str, Any]]) -> Codec | None:
         _check_keys(stage)
     sparse = [s for s in stages if s["kind"] in SPARSIFIERS]
     coders = [s for s in stages if s["kind"] in CODERS]
-    if len(sparse) > 1 or len(coders) > 1 or (sparse and stages[0] is not sparse[0]):
+    if not chain_ok([s["kind"] for s in stages]):
         raise ValueError(
             f"cannot chain {' -> '.join(map(str, kinds))}: a chain is at most one sparsifier "
             f"({', '.join(SPARSIFIERS)}) followed by at most one value coder ({', '.join(CODERS)})"
