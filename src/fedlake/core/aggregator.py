@@ -34,13 +34,19 @@ class Fold(NamedTuple):
 
 
 class Aggregator(NamedTuple):
-    """``init(dim) -> state`` and ``aggregate(updates, state) -> (vec, state)``."""
+    """``init(dim) -> state`` and ``aggregate(updates, state) -> (vec, state)``.
+
+    ``min_updates`` is the smallest cohort the rule is defined for (Krum with ``f``
+    Byzantine clients needs ``2f + 3``); the round loop treats fewer valid updates like
+    too few clients, and a federation whose cohort is smaller is refused when built.
+    """
 
     init: Callable[[int], Any]
     aggregate: Callable[[Sequence[ClientUpdate], Any], tuple[np.ndarray, Any]]
     linear: bool
     name: str
     fold: Fold | None = None
+    min_updates: int = 1
 
 
 def stack_deltas(updates: Sequence[ClientUpdate], key: str = "delta") -> np.ndarray:
@@ -48,3 +54,11 @@ def stack_deltas(updates: Sequence[ClientUpdate], key: str = "delta") -> np.ndar
     if not updates:
         raise ValueError("cannot aggregate an empty cohort")
     return np.stack([np.asarray(u.vectors[key], dtype=np.float32) for u in updates])
+
+
+def require_updates(name: str, n: int, needed: int, rule: str) -> None:
+    """Raise a ValueError naming the rule when a cohort of ``n`` is too small for it."""
+    if n == 0:
+        raise ValueError("cannot aggregate an empty cohort")
+    if n < needed:
+        raise ValueError(f"{name} needs at least {needed} updates ({rule}), got {n}")

@@ -1,0 +1,74 @@
+"""Bulyan.
+
+El Mhamdi, Guerraoui and Rouault, "The Hidden Vulnerability of Distributed Learning in
+Byzantium", ICML 2018.
+
+Needs ``n >= 4f + 3``. Selection: apply Krum ``theta = n - 2f`` times, each time to the
+updates not yet selected (scores over ``max(1, n_left - f - 2)`` neighbours, as Flower
+does, since the last rounds of selection have fewer than ``2f + 3`` left). Aggregation:
+for every coordinate, the mean of the ``beta = theta - 2f`` selected values closest to
+their median. The pairwise distances are computed once and reused by every selection.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from fedlake.aggregators._checks import check_int
+from fedlake.aggregators._matrix import columnwise, pairwise_sq_distances
+from fedlake.aggregators.krum import krum_scores
+from fedlake.core.aggregator import Aggregator, require_updates, stack_deltas
+from fedlake.core.update import ClientUpdate
+
+
+def bulyan_select(sq_dist: np.ndarray, f: int) -> list[int]:
+    """Indices of the ``n - 2f`` updates chosen by repeated Krum, in order of choice."""
+    n = sq_dist.shape[0]
+    left = list(range(n))
+    chosen: list[int] = []
+    for _ in range(n - 2 * f):
+        sub = sq_dist[np.ix_(left, left)]
+        best = left[int(np.argmin(krum_scores(sub, f)))]
+        chosen.append(best)
+        left.remove(best)
+    return chosen
+
+
+def mean_around_median(values: np.ndarray, beta: int) -> np.ndarray:
+    """Per row of ``values`` (b, k): the mean of the ``beta`` entries closest to its median.
+
+    The ``beta`` entries nearest the median are a run of ``beta`` consecutive sorted
+    values, the run whose farther end is nearest; one sort per row and prefix sums find
+    it (3x faster than partitioning the distances, measured at k = 96).
+    """
+    ordered = np.sort(values, axis=1)
+    b, k = ordered.shape
+    h = k // 2
+    mid = ordered[:, h] if k % 2 else (ordered[:, h - 1].astype(np.float64) + ordered[:, h]) / 2
+    starts = k - beta + 1
+    reach = np.maximum(mid[:, None] - ordered[:, :starts], ordered[:, beta - 1 :] - mid[:, None])
+    first = np.argmin(reach, axis=1)
+    sums = np.zeros((b, k + 1))
+    np.cumsum(ordered, axis=1, dtype=np.float64, out=sums[:, 1:])
+    rows = np.arange(b)
+    return (sums[rows, first + beta] - sums[rows, first]) / beta
+
+
+def bulyan(*, f: int) -> Aggregator:
+    """Bulyan: repeated Krum selection, then a coordinate-wise mean around the median."""
+    f = check_int("f (Byzantine clients tolerated)", f, low=0)
+    needed = 4 * f + 3
+
+    def init(dim: int) -> None:
+        return None
+
+    def aggregate(updates: Sequence[ClientUpdate], state: None) -> tuple[np.ndarray, None]:
+        require_updates("bulyan", len(updates), needed, f"n >= 4f + 3 with f = {f}")
+        matrix = stack_deltas(updates)
+        selected = matrix[bulyan_select(pairwise_sq_distances(matrix), f)]
+        beta = selected.shape[0] - 2 * f
+        return columnwise(selected, lambda block: mean_around_median(block, beta)), state
+
+    return Aggregator(init, aggregate, linear=False, name="bulyan", min_updates=needed)

@@ -1,0 +1,57 @@
+"""Geometric median (Robust Federated Aggregation, RFA).
+
+Pillutla, Kakade and Harchaoui, "Robust Aggregation for Federated Learning", IEEE
+Transactions on Signal Processing, 2022.
+
+The point minimising the sum of Euclidean distances to the updates, found with the
+smoothed Weiszfeld algorithm: ``z <- sum_i w_i x_i / sum_i w_i`` with
+``w_i = 1 / max(nu, |z - x_i|)``, from the mean, until the objective changes by less
+than ``ftol`` (relative) or ``max_iter`` iterations. Client weights are not used. Its
+breakdown point is 1/2: fewer than half the updates cannot move it arbitrarily far.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from fedlake.aggregators._checks import check_int, check_positive
+from fedlake.aggregators._matrix import row_distances, weighted_rows
+from fedlake.core.aggregator import Aggregator, stack_deltas
+from fedlake.core.update import ClientUpdate
+
+
+def weiszfeld(
+    matrix: np.ndarray, *, nu: float, max_iter: int, ftol: float
+) -> tuple[np.ndarray, int]:
+    """Smoothed Weiszfeld on the rows of ``matrix``: ``(geometric median, iterations run)``."""
+    n = matrix.shape[0]
+    z = weighted_rows(matrix, np.full(n, 1.0 / n)).astype(np.float32)
+    dist = row_distances(matrix, z)
+    objective = dist.sum()
+    for it in range(1, max_iter + 1):
+        w = 1.0 / np.maximum(nu, dist)
+        z = (weighted_rows(matrix, w) / w.sum()).astype(np.float32)
+        dist = row_distances(matrix, z)
+        previous, objective = objective, dist.sum()
+        if abs(previous - objective) <= ftol * max(objective, np.finfo(np.float64).tiny):
+            return z, it
+    return z, max_iter
+
+
+def geometric_median(*, max_iter: int = 100, nu: float = 1e-6, ftol: float = 1e-6) -> Aggregator:
+    """The geometric median of the cohort's deltas (RFA, smoothed Weiszfeld)."""
+    max_iter = check_int("max_iter", max_iter, low=1)
+    nu_ = check_positive("nu (smoothing)", nu)
+    ftol_ = check_positive("ftol (relative tolerance)", ftol)
+    assert nu_ is not None and ftol_ is not None
+
+    def init(dim: int) -> None:
+        return None
+
+    def aggregate(updates: Sequence[ClientUpdate], state: None) -> tuple[np.ndarray, None]:
+        z, _ = weiszfeld(stack_deltas(updates), nu=nu_, max_iter=max_iter, ftol=ftol_)
+        return z, state
+
+    return Aggregator(init, aggregate, linear=False, name="geometric_median")

@@ -1,0 +1,65 @@
+"""Norm bounding.
+
+Sun, Kairouz, Suresh and McMahan, "Can You Really Backdoor Federated Learning?",
+NeurIPS 2019 workshop (arXiv:1911.07963).
+
+Every update is scaled down to L2 norm at most ``max_norm`` before an inner rule
+(the example-weighted mean by default) aggregates them, so no client can move the model
+by more than ``max_norm``. With a fixed ``max_norm`` and a linear inner rule the result
+is still linear and streams in O(d) memory. ``max_norm = None`` bounds by the median of
+the round's update norms instead (adaptive, but it needs the whole cohort).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+
+import numpy as np
+
+from fedlake.aggregators._checks import check_positive
+from fedlake.aggregators.mean import weighted_mean
+from fedlake.core.aggregator import Aggregator, Fold, FoldAccumulator
+from fedlake.core.update import DELTA, ClientUpdate
+
+
+def clip_update(update: ClientUpdate, max_norm: float) -> ClientUpdate:
+    """``update`` with its delta scaled down to norm ``max_norm`` when it is longer."""
+    delta = np.asarray(update.delta, dtype=np.float32)
+    norm = float(np.linalg.norm(delta.astype(np.float64)))
+    if norm <= max_norm:
+        return update
+    clipped = (delta * np.float32(max_norm / norm)).astype(np.float32)
+    return replace(update, vectors={**update.vectors, DELTA: clipped})
+
+
+def norm_bound(max_norm: float | None = None, *, inner: Aggregator | None = None) -> Aggregator:
+    """Clip every delta to ``max_norm`` (None: the round's median norm), then ``inner``."""
+    bound = check_positive("max_norm", max_norm, allow_none=True)
+    rule = inner if inner is not None else weighted_mean()
+    name = f"norm_bound+{rule.name}"
+
+    def aggregate(updates: Sequence[ClientUpdate], state: object) -> tuple[np.ndarray, object]:
+        if not updates:
+            raise ValueError("cannot aggregate an empty cohort")
+        limit = bound
+        if limit is None:
+            limit = float(np.median([np.linalg.norm(u.delta) for u in updates]))
+        return rule.aggregate([clip_update(u, limit) for u in updates], state)
+
+    fold = None
+    if bound is not None and rule.linear and rule.fold is not None:
+        inner_fold = rule.fold
+
+        def add(acc: FoldAccumulator, u: ClientUpdate) -> FoldAccumulator:
+            return inner_fold.add(acc, clip_update(u, bound))
+
+        fold = Fold(inner_fold.start, add, inner_fold.result)
+    return Aggregator(
+        rule.init,
+        aggregate,
+        linear=fold is not None,
+        name=name,
+        fold=fold,
+        min_updates=rule.min_updates,
+    )
