@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import os
@@ -13,7 +14,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from fedlake.aggregators import NEEDS_F, build_aggregator
 from fedlake.algorithms import ALGORITHMS
+from fedlake.attacks import Adversary, build_attack
 from fedlake.backends import InlineExecutor, ProcessExecutor
 from fedlake.backends.base import Executor
 from fedlake.compression.pipeline import compressed
@@ -23,6 +26,7 @@ from fedlake.config import (
     ConfigError,
     ResumeError,
     RunConfig,
+    options,
     parse_config,
 )
 from fedlake.core.algorithm import Algorithm
@@ -141,14 +145,32 @@ def flat_params(cfg: RunConfig) -> dict[str, Any]:
     return out
 
 
-def build_recipe(algo: AlgorithmConfig, compression: CompressionConfig) -> Algorithm:
-    """The configured recipe with its compression (a picklable factory for workers)."""
+def aggregator_options(algo: AlgorithmConfig, *, attackers: int | None) -> dict[str, Any]:
+    """The aggregator's options; ``f`` defaults to the simulated attackers per round."""
+    spec = options(algo.aggregator)
+    if spec["kind"] in NEEDS_F and "f" not in spec:
+        if attackers is None:
+            raise ValueError(
+                f"{spec['kind']} needs f, the number of Byzantine clients per round it must "
+                "tolerate (it defaults to the simulated attackers per round when an [attack] "
+                "section is given)"
+            )
+        spec["f"] = attackers
+    return spec
+
+
+def build_recipe(
+    algo: AlgorithmConfig, compression: CompressionConfig, *, attackers: int | None = None
+) -> Algorithm:
+    """The configured recipe with its aggregator and compression (picklable for workers)."""
     recipe = ALGORITHMS[algo.name](
         client_lr=algo.client_lr,
         local_epochs=algo.local_epochs,
         batch_size=algo.batch_size,
         server_lr=algo.server_lr,
     )
+    aggregator = build_aggregator(aggregator_options(algo, attackers=attackers))
+    recipe = dataclasses.replace(recipe, aggregator=aggregator)
     prune = compression.prune.model_dump() if compression.prune is not None else None
     return compressed(
         recipe,
@@ -183,15 +205,24 @@ def build_federation(cfg: RunConfig, *, observer: RunObserver) -> Federation:
     with config_section("model"):
         mcfg = model_config(cfg.model, scenario)
         trainer = build_trainer(mcfg)
-    make_algorithm = functools.partial(build_recipe, cfg.algorithm, cfg.compression)
-    with config_section("compression"):
-        make_algorithm()  # fails here, not in a worker, on a setting the config cannot check
     fed = cfg.federation
     cohort = (
         CohortSpec(count=fed.clients_per_round)
         if fed.clients_per_round is not None
         else CohortSpec(fraction=fed.fraction or 0.1)
     )
+    with config_section("attack"):
+        adversary = build_adversary(cfg, scenario.num_classes)
+    attackers = None
+    if adversary is not None:
+        attackers = adversary.count(cohort.size(len(scenario.data.client_ids())))
+    make_algorithm = functools.partial(
+        build_recipe, cfg.algorithm, cfg.compression, attackers=attackers
+    )
+    with config_section("algorithm.aggregator"):  # fails here, not in a worker
+        build_aggregator(aggregator_options(cfg.algorithm, attackers=attackers))
+    with config_section("compression"):
+        make_algorithm()  # fails here, not in a worker, on a setting the config cannot check
     with config_section("federation"):
         return Federation(
             make_algorithm=make_algorithm,
@@ -210,7 +241,18 @@ def build_federation(cfg: RunConfig, *, observer: RunObserver) -> Federation:
             observer=observer,
             model_config=mcfg,
             run_params=flat_params(cfg),
+            adversary=adversary,
         )
+
+
+def build_adversary(cfg: RunConfig, num_classes: int) -> Adversary | None:
+    """The simulated attackers of ``cfg.attack`` (None without an attack section)."""
+    if cfg.attack is None:
+        return None
+    if cfg.attack.fraction is None:
+        raise ValueError("fraction is required: the share of each round's cohort that attacks")
+    attack = build_attack(options(cfg.attack), num_classes=num_classes)
+    return Adversary(attack, cfg.attack.fraction)
 
 
 def run_experiment(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 
+from fedlake.cli.attack_eval import attack_eval
 from fedlake.cli.report import report
 from fedlake.cli.run import run
 
@@ -16,6 +17,7 @@ app = typer.Typer(
 )
 app.command("run")(run)
 app.command("report")(report)
+app.command("attack-eval")(attack_eval)
 
 
 def main() -> None:

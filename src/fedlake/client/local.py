@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from fedlake.attacks.base import ATTACK_RNG, Attack
 from fedlake.client.trainer import Trainer
 from fedlake.compression.messages import encode_delta
 from fedlake.compression.pruning import mask_gradients
@@ -37,7 +38,8 @@ class ClientTask:
     ``params`` is the model as clients decode it from the download message (quantised
     when the download is compressed) and ``mask`` the surviving weights when the model
     is pruned. ``states`` holds, per client, what that client kept from its last round
-    (simulation only: on a device it never leaves the device).
+    (simulation only: on a device it never leaves the device). ``malicious`` names the
+    clients that run the job's attack this round (simulation only).
     """
 
     round: int
@@ -46,6 +48,7 @@ class ClientTask:
     seed: int
     mask: np.ndarray | None = None
     states: Mapping[str, Any] = field(default_factory=dict)
+    malicious: frozenset[str] = frozenset()
 
     def only(self, client_ids: Sequence[str]) -> ClientTask:
         """This task carrying only the states of ``client_ids`` (for one worker's chunk)."""
@@ -70,12 +73,14 @@ class ClientJob:
 
     ``make_algorithm`` is a picklable zero-argument factory (e.g. a
     ``functools.partial`` of a recipe) because transforms are closures; the
-    algorithm is built once per job object, on first use, in each process.
+    algorithm is built once per job object, on first use, in each process. ``attack``
+    is what the task's malicious clients do to their data (simulation only).
     """
 
     data: ClientData
     trainer: Trainer
     make_algorithm: Callable[[], Algorithm]
+    attack: Attack | None = None
 
     @cached_property
     def algorithm(self) -> Algorithm:
@@ -90,18 +95,29 @@ class ClientJob:
     def run(self, task: ClientTask, client_id: str) -> ClientResult:
         """Run one client, turning any exception into a ClientFailure."""
         try:
-            return run_client(task, client_id, self.data, self.trainer, self.algorithm)
+            return run_client(
+                task, client_id, self.data, self.trainer, self.algorithm, attack=self.attack
+            )
         except Exception as exc:  # a client's failure must never stop the round
             return ClientFailure(client_id, f"{type(exc).__name__}: {exc}")
 
 
 def run_client(
-    task: ClientTask, client_id: str, data: ClientData, trainer: Trainer, algorithm: Algorithm
+    task: ClientTask,
+    client_id: str,
+    data: ClientData,
+    trainer: Trainer,
+    algorithm: Algorithm,
+    *,
+    attack: Attack | None = None,
 ) -> ClientUpdate:
     """Train ``client_id`` from the task's global params and return its processed delta."""
     t0 = time.perf_counter()
     rng = round_rng(task.seed, task.round, CLIENT_RNG, task.attempt, client_key(client_id))
     ds = data.load(client_id)
+    if attack is not None and client_id in task.malicious:  # data poisoning (simulation)
+        key = client_key(client_id)
+        ds = attack.poison(ds, round_rng(task.seed, task.round, ATTACK_RNG, task.attempt, key))
     if ds.num_train == 0:
         raise ValueError(f"client {client_id!r} has no training examples")
     global_params = np.asarray(task.params, dtype=np.float32)

@@ -6,18 +6,20 @@ import functools
 import json
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from fedlake.attacks.adversary import Adversary
+from fedlake.attacks.base import ATTACK_RNG
 from fedlake.backends.base import Executor
 from fedlake.backends.inline import InlineExecutor
-from fedlake.client.local import ClientJob, ClientTask
+from fedlake.client.local import ClientJob, ClientResult, ClientTask
 from fedlake.client.trainer import Trainer
-from fedlake.compression.messages import decode_update
+from fedlake.compression.messages import decode_update, encode_delta
 from fedlake.core.algorithm import Algorithm
 from fedlake.core.params import frozen
 from fedlake.core.state import (
@@ -28,6 +30,7 @@ from fedlake.core.state import (
     init_server_state,
     round_rng,
 )
+from fedlake.core.update import ClientUpdate
 from fedlake.data.base import ClientData
 from fedlake.orchestration.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from fedlake.orchestration.evaluation import EvalSet, model_score
@@ -41,6 +44,10 @@ COHORT_RNG, DROPOUT_RNG, EVAL_RNG = 1, 2, 5  # purpose tags of round generators
 # Without an explicit eval_clients, larger populations are evaluated on a fixed sample of
 # this many clients: every user's test split each round would not scale to millions.
 DEFAULT_EVAL_CLIENTS = 1000
+
+
+class CohortTooSmallError(ValueError):
+    """The cohort is smaller than the aggregation rule needs (e.g. Krum's 2f + 3)."""
 
 
 @dataclass
@@ -62,7 +69,8 @@ class Federation:
     """Runs federated training rounds until a target accuracy or a round limit.
 
     ``make_algorithm`` is a picklable zero-argument recipe factory so that the
-    process executor can rebuild the algorithm in its workers.
+    process executor can rebuild the algorithm in its workers. ``adversary`` makes a
+    share of every cohort malicious (attack simulations).
     """
 
     make_algorithm: Callable[[], Algorithm]
@@ -82,6 +90,7 @@ class Federation:
     observer: RunObserver = field(default_factory=NullObserver)
     model_config: dict[str, Any] = field(default_factory=dict)
     run_params: dict[str, Any] = field(default_factory=dict)
+    adversary: Adversary | None = None
 
     def __post_init__(self) -> None:
         self.algorithm = self.make_algorithm()
@@ -94,7 +103,17 @@ class Federation:
                 f"min_clients must be in [1, {self.cohort_size}] (the cohort size), "
                 f"got {self.min_clients}"
             )
-        self.job = ClientJob(self.data, self.trainer, self.make_algorithm)
+        agg = self.algorithm.aggregator
+        if self.cohort_size < agg.min_updates:
+            raise CohortTooSmallError(
+                f"aggregator {agg.name} needs at least {agg.min_updates} updates per round, "
+                f"but rounds sample {self.cohort_size} clients; sample more clients per "
+                "round or tolerate fewer Byzantine clients (a smaller f)"
+            )
+        # a round needs enough valid updates for the user and for the aggregation rule
+        self.min_updates = max(self.min_clients, agg.min_updates)
+        attack = self.adversary.attack if self.adversary is not None else None
+        self.job = ClientJob(self.data, self.trainer, self.make_algorithm, attack=attack)
 
     # -- public ---------------------------------------------------------------------------
     def run(self, *, resume: bool = False, stop_after: int | None = None) -> RunResult:
@@ -139,7 +158,7 @@ class Federation:
                 f"{ckpt.state.round} rounds"
             )
             ckpt.finished, ckpt.stop_reason = False, None
-        eval_set = self._eval_set()
+        eval_set = self.eval_set()
         done_here = 0
         try:
             while ckpt.state.round < self.rounds:
@@ -168,6 +187,10 @@ class Federation:
             )
             dropped = self.population.dropped(cohort, round_rng(self.seed, r, DROPOUT_RNG, attempt))
             active = [c for c in cohort if c not in dropped]
+            malicious: frozenset[str] = frozenset()
+            if self.adversary is not None:
+                chosen = self.adversary.choose(cohort, round_rng(self.seed, r, ATTACK_RNG, attempt))
+                malicious = chosen.difference(dropped)
             self.observer.round_started(round=r + 1, attempt=attempt, cohort_size=len(cohort))
             rows: list[dict[str, Any]] = [
                 {
@@ -194,19 +217,23 @@ class Federation:
                 seed=self.seed,
                 mask=download.mask,
                 states={c: ckpt.client_states[c] for c in active if c in ckpt.client_states},
+                malicious=malicious,
             )
             results = in_cohort_order(self.executor.map_clients(self.job, task, active), active)
+            decode = functools.partial(
+                decode_update,
+                dim=state.dim,
+                mask=download.mask,
+                codec=self.algorithm.compression.upload,
+            )
+            if self.adversary is not None and malicious:
+                results = iter(self._corrupt(results, malicious, state, download, decode, attempt))
             accepted = screen(
                 keep_client_states(results, states),
                 state.dim,
                 rows,
                 on_result=tick,
-                decode=functools.partial(
-                    decode_update,
-                    dim=state.dim,
-                    mask=download.mask,
-                    codec=self.algorithm.compression.upload,
-                ),
+                decode=decode,
             )
             try:
                 delta, agg_state, count, _ = aggregate_updates(self.algorithm, state, accepted)
@@ -216,6 +243,8 @@ class Federation:
             # made of their updates; a retry's new cohort sees it (saved with the round)
             ckpt.client_states.update(states)
             base = self._round_row(r, attempt, cohort, rows, time.perf_counter() - t0, download)
+            # simulated attackers that took part (rounds.metrics JSON, history, MLflow)
+            attackers = {"num_malicious": len(malicious)} if self.adversary is not None else {}
             trouble = problems(rows)
             if trouble is not None:
                 self.observer.message(f"round {r + 1}: {trouble}")
@@ -229,14 +258,18 @@ class Federation:
                 }
                 for row in rows
             )
-            if count >= self.min_clients and delta is not None:
+            if count >= self.min_updates and delta is not None:
                 break
             base["status"] = "retry" if attempt < self.max_retries else "failed"
             pending["rounds"].append(base)
             ckpt.history.append(base)  # its traffic and time count too
+            agg = self.algorithm.aggregator
+            needs = f"min_clients={self.min_clients}"
+            if agg.min_updates > self.min_clients:
+                needs = f"{agg.name} needs {agg.min_updates}"
             self.observer.message(
                 f"round {r + 1} attempt {attempt + 1}: only {count} valid updates "
-                f"(min_clients={self.min_clients}); "
+                f"({needs}); "
                 + ("retrying with a new cohort" if attempt < self.max_retries else "stopping")
             )
         else:
@@ -259,7 +292,7 @@ class Federation:
             eval_loss=ev["loss"],
             eval_accuracy=ev["accuracy"],
             duration_s=time.perf_counter() - t0,
-            metrics=json.dumps({**server_metrics, "eval_examples": ev["examples"]}),
+            metrics=json.dumps({**server_metrics, "eval_examples": ev["examples"], **attackers}),
         )
         pending["rounds"].append(base)
         pending["models"] = [
@@ -282,7 +315,7 @@ class Federation:
         ):
             ckpt.best_accuracy, ckpt.best_loss = ev["accuracy"], ev["loss"]
             ckpt.best_round, ckpt.best_params = r + 1, new_state.params
-        record = {**base, **{k: v for k, v in server_metrics.items()}}
+        record = {**base, **server_metrics, **attackers}
         ckpt.history.append(record)
         for key in ("bytes_up", "bytes_down"):  # the run so far, retried attempts included
             record[f"total_{key}"] = int(sum(h[key] for h in ckpt.history))
@@ -294,6 +327,33 @@ class Federation:
         if self.target_accuracy is not None and ev["accuracy"] >= self.target_accuracy:
             return "target_reached"
         return None
+
+    def _corrupt(
+        self,
+        results: Iterable[ClientResult],
+        malicious: frozenset[str],
+        state: ServerState,
+        download: Download,
+        decode: Callable[[ClientUpdate], ClientUpdate],
+        attempt: int,
+    ) -> list[ClientResult]:
+        """The round's results after the simulated adversary crafted its clients' updates."""
+        assert self.adversary is not None
+        r = state.round
+        codec = self.algorithm.compression.upload
+        encode_rng = round_rng(self.seed, r, ATTACK_RNG, attempt, 1)
+
+        def encode(vec: np.ndarray) -> bytes:
+            return encode_delta(vec, download.mask, codec, encode_rng)[0]
+
+        return self.adversary.corrupt(
+            list(results),
+            malicious,
+            dim=state.dim,
+            decode=decode,
+            encode=encode,
+            rng=round_rng(self.seed, r, ATTACK_RNG, attempt, 2),
+        )
 
     def _round_row(
         self,
@@ -377,7 +437,8 @@ class Federation:
             return target is not None and last is not None and last >= target
         return False
 
-    def _eval_set(self) -> EvalSet:
+    def eval_set(self) -> EvalSet:
+        """The evaluation clients' test splits (a fixed sample for large populations)."""
         ids = self.client_ids
         size = self.eval_clients
         if size is None and len(ids) > DEFAULT_EVAL_CLIENTS:

@@ -4,18 +4,14 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, Field, ValidationError, model_validator
 
-from fedlake.compression.pipeline import CODERS, SPARSIFIERS, STAGES, chain_ok
-
-
-class Section(BaseModel):
-    """Base of every config section: unknown keys are errors, values are validated."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
+from fedlake.compression.pipeline import CODERS, SPARSIFIERS, chain_ok
+from fedlake.config.robustness import AggregatorConfig, AttackConfig, AttackEvalConfig, MeanRule
+from fedlake.config.section import Section
 
 
 class ActivityData(Section):
@@ -89,6 +85,7 @@ class AlgorithmConfig(Section):
     local_epochs: int = Field(1, ge=1)
     batch_size: int = Field(32, ge=1)
     server_lr: float = Field(1.0, gt=0)
+    aggregator: AggregatorConfig = Field(default_factory=lambda: MeanRule(kind="mean"))
 
 
 class TopKStage(Section):
@@ -248,6 +245,8 @@ class RunConfig(Section):
     executor: ExecutorConfig = Field(default_factory=ExecutorConfig)
     compression: CompressionConfig = Field(default_factory=CompressionConfig)
     lakehouse: LakehouseConfig = Field(default_factory=LakehouseConfig)
+    attack: AttackConfig | None = None
+    attack_eval: AttackEvalConfig | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -287,13 +286,48 @@ class ResumeError(ConfigError):
     """``--resume`` cannot continue this run (nothing saved yet, or a changed config)."""
 
 
-_SCENARIOS: dict[str, type[BaseModel]] = {
-    "activity": ActivityData,
-    "synthetic": SyntheticData,
-    "digits": SklearnData,
-    "breast_cancer": SklearnData,
-    "table": TableData,
-}
+_SCENARIOS = ("activity", "synthetic", "digits", "breast_cancer", "table")
+_TAG_KEYS = ("kind", "scenario")  # the discriminators of the config's unions
+
+
+def _members(annotation: Any) -> list[type[BaseModel]]:
+    """The section models inside a field's annotation (through unions, tuples, Optional)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    return [m for arg in get_args(annotation) for m in _members(arg)]
+
+
+def _tags(model: type[BaseModel]) -> tuple[str, ...]:
+    """The discriminator values a union member answers to (``kind = "krum"``)."""
+    for key in _TAG_KEYS:
+        field = model.model_fields.get(key)
+        if field is not None and get_origin(field.annotation) is Literal:
+            return tuple(str(a) for a in get_args(field.annotation))
+    return ()
+
+
+def _walk(loc: list[str]) -> tuple[list[type[BaseModel]], list[str]]:
+    """The models that may hold ``loc``'s last key, and the path to show the user.
+
+    Union members appear in pydantic's locations as their tag (``algorithm.aggregator.
+    krum.f``); the tag selects the member (and is left out of the path shown for the
+    data section, whose scenario names the section itself).
+    """
+    candidates: list[type[BaseModel]] = [RunConfig]
+    shown: list[str] = []
+    for part in loc[:-1]:
+        by_tag = [m for m in candidates if part in _tags(m)]
+        if len(candidates) > 1 and by_tag:
+            candidates = by_tag[:1]
+            if loc[0] != "data":
+                shown.append(part)
+            continue
+        shown.append(part)
+        if part.isdigit():  # an item of a list
+            continue
+        fields = [m.model_fields[part] for m in candidates if part in m.model_fields]
+        candidates = _members(fields[0].annotation) if fields else []
+    return candidates, [*shown, *loc[-1:]]
 
 
 def _format(err: ValidationError) -> str:
@@ -301,19 +335,25 @@ def _format(err: ValidationError) -> str:
     lines = []
     for e in err.errors():
         loc = [str(p) for p in e["loc"]]
-        shown = ".".join(
-            ("schema" if p == "schema_" else p)
-            for i, p in enumerate(loc)
-            if not (i == 1 and loc[0] == "data" and p in _SCENARIOS)
-        )
+        candidates, path = _walk(loc) if loc else ([], [])
+        tags = {t for m in candidates for t in _tags(m)}
+        if loc and e["type"] != "extra_forbidden" and loc[0] == "data" and loc[-1] in tags:
+            path = path[:-1]  # an error in a scenario's own validator names the section
+        shown = ".".join("schema" if p == "schema_" else p for p in path)
         msg = e["msg"].removeprefix("Value error, ")
         if e["type"] == "extra_forbidden":
-            msg = "unknown key" + _accepted(loc)
+            if len(candidates) == 1:
+                names = sorted(f.alias or n for n, f in candidates[0].model_fields.items())
+                msg = f"unknown key (accepted: {', '.join(names)})"
+            else:
+                msg = "unknown key"
         elif e["type"] == "union_tag_invalid" and loc[:1] == ["data"]:
             shown, msg = f"{shown}.scenario", f"unknown scenario {e['ctx']['tag']!r}"
             msg += f"; accepted: {', '.join(_SCENARIOS)}"
-        elif e["type"] == "union_tag_not_found" and loc[:1] == ["compression"]:
-            msg = f"missing kind; accepted: {', '.join(STAGES)}"
+        elif e["type"] == "union_tag_not_found":
+            key = str(e["ctx"]["discriminator"]).strip("'")
+            accepted = [t for m in _members_at(loc) for t in _tags(m)]
+            msg = f"missing {key}; accepted: {', '.join(accepted)}"
         elif e["type"] == "union_tag_invalid":
             key = str(e["ctx"]["discriminator"]).strip("'")
             msg = f"unknown {key} {e['ctx']['tag']!r}; "
@@ -324,21 +364,10 @@ def _format(err: ValidationError) -> str:
     return "; ".join(lines)
 
 
-def _accepted(loc: list[str]) -> str:
-    """`` (accepted: a, b, c)`` for the section that holds the unknown key at ``loc``."""
-    model: type[BaseModel] = RunConfig
-    for i, part in enumerate(loc[:-1]):
-        if i == 1 and loc[0] == "data" and part in _SCENARIOS:
-            model = _SCENARIOS[part]
-            continue
-        field = model.model_fields.get(part)
-        ann = field.annotation if field is not None else None
-        if isinstance(ann, type) and issubclass(ann, BaseModel):
-            model = ann
-        elif part != "data":
-            return ""
-    names = sorted(f.alias or n for n, f in model.model_fields.items())
-    return f" (accepted: {', '.join(names)})"
+def _members_at(loc: list[str]) -> list[type[BaseModel]]:
+    """The union members a value at ``loc`` may be (for a missing discriminator)."""
+    candidates, _ = _walk([*loc, ""])
+    return candidates
 
 
 def parse_config(raw: dict[str, Any]) -> RunConfig:

@@ -1,0 +1,89 @@
+"""The simulated adversary of a round: who is malicious, and what their updates become."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+
+from fedlake.attacks.base import Attack, malicious_count
+from fedlake.core.codec import CodecError
+from fedlake.core.update import DELTA, ClientUpdate, validate_update
+
+
+@dataclass(frozen=True)
+class Adversary:
+    """``fraction`` of every round's sampled cohort is malicious and runs ``attack``."""
+
+    attack: Attack
+    fraction: float
+
+    def __post_init__(self) -> None:
+        if isinstance(self.fraction, bool) or not 0 <= self.fraction < 1:
+            raise ValueError(f"attack fraction must be in [0, 1), got {self.fraction!r}")
+
+    def count(self, cohort: int) -> int:
+        """How many clients of a sampled cohort of ``cohort`` are malicious."""
+        return malicious_count(cohort, self.fraction)
+
+    def choose(self, cohort: Sequence[str], rng: np.random.Generator) -> frozenset[str]:
+        """The malicious clients of a round, drawn from its sampled cohort."""
+        m = self.count(len(cohort))
+        if m == 0:
+            return frozenset()
+        return frozenset(cohort[i] for i in rng.choice(len(cohort), size=m, replace=False))
+
+    def corrupt(
+        self,
+        results: Sequence[Any],
+        malicious: frozenset[str],
+        *,
+        dim: int,
+        decode: Callable[[ClientUpdate], ClientUpdate],
+        encode: Callable[[np.ndarray], bytes],
+        rng: np.random.Generator,
+    ) -> list[Any]:
+        """``results`` (ClientUpdate or ClientFailure) with the malicious updates crafted.
+
+        The adversary decodes every update it can (it sees the honest ones: omniscient),
+        crafts the malicious deltas together, and encodes them with the round's upload
+        codec, so they travel, count and are screened like any other update. Results it
+        cannot read (failures, undecodable or invalid payloads) pass through untouched
+        for screening to record.
+        """
+        results = list(results)
+        if not self.attack.crafts or not malicious:
+            return results
+        own_at: list[int] = []
+        own: list[np.ndarray] = []
+        honest: list[np.ndarray] = []
+        for i, result in enumerate(results):
+            if not isinstance(result, ClientUpdate):
+                continue
+            try:
+                update = decode(result)
+            except CodecError:
+                continue
+            if validate_update(update, dim) is not None:
+                continue
+            if result.client_id in malicious:
+                own_at.append(i)
+                own.append(update.delta)
+            else:
+                honest.append(update.delta)
+        if not own:
+            return results
+        crafted = self.attack.craft(
+            np.stack(own),
+            np.stack(honest) if honest else np.empty((0, dim), np.float32),
+            cohort=len(own) + len(honest),
+            rng=rng,
+        )
+        for i, delta in zip(own_at, crafted, strict=True):
+            sent = results[i]
+            assert isinstance(sent, ClientUpdate)
+            vec = np.asarray(delta, dtype=np.float32)
+            results[i] = replace(sent, vectors={}, encoded={DELTA: encode(vec)})
+        return results

@@ -1,0 +1,120 @@
+"""The attack-evaluation grid: every attack x malicious fraction x defence, one run each."""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from fedlake.attacks.data_poisoning import Backdoor, backdoor_success
+from fedlake.config import ConfigError, RunConfig, options, parse_config
+from fedlake.orchestration.events import NullObserver
+from fedlake.orchestration.federation import CohortTooSmallError
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One run of the grid: an attack (with its options), a malicious fraction, a defence."""
+
+    attack: dict[str, Any]
+    fraction: float
+    defence: dict[str, Any]
+
+    @property
+    def attack_label(self) -> str:
+        """The attack as shown in tables: its kind and any option the user set."""
+        return label(self.attack)
+
+    @property
+    def defence_label(self) -> str:
+        """The defence as shown in tables."""
+        return label(self.defence)
+
+    @property
+    def key(self) -> str:
+        """A stable id of the cell (results are matched by it on --resume)."""
+        return f"{self.attack_label}|{self.fraction:g}|{self.defence_label}"
+
+
+def label(spec: dict[str, Any]) -> str:
+    """``kind`` or ``kind(option=value, ...)`` for the options the user set."""
+    extra = ", ".join(
+        f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}"
+        for k, v in sorted(spec.items())
+        if k not in ("kind", "fraction")
+    )
+    return f"{spec['kind']}({extra})" if extra else str(spec["kind"])
+
+
+def grid_cells(cfg: RunConfig) -> list[Cell]:
+    """The cells of ``cfg.attack_eval`` in table order (attack, fraction, defence)."""
+    if cfg.attack_eval is None:
+        raise ConfigError("attack_eval: the config has no [attack_eval] section (the grid)")
+    grid = cfg.attack_eval
+    return [
+        Cell(options(attack), fraction, options(defence))
+        for attack in grid.attacks
+        for fraction in grid.fractions
+        for defence in grid.defences
+    ]
+
+
+def cell_config(base: dict[str, Any], cell: Cell) -> RunConfig:
+    """The run config of ``cell``: the base config with the cell's attack and defence.
+
+    The cell runs without Delta or MLflow (the grid logs one MLflow run of its own).
+    """
+    raw = {k: v for k, v in base.items() if k not in ("attack", "attack_eval")}
+    algorithm = dict(raw.get("algorithm") or {})
+    algorithm["aggregator"] = cell.defence
+    raw["algorithm"] = algorithm
+    raw["attack"] = {**cell.attack, "fraction": cell.fraction}
+    raw["lakehouse"] = {**dict(raw.get("lakehouse") or {}), "delta": False, "mlflow": False}
+    raw["name"] = "cell"
+    return parse_config(raw)
+
+
+def run_cell(base: dict[str, Any], cell: Cell) -> dict[str, Any]:
+    """Run one cell to the end; its row of the results (``status`` n/a if it cannot run)."""
+    from fedlake.runner import build_federation  # the runner imports the heavy parts
+
+    row: dict[str, Any] = {
+        "key": cell.key,
+        "attack": cell.attack_label,
+        "fraction": cell.fraction,
+        "defence": cell.defence_label,
+    }
+    t0 = time.perf_counter()
+    try:
+        cfg = cell_config(base, cell)
+        with tempfile.TemporaryDirectory(prefix="fedlake-cell-") as scratch:
+            cfg = cfg.model_copy(update={"output_dir": scratch})
+            federation = build_federation(cfg, observer=NullObserver())
+            federation.run_dir.mkdir(parents=True)
+            result = federation.run()
+            eval_set = federation.eval_set()
+    except ConfigError as exc:
+        if not isinstance(exc.__cause__, CohortTooSmallError):
+            raise
+        # this defence cannot run at this fraction (e.g. Bulyan needs n >= 4f + 3)
+        return {**row, "status": "n/a", "reason": str(exc.__cause__)}
+    completed = [h for h in result.history if h.get("status") == "completed"]
+    final = completed[-1] if completed else {}
+    row.update(
+        status="ok" if completed else "failed",
+        reason=None if completed else result.stop_reason,
+        final_accuracy=final.get("eval_accuracy"),
+        final_loss=final.get("eval_loss"),
+        best_accuracy=result.best_accuracy,
+        rounds=result.state.round,
+        malicious_per_round=final.get("num_malicious"),
+        seconds=time.perf_counter() - t0,
+        backdoor_success=None,
+    )
+    attack = federation.adversary.attack if federation.adversary is not None else None
+    if isinstance(attack, Backdoor):
+        row["backdoor_success"] = backdoor_success(
+            federation.trainer.predict, result.state.params, eval_set.x, eval_set.y, attack
+        )
+    return row
