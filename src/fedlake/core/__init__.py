@@ -7,6 +7,7 @@ from fedlake.core.params import ParamSpec, TensorSpec, as_vector, frozen
 from fedlake.core.state import (
     EmptyCohortError,
     ServerState,
+    TooFewUpdatesError,
     aggregate_updates,
     apply_server_step,
     init_server_state,
@@ -32,6 +33,7 @@ __all__ = [
     "Pruner",
     "ServerState",
     "TensorSpec",
+    "TooFewUpdatesError",
     "Transform",
     "aggregate_updates",
     "apply_server_step",

@@ -54,7 +54,11 @@ def round_rng(seed: int, round_: int, *purpose: int) -> np.random.Generator:
 SERVER_RNG = 7  # purpose tag of the server-side generator
 
 
-class EmptyCohortError(ValueError):
+class TooFewUpdatesError(ValueError):
+    """Raised when a round has fewer valid updates than its aggregation rule needs."""
+
+
+class EmptyCohortError(TooFewUpdatesError):
     """Raised when a round has no update to aggregate."""
 
 
@@ -66,6 +70,10 @@ def aggregate_updates(
     Linear aggregators consume ``updates`` as a stream in O(d) memory, so it may
     be a generator; non-linear ones materialise the cohort. Every update must be
     valid (see :func:`fedlake.core.update.validate_update`); an invalid one raises.
+
+    Raises:
+        TooFewUpdatesError: fewer updates than ``aggregator.min_updates`` (EmptyCohortError
+            when there are none).
     """
 
     def checked() -> Iterator[ClientUpdate]:
@@ -84,12 +92,20 @@ def aggregate_updates(
             count, weight = count + 1, weight + float(u.weight)
         if count == 0:
             raise EmptyCohortError("cannot aggregate an empty cohort")
+        if count < agg.min_updates:
+            raise TooFewUpdatesError(
+                f"{agg.name} needs at least {agg.min_updates} updates, got {count}"
+            )
         delta, agg_state = agg.fold.result(acc, state.aggregator_state)
     else:
         cohort = list(checked())
         count, weight = len(cohort), float(sum(u.weight for u in cohort))
         if count == 0:
             raise EmptyCohortError("cannot aggregate an empty cohort")
+        if count < agg.min_updates:
+            raise TooFewUpdatesError(
+                f"{agg.name} needs at least {agg.min_updates} updates, got {count}"
+            )
         delta, agg_state = agg.aggregate(cohort, state.aggregator_state)
     return delta, agg_state, count, weight
 

@@ -23,8 +23,8 @@ from fedlake.compression.messages import decode_update, encode_delta
 from fedlake.core.algorithm import Algorithm
 from fedlake.core.params import frozen
 from fedlake.core.state import (
-    EmptyCohortError,
     ServerState,
+    TooFewUpdatesError,
     aggregate_updates,
     apply_server_step,
     init_server_state,
@@ -237,8 +237,9 @@ class Federation:
             )
             try:
                 delta, agg_state, count, _ = aggregate_updates(self.algorithm, state, accepted)
-            except EmptyCohortError:
-                delta, agg_state, count = None, None, 0
+            except TooFewUpdatesError:  # none, or fewer than the rule needs: retry
+                delta, agg_state = None, None
+                count = sum(row["status"] == "accepted" for row in rows)
             # what the clients keep (error-feedback residuals) is theirs whatever the server
             # made of their updates; a retry's new cohort sees it (saved with the round)
             ckpt.client_states.update(states)

@@ -1,0 +1,83 @@
+"""The round's adversary: who is malicious, and how crafted updates travel."""
+
+import numpy as np
+import pytest
+from toy import decoded
+
+from fedlake.attacks import Adversary, Attack, SignFlip
+from fedlake.client.local import ClientFailure
+from fedlake.compression.messages import decode_update, encode_delta
+from fedlake.compression.pipeline import codec_from_stages
+from fedlake.core.update import DELTA, ClientUpdate
+
+DIM = 3
+
+
+def sent(cid, delta, codec=None, rng=None):
+    payload, _ = encode_delta(
+        np.asarray(delta, np.float32), None, codec, rng or np.random.default_rng(0)
+    )
+    return ClientUpdate(cid, {}, 1.0, {"num_examples": 1.0}, {DELTA: payload})
+
+
+def corrupt(adversary, results, malicious, codec=None):
+    def decode(u):
+        return decode_update(u, DIM, None, codec)
+
+    def encode(vec):
+        return encode_delta(vec, None, codec, np.random.default_rng(1))[0]
+
+    return adversary.corrupt(
+        results,
+        frozenset(malicious),
+        dim=DIM,
+        decode=decode,
+        encode=encode,
+        rng=np.random.default_rng(2),
+    )
+
+
+def test_choose_draws_floor_fraction_of_the_cohort_reproducibly():
+    adv = Adversary(SignFlip(), 0.25)
+    cohort = [f"c{i}" for i in range(10)]
+    a = adv.choose(cohort, np.random.default_rng(5))
+    assert len(a) == 2 and a <= set(cohort)
+    assert a == adv.choose(cohort, np.random.default_rng(5))
+    assert Adversary(SignFlip(), 0.05).choose(cohort, np.random.default_rng(5)) == frozenset()
+
+
+@pytest.mark.parametrize("fraction", [-0.1, 1.0, True])
+def test_fraction_must_be_in_0_1(fraction):
+    with pytest.raises(ValueError, match=r"attack fraction must be in \[0, 1\), got"):
+        Adversary(SignFlip(), fraction)
+
+
+def test_corrupt_replaces_only_malicious_updates_and_encodes_them():
+    results = [sent("a", [1, 2, 3]), ClientFailure("b", "boom"), sent("m", [1, 1, 1])]
+    out = corrupt(Adversary(SignFlip(scale=2.0), 0.3), results, {"m", "b"})
+    assert out[0] is results[0] and out[1] is results[1]  # honest and failed pass through
+    np.testing.assert_array_equal(decoded(out[2]).delta, [-2, -2, -2])
+    assert out[2].vectors == {} and out[2].client_id == "m"  # it travels as bytes
+    assert out[2].metrics == results[2].metrics
+
+
+def test_an_attack_that_crafts_nothing_leaves_results_alone():
+    results = [sent("a", [1, 2, 3])]
+    out = corrupt(Adversary(Attack(), 0.5), results, {"a"})
+    assert out == results
+
+
+def test_crafted_updates_use_the_rounds_upload_codec():
+    codec = codec_from_stages([{"kind": "quantize", "bits": 8, "stochastic": False}])
+    results = [sent("a", [1.0, 2.0, 3.0], codec), sent("m", [1.0, 1.0, 1.0], codec)]
+    out = corrupt(Adversary(SignFlip(scale=1.0), 0.5), results, {"m"}, codec)
+    back = decode_update(out[1], DIM, None, codec).delta
+    np.testing.assert_allclose(back, [-1, -1, -1], atol=1e-6)
+    assert len(out[1].encoded[DELTA]) == len(results[1].encoded[DELTA])
+
+
+def test_undecodable_updates_are_left_for_screening():
+    bad = ClientUpdate("m", {}, 1.0, {}, {DELTA: b"garbage"})
+    results = [sent("a", [1, 2, 3]), bad]
+    out = corrupt(Adversary(SignFlip(), 0.5), results, {"m"})
+    assert out[1] is bad
