@@ -24,8 +24,7 @@ def plot_heatmap(rows: Sequence[Mapping[str, Any]], path: Path, *, title: str) -
     height = 0.6 + (0.55 * len(attacks) + 1.3) * len(fractions)
     fig = Figure(figsize=(width, height), layout="constrained")
     axes = fig.subplots(len(fractions), 1, squeeze=False)
-    cmap = matplotlib.colormaps["RdYlGn"].copy()
-    cmap.set_bad("lightgrey")
+    cmap = matplotlib.colormaps["RdYlGn"].with_extremes(bad="lightgrey")
     image = None
     for ax, fraction in zip(axes[:, 0], fractions, strict=True):
         at = {(r["attack"], r["defence"]): r for r in rows if r["fraction"] == fraction}
