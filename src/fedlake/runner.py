@@ -145,9 +145,18 @@ def flat_params(cfg: RunConfig) -> dict[str, Any]:
     return out
 
 
-def aggregator_options(algo: AlgorithmConfig, *, attackers: int | None) -> dict[str, Any]:
-    """The aggregator's options; ``f`` defaults to the simulated attackers per round."""
+def aggregator_options(
+    algo: AlgorithmConfig, *, attackers: int | None, cohort: int | None = None
+) -> dict[str, Any]:
+    """The aggregator's options, with the simulated threat model's defaults.
+
+    With an attack configured, the defender is assumed to know an upper bound on the
+    attackers per round (as the rules' guarantees do): ``f`` defaults to their number
+    and the trimmed mean's ``trim_ratio`` to their share of the cohort.
+    """
     spec = options(algo.aggregator)
+    if spec["kind"] == "trimmed_mean" and "trim_ratio" not in spec and attackers and cohort:
+        spec["trim_ratio"] = attackers / cohort
     if spec["kind"] in NEEDS_F and "f" not in spec:
         if attackers is None:
             raise ValueError(
@@ -160,7 +169,11 @@ def aggregator_options(algo: AlgorithmConfig, *, attackers: int | None) -> dict[
 
 
 def build_recipe(
-    algo: AlgorithmConfig, compression: CompressionConfig, *, attackers: int | None = None
+    algo: AlgorithmConfig,
+    compression: CompressionConfig,
+    *,
+    attackers: int | None = None,
+    cohort: int | None = None,
 ) -> Algorithm:
     """The configured recipe with its aggregator and compression (picklable for workers)."""
     recipe = ALGORITHMS[algo.name](
@@ -169,7 +182,7 @@ def build_recipe(
         batch_size=algo.batch_size,
         server_lr=algo.server_lr,
     )
-    aggregator = build_aggregator(aggregator_options(algo, attackers=attackers))
+    aggregator = build_aggregator(aggregator_options(algo, attackers=attackers, cohort=cohort))
     recipe = dataclasses.replace(recipe, aggregator=aggregator)
     prune = compression.prune.model_dump() if compression.prune is not None else None
     return compressed(
@@ -213,14 +226,15 @@ def build_federation(cfg: RunConfig, *, observer: RunObserver) -> Federation:
     )
     with config_section("attack"):
         adversary = build_adversary(cfg, scenario.num_classes)
-    attackers = None
+    attackers = size = None
     if adversary is not None:
-        attackers = adversary.count(cohort.size(len(scenario.data.client_ids())))
+        size = cohort.size(len(scenario.data.client_ids()))
+        attackers = adversary.count(size)
     make_algorithm = functools.partial(
-        build_recipe, cfg.algorithm, cfg.compression, attackers=attackers
+        build_recipe, cfg.algorithm, cfg.compression, attackers=attackers, cohort=size
     )
     with config_section("algorithm.aggregator"):  # fails here, not in a worker
-        build_aggregator(aggregator_options(cfg.algorithm, attackers=attackers))
+        build_aggregator(aggregator_options(cfg.algorithm, attackers=attackers, cohort=size))
     with config_section("compression"):
         make_algorithm()  # fails here, not in a worker, on a setting the config cannot check
     with config_section("federation"):

@@ -128,12 +128,12 @@ def test_every_example_config_is_valid(path):
     load_config(path)
 
 
-@pytest.mark.parametrize("command", ["run", "report"])
+@pytest.mark.parametrize("command", ["run", "report", "attack-eval"])
 def test_help_explains_every_option(command):
     res = runner.invoke(app, [command, "--help"], terminal_width=200)
     assert res.exit_code == 0
     params = typer.main.get_command(app).commands[command].params
-    assert len(params) >= (12 if command == "run" else 3)
+    assert len(params) >= {"run": 12, "report": 3, "attack-eval": 9}[command]
     for param in params:
         names = param.opts if param.param_type_name == "option" else [param.name.upper()]
         assert all(name in res.output for name in names), names
