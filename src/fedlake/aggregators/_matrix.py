@@ -35,16 +35,21 @@ def pairwise_sq_distances(matrix: np.ndarray) -> np.ndarray:
     """Squared Euclidean distances between the rows of ``matrix`` as an (n, n) float64 matrix.
 
     One Gram matrix (BLAS) instead of n^2 vector differences: ``|a-b|^2 = |a|^2 + |b|^2 -
-    2 a.b``. Rows are centred first and the Gram matrix is accumulated in float64 over
-    column blocks, so rounding is relative to the cohort's spread, not to the size of
-    the updates, and extra memory is one block, not a copy of the cohort.
+    2 a.b``. Rows are first centred on the row of median norm, and the Gram matrix is
+    computed in float64 over column blocks: rounding is relative to the spread of the
+    updates around a typical one, not to the size of the updates; products of large
+    float32 values (1e20 and up) cannot overflow; extra memory is one block, not a copy
+    of the cohort. (Centring on the mean would carry one huge update's size into every
+    centred row, and its rounding would swamp the distances between all the others; the
+    Gram entry of two ordinary rows never touches a huge row.)
     """
     n, d = matrix.shape
+    centre = matrix[int(np.argsort(row_sq_norms(matrix), kind="stable")[(n - 1) // 2])]
     gram = np.zeros((n, n), dtype=np.float64)
     step = column_blocks(n, d).step
     for start in range(0, d, step):
-        block = matrix[:, start : start + step]
-        centred = block - block.mean(axis=0, dtype=np.float64).astype(np.float32)
+        centred = matrix[:, start : start + step].astype(np.float64)
+        centred -= centre[start : start + step]
         gram += centred @ centred.T
     sq = np.diag(gram).copy()
     dist = sq[:, None] + sq[None, :] - 2.0 * gram
@@ -53,14 +58,27 @@ def pairwise_sq_distances(matrix: np.ndarray) -> np.ndarray:
     return dist
 
 
+def row_sq_norms(matrix: np.ndarray) -> np.ndarray:
+    """Squared L2 norm of every row of ``matrix`` (float64, O(block) memory)."""
+    n, d = matrix.shape
+    sq = np.zeros(n, dtype=np.float64)
+    step = column_blocks(n, d).step
+    for start in range(0, d, step):
+        block = matrix[:, start : start + step].astype(np.float64)
+        sq += np.einsum("ij,ij->i", block, block)
+    return sq
+
+
 def row_distances(matrix: np.ndarray, centre: np.ndarray) -> np.ndarray:
     """Euclidean distance of every row of ``matrix`` to ``centre`` (float64, O(block) memory)."""
     n, d = matrix.shape
     sq = np.zeros(n, dtype=np.float64)
     step = column_blocks(n, d).step
+    centre = np.asarray(centre, dtype=np.float64)
     for start in range(0, d, step):
-        diff = matrix[:, start : start + step] - centre[start : start + step]
-        sq += np.einsum("ij,ij->i", diff, diff, dtype=np.float64)
+        # float64: a float32 difference of two large values of opposite sign overflows
+        diff = matrix[:, start : start + step].astype(np.float64) - centre[start : start + step]
+        sq += np.einsum("ij,ij->i", diff, diff)
     return np.sqrt(sq)
 
 

@@ -5,9 +5,22 @@ Transactions on Signal Processing, 2022.
 
 The point minimising the sum of Euclidean distances to the updates, found with the
 smoothed Weiszfeld algorithm: ``z <- sum_i w_i x_i / sum_i w_i`` with
-``w_i = 1 / max(nu, |z - x_i|)``, from the mean, until the objective changes by less
-than ``ftol`` (relative) or ``max_iter`` iterations. Client weights are not used. Its
-breakdown point is 1/2: fewer than half the updates cannot move it arbitrarily far.
+``w_i = 1 / max(nu, |z - x_i|)``, for at most ``max_iter`` iterations. Client weights
+are not used. Its breakdown point is 1/2: fewer than half the updates cannot move it
+arbitrarily far.
+
+Two choices keep one huge update from defeating the iterations (RFA starts from the
+mean and stops when the objective changes by less than ``ftol`` of itself):
+
+- The start is one centred-clipping step around the coordinate-wise median (radius:
+  the median distance). A huge update drags the mean as far as it likes and every
+  iteration only divides that distance by about n; the clipped step also keeps the
+  start off the data points, where the smoothing would stall the iterations.
+- An iteration's progress is the decrease of Weiszfeld's quadratic model,
+  ``sum_i w_i |z_new - z|^2 / 2`` (no cancellation), and the iterations stop when it is
+  at most ``ftol`` times ``n * median_i |z - x_i|``, the objective as the majority of
+  the updates sees it. The objective itself is dominated by the huge update's distance,
+  and its float64 changes vanish in that distance's rounding.
 """
 
 from __future__ import annotations
@@ -17,7 +30,9 @@ from collections.abc import Sequence
 import numpy as np
 
 from fedlake.aggregators._checks import check_int, check_positive
-from fedlake.aggregators._matrix import row_distances, weighted_rows
+from fedlake.aggregators._matrix import columnwise, row_distances, weighted_rows
+from fedlake.aggregators.centered_clip import clip_around
+from fedlake.aggregators.median import median_of_rows
 from fedlake.core.aggregator import Aggregator, stack_deltas
 from fedlake.core.update import ClientUpdate
 
@@ -27,15 +42,14 @@ def weiszfeld(
 ) -> tuple[np.ndarray, int]:
     """Smoothed Weiszfeld on the rows of ``matrix``: ``(geometric median, iterations run)``."""
     n = matrix.shape[0]
-    z = weighted_rows(matrix, np.full(n, 1.0 / n)).astype(np.float32)
+    z = clip_around(matrix, columnwise(matrix, median_of_rows), tau=None, iterations=1)
     dist = row_distances(matrix, z)
-    objective = dist.sum()
     for it in range(1, max_iter + 1):
         w = 1.0 / np.maximum(nu, dist)
-        z = (weighted_rows(matrix, w) / w.sum()).astype(np.float32)
+        previous, z = z, (weighted_rows(matrix, w) / w.sum()).astype(np.float32)
+        step = z.astype(np.float64) - previous
         dist = row_distances(matrix, z)
-        previous, objective = objective, dist.sum()
-        if abs(previous - objective) <= ftol * max(objective, np.finfo(np.float64).tiny):
+        if w.sum() / 2 * float(step @ step) <= ftol * n * float(np.median(dist)):
             return z, it
     return z, max_iter
 

@@ -23,13 +23,19 @@ from fedlake.core.aggregator import Aggregator, Fold, FoldAccumulator
 from fedlake.core.update import DELTA, ClientUpdate
 
 
+def delta_norm(update: ClientUpdate) -> float:
+    """L2 norm of the update's delta, in float64 (a float32 sum of squares overflows at 1e19)."""
+    return float(np.linalg.norm(np.asarray(update.delta, dtype=np.float64)))
+
+
 def clip_update(update: ClientUpdate, max_norm: float) -> ClientUpdate:
     """``update`` with its delta scaled down to norm ``max_norm`` when it is longer."""
-    delta = np.asarray(update.delta, dtype=np.float32)
-    norm = float(np.linalg.norm(delta.astype(np.float64)))
+    delta = np.asarray(update.delta, dtype=np.float64)
+    norm = float(np.linalg.norm(delta))
     if norm <= max_norm:
         return update
-    clipped = (delta * np.float32(max_norm / norm)).astype(np.float32)
+    # the factor stays float64: max_norm / norm can be below float32's smallest normal
+    clipped = (delta * (max_norm / norm)).astype(np.float32)
     return replace(update, vectors={**update.vectors, DELTA: clipped})
 
 
@@ -44,7 +50,7 @@ def norm_bound(max_norm: float | None = None, *, inner: Aggregator | None = None
             raise ValueError("cannot aggregate an empty cohort")
         limit = bound
         if limit is None:
-            limit = float(np.median([np.linalg.norm(u.delta) for u in updates]))
+            limit = float(np.median([delta_norm(u) for u in updates]))
         return rule.aggregate([clip_update(u, limit) for u in updates], state)
 
     fold = None

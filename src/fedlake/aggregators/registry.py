@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -46,7 +47,12 @@ def build_aggregator(spec: Mapping[str, Any]) -> Aggregator:
             raise ValueError(f"only norm_bound takes an inner rule, not {kind}")
         inner_spec = inner if isinstance(inner, Mapping) else {"kind": inner}
         options["inner"] = build_aggregator(inner_spec)
-    try:
-        return AGGREGATORS[kind](**options)
-    except TypeError as exc:  # an option the rule does not have
-        raise ValueError(f"{kind}: {exc}") from None
+    accepted = inspect.signature(AGGREGATORS[kind]).parameters
+    for option in options:
+        if option not in accepted:
+            names = ", ".join(accepted) or "none"
+            raise ValueError(f"{kind}: unknown option {option!r}; accepted: {names}")
+    for option, parameter in accepted.items():
+        if parameter.default is inspect.Parameter.empty and option not in options:
+            raise ValueError(f"{kind}: option {option!r} is required")
+    return AGGREGATORS[kind](**options)
