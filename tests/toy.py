@@ -80,3 +80,16 @@ def _dim(update):
 
     header, _ = read_header(update.encoded["delta"])
     return header.dim
+
+
+def fedavg_with(aggregator=None, lr=1.0):
+    """FedAvg (client lr ``lr``) with the aggregator ``aggregator`` names (picklable by name)."""
+    from dataclasses import replace
+
+    from fedlake.aggregators import build_aggregator
+    from fedlake.algorithms.fedavg import fedavg
+
+    algo = fedavg(client_lr=lr)
+    if aggregator is not None:
+        algo = replace(algo, aggregator=build_aggregator(aggregator))
+    return algo

@@ -1,14 +1,11 @@
 """Attacks and robust rules in the round loop: golden numbers on toy clients."""
 
 import functools
-from dataclasses import replace
 
 import numpy as np
 import pytest
-from toy import ToyTrainer, toy_data
+from toy import ToyTrainer, fedavg_with, toy_data
 
-from fedlake.aggregators import build_aggregator
-from fedlake.algorithms.fedavg import fedavg
 from fedlake.attacks import Adversary, Attack, LabelFlip, SignFlip
 from fedlake.backends.process import ProcessExecutor
 from fedlake.client.local import ClientTask, run_client
@@ -18,20 +15,13 @@ from fedlake.orchestration.federation import CohortTooSmallError, Federation
 from fedlake.orchestration.sampling import CohortSpec, Population
 
 
-def recipe(aggregator=None, lr=1.0):
-    algo = fedavg(client_lr=lr)
-    if aggregator is not None:
-        algo = replace(algo, aggregator=build_aggregator(aggregator))
-    return algo
-
-
 def same_points(n=5, point=(1.0, 1.0)):
     return toy_data({f"c{i}": (point, 1) for i in range(n)})
 
 
 def make(tmp_path, *, aggregator=None, attack=None, fraction=0.2, **kw):
     args = dict(
-        make_algorithm=functools.partial(recipe, aggregator),
+        make_algorithm=functools.partial(fedavg_with, aggregator),
         trainer=ToyTrainer(),
         data=same_points(),
         run_dir=tmp_path / "run",
@@ -104,7 +94,7 @@ def test_data_poisoning_runs_on_malicious_clients_only():
     LabelSpy.seen = []
     attack = LabelFlip(num_classes=3)
     for cid in ("a", "b"):
-        run_client(task, cid, data, LabelSpy(), recipe(), attack=attack)
+        run_client(task, cid, data, LabelSpy(), fedavg_with(), attack=attack)
     np.testing.assert_array_equal(LabelSpy.seen[0], [0, 0])  # honest: toy labels are 0
     np.testing.assert_array_equal(LabelSpy.seen[1], [2, 2])  # flipped: 3 - 1 - 0
 

@@ -13,6 +13,7 @@ numpy's vectorised sort does faster than a partition around the two cut points
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Sequence
 
 import numpy as np
@@ -35,7 +36,7 @@ def trimmed_count(n: int, trim_ratio: float) -> int:
 
 def trimmed_mean(*, trim_ratio: float = 0.1) -> Aggregator:
     """Mean of every coordinate after dropping its ``trim_ratio`` largest and smallest values."""
-    if isinstance(trim_ratio, bool) or not isinstance(trim_ratio, int | float):
+    if isinstance(trim_ratio, bool) or not isinstance(trim_ratio, numbers.Real):
         raise ValueError(f"trim_ratio must be a number in [0, 0.5), got {trim_ratio!r}")
     if not 0 <= trim_ratio < 0.5:
         raise ValueError(f"trim_ratio must be in [0, 0.5), got {trim_ratio}")
