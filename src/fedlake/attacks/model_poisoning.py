@@ -46,11 +46,11 @@ class GaussianNoise(Attack):
     """Send pure noise N(0, sigma^2 I): a large-norm, uninformed attack.
 
     Blanchard et al. (NeurIPS 2017) evaluate Krum against it. ``sigma`` is absolute: the
-    default 10 is far larger than the per-coordinate size of typical deltas (about 0.01
-    to 0.1 for the examples' models), so the attack is a large-norm one.
+    default 100 is thousands of times the per-coordinate size of typical deltas (about
+    0.01 to 0.1 for the examples' models), so the attack is a large-norm one.
     """
 
-    sigma: float = 10.0
+    sigma: float = 100.0
 
     def __post_init__(self) -> None:
         _positive("gaussian sigma", self.sigma)

@@ -35,6 +35,7 @@ from fedlake.data.base import ClientData
 from fedlake.orchestration.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from fedlake.orchestration.evaluation import EvalSet, model_score
 from fedlake.orchestration.events import NullObserver, RunObserver
+from fedlake.orchestration.records import round_row
 from fedlake.orchestration.sampling import CohortSpec, Population, sample_cohort
 from fedlake.orchestration.screening import in_cohort_order, problems, screen
 from fedlake.orchestration.sinks import METRICS_KEY, RunSinks, now
@@ -243,7 +244,7 @@ class Federation:
             # what the clients keep (error-feedback residuals) is theirs whatever the server
             # made of their updates; a retry's new cohort sees it (saved with the round)
             ckpt.client_states.update(states)
-            base = self._round_row(r, attempt, cohort, rows, time.perf_counter() - t0, download)
+            base = round_row(r, attempt, cohort, rows, time.perf_counter() - t0, download)
             # simulated attackers that took part (rounds.metrics JSON, history, MLflow)
             attackers = {"num_malicious": len(malicious)} if self.adversary is not None else {}
             trouble = problems(rows)
@@ -355,44 +356,6 @@ class Federation:
             encode=encode,
             rng=round_rng(self.seed, r, ATTACK_RNG, attempt, 2),
         )
-
-    def _round_row(
-        self,
-        r: int,
-        attempt: int,
-        cohort: list[str],
-        rows: list[dict[str, Any]],
-        seconds: float,
-        download: Download,
-    ) -> dict[str, Any]:
-        status = [row["status"] for row in rows]
-        accepted = [row for row in rows if row["status"] == "accepted"]
-        weights = np.array([row["num_examples"] for row in accepted], dtype=float)
-        losses = np.array([row.get("train_loss") or 0.0 for row in accepted], dtype=float)
-        bytes_up = int(sum(row["bytes"] for row in rows))
-        senders = sum(1 for row in rows if row["bytes"] > 0)
-        float32_up = 4 * download.received.size * senders  # what uncompressed FedAvg sends
-        return {
-            "round": r + 1,
-            "attempt": attempt,
-            "status": "completed",
-            "cohort": json.dumps(cohort),
-            "num_sampled": len(cohort),
-            "num_completed": status.count("accepted"),
-            "num_dropped": status.count("dropped"),
-            "num_failed": status.count("failed"),
-            "num_rejected": status.count("rejected"),
-            "train_loss": float(weights @ losses / weights.sum()) if weights.sum() else None,
-            "eval_loss": None,
-            "eval_accuracy": None,
-            "bytes_up": bytes_up,
-            "bytes_down": len(download.payload) * sum(row["status"] != "dropped" for row in rows),
-            "upload_ratio": float32_up / bytes_up if bytes_up else None,
-            "download_ratio": download.ratio,
-            "duration_s": seconds,
-            "metrics": "{}",
-            "created_at": now(),
-        }
 
     # -- bookkeeping ----------------------------------------------------------------------
     def _commit(

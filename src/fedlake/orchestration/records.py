@@ -1,0 +1,50 @@
+"""A round's row of the rounds table, from its clients' rows and its download."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import numpy as np
+
+from fedlake.orchestration.sinks import now
+from fedlake.orchestration.transport import Download
+
+
+def round_row(
+    r: int,
+    attempt: int,
+    cohort: list[str],
+    rows: list[dict[str, Any]],
+    seconds: float,
+    download: Download,
+) -> dict[str, Any]:
+    """The rounds-table row of attempt ``attempt`` of round ``r`` (0-based), before evaluation."""
+    status = [row["status"] for row in rows]
+    accepted = [row for row in rows if row["status"] == "accepted"]
+    weights = np.array([row["num_examples"] for row in accepted], dtype=float)
+    losses = np.array([row.get("train_loss") or 0.0 for row in accepted], dtype=float)
+    bytes_up = int(sum(row["bytes"] for row in rows))
+    senders = sum(1 for row in rows if row["bytes"] > 0)
+    float32_up = 4 * download.received.size * senders  # what uncompressed FedAvg sends
+    return {
+        "round": r + 1,
+        "attempt": attempt,
+        "status": "completed",
+        "cohort": json.dumps(cohort),
+        "num_sampled": len(cohort),
+        "num_completed": status.count("accepted"),
+        "num_dropped": status.count("dropped"),
+        "num_failed": status.count("failed"),
+        "num_rejected": status.count("rejected"),
+        "train_loss": float(weights @ losses / weights.sum()) if weights.sum() else None,
+        "eval_loss": None,
+        "eval_accuracy": None,
+        "bytes_up": bytes_up,
+        "bytes_down": len(download.payload) * sum(row["status"] != "dropped" for row in rows),
+        "upload_ratio": float32_up / bytes_up if bytes_up else None,
+        "download_ratio": download.ratio,
+        "duration_s": seconds,
+        "metrics": "{}",
+        "created_at": now(),
+    }
