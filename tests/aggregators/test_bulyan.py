@@ -75,3 +75,16 @@ def test_bulyan_min_updates_and_message():
     assert bulyan(f=1).min_updates == 7 and bulyan(f=2).min_updates == 11
     with pytest.raises(ValueError, match=r"bulyan needs at least 7 updates \(n >= 4f \+ 3"):
         run(bulyan(f=1), SEVEN[:6])
+
+
+def test_mean_around_median_slides_past_a_duplicated_boundary_value():
+    # Sorted: -2.4537 -1.8029 -1.8029 -1.1941 -0.5688 -0.5413 -0.3712 -0.1342, beta 6.
+    # Median (-1.1941 - 0.5688) / 2 = -0.88145; distances 1.572 0.921 0.921 0.313 0.313
+    # 0.340 0.510 0.747: the six nearest take one -1.8029 and keep -0.1342, so the mean
+    # is (-1.1941 - 0.5688 - 0.5413 - 0.3712 - 0.1342 - 1.8029) / 6 = -0.76875 (Flower's
+    # answer too). An argmin over the runs' farther ends stopped at the first -1.8029.
+    values = np.array(
+        [[-2.4537, -1.8029, -1.8029, -1.1941, -0.5688, -0.5413, -0.3712, -0.1342]], np.float32
+    )
+    out = mean_around_median(values[:, ::-1].copy(), 6)
+    np.testing.assert_allclose(out, [-0.76875], atol=1e-5)

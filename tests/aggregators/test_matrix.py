@@ -39,14 +39,16 @@ def test_pairwise_is_symmetric_with_a_zero_diagonal():
 def test_a_huge_update_does_not_blur_the_distances_between_the_others(scale):
     # The Gram entry of two ordinary updates must not depend on a third, huge one: with a
     # centre dragged towards the huge update, every centred row would carry its size and
-    # the float64 rounding of |a|^2 + |b|^2 - 2 a.b (about 1e-16 * scale^2) would swamp
-    # the ordinary distances (about 1e2 here).
+    # the rounding of |a|^2 + |b|^2 - 2 a.b (about 1e-16 * scale^2) would swamp the
+    # ordinary distances (about 1e2 here). Blocks of ordinary values multiply in float32
+    # (relative 1e-6), blocks with a centred value above 1e15 in float64.
     rng = np.random.default_rng(1)
     honest = rng.normal(size=(8, 50)).astype(np.float32)
     bad = np.full((1, 50), scale, np.float32)
     dist = pairwise_sq_distances(np.vstack([honest[:3], bad, honest[3:]]))
     keep = [0, 1, 2, 4, 5, 6, 7, 8]
-    np.testing.assert_allclose(dist[np.ix_(keep, keep)], direct_sq_distances(honest), rtol=1e-9)
+    rtol = 2e-6 if scale < _matrix.SAFE_FLOAT32 else 1e-9
+    np.testing.assert_allclose(dist[np.ix_(keep, keep)], direct_sq_distances(honest), rtol=rtol)
     assert np.all(np.isfinite(dist))
 
 
@@ -76,7 +78,8 @@ def test_pairwise_over_several_column_blocks(monkeypatch):
     n, d = 5, 3000
     assert len(column_blocks(n, d)) > 1
     m = np.random.default_rng(4).normal(size=(n, d)).astype(np.float32)
-    np.testing.assert_allclose(pairwise_sq_distances(m), direct_sq_distances(m), rtol=1e-9)
+    # float32 products, float64 sums over the blocks: a relative 1e-6
+    np.testing.assert_allclose(pairwise_sq_distances(m), direct_sq_distances(m), rtol=2e-6)
     centre = m[0] + 1
     np.testing.assert_allclose(row_distances(m, centre), np.sqrt(((m - centre) ** 2).sum(1)))
     w = np.arange(1, n + 1, dtype=np.float64)
@@ -98,3 +101,21 @@ def test_column_blocks_cover_every_column_once():
         blocks = column_blocks(n, d)
         covered = sum(min(start + blocks.step, d) - start for start in blocks)
         assert covered == d and blocks.step >= 256
+
+
+def test_kernels_give_the_same_on_a_list_of_vectors_as_on_a_matrix(monkeypatch):
+    monkeypatch.setattr(_matrix, "BLOCK_VALUES", 1024)  # several blocks
+    rng = np.random.default_rng(4)
+    matrix = rng.normal(size=(7, 3001)).astype(np.float32)
+    rows = list(matrix)  # how rules see a cohort: the clients' vectors, never stacked
+    np.testing.assert_array_equal(
+        _matrix.pairwise_sq_distances(rows), _matrix.pairwise_sq_distances(matrix)
+    )
+    np.testing.assert_array_equal(
+        _matrix.columnwise(rows, lambda b: b.max(axis=1)), matrix.max(axis=0)
+    )
+    w = rng.random(7)
+    np.testing.assert_array_equal(_matrix.weighted_rows(rows, w), _matrix.weighted_rows(matrix, w))
+    np.testing.assert_array_equal(
+        _matrix.row_distances(rows, matrix[0]), _matrix.row_distances(matrix, matrix[0])
+    )

@@ -19,7 +19,7 @@ import numpy as np
 from fedlake.aggregators._checks import check_int
 from fedlake.aggregators._matrix import columnwise, pairwise_sq_distances
 from fedlake.aggregators.krum import krum_scores
-from fedlake.core.aggregator import Aggregator, require_updates, stack_deltas
+from fedlake.core.aggregator import Aggregator, cohort_deltas, require_updates
 from fedlake.core.update import ClientUpdate
 
 
@@ -52,9 +52,12 @@ def mean_around_median(values: np.ndarray, beta: int) -> np.ndarray:
     mid = ordered[:, h].astype(np.float64)
     if k % 2 == 0:
         mid = (ordered[:, h - 1] + mid) / 2
-    starts = k - beta + 1
-    reach = np.maximum(mid[:, None] - ordered[:, :starts], ordered[:, beta - 1 :] - mid[:, None])
-    first = np.argmin(reach, axis=1)
+    # slide the run right while the value leaving it is farther from the median than the
+    # value entering it; that comparison falls monotonically along the sorted row, so the
+    # start is the count of such slides (ties stay left). A duplicated value at the run's
+    # boundary must not stop the slide early, as an argmin over the runs' farther ends did.
+    farther = (mid[:, None] - ordered[:, : k - beta]) > (ordered[:, beta:] - mid[:, None])
+    first = np.count_nonzero(farther, axis=1)
     run = np.take_along_axis(ordered, first[:, None] + np.arange(beta), axis=1)
     return run.sum(axis=1, dtype=np.float64) / beta
 
@@ -69,9 +72,9 @@ def bulyan(*, f: int) -> Aggregator:
 
     def aggregate(updates: Sequence[ClientUpdate], state: None) -> tuple[np.ndarray, None]:
         require_updates("bulyan", len(updates), needed, f"n >= 4f + 3 with f = {f}")
-        matrix = stack_deltas(updates)
-        selected = matrix[bulyan_select(pairwise_sq_distances(matrix), f)]
-        beta = selected.shape[0] - 2 * f
+        rows = cohort_deltas(updates)
+        selected = [rows[i] for i in bulyan_select(pairwise_sq_distances(rows), f)]
+        beta = len(selected) - 2 * f
         return columnwise(selected, lambda block: mean_around_median(block, beta)), state
 
     return Aggregator(init, aggregate, linear=False, name="bulyan", min_updates=needed)

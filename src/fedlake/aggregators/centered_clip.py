@@ -21,17 +21,17 @@ from collections.abc import Sequence
 import numpy as np
 
 from fedlake.aggregators._checks import check_int, check_positive
-from fedlake.aggregators._matrix import row_distances, weighted_rows
-from fedlake.core.aggregator import Aggregator, stack_deltas
+from fedlake.aggregators._matrix import Cohort, row_distances, weighted_rows
+from fedlake.core.aggregator import Aggregator, cohort_deltas
 from fedlake.core.params import frozen
 from fedlake.core.update import ClientUpdate
 
 
 def clip_around(
-    matrix: np.ndarray, centre: np.ndarray, *, tau: float | None, iterations: int
+    matrix: Cohort, centre: np.ndarray, *, tau: float | None, iterations: int
 ) -> np.ndarray:
-    """Centered clipping of the rows of ``matrix`` starting from ``centre`` (float32)."""
-    n = matrix.shape[0]
+    """Centered clipping of the cohort's rows starting from ``centre`` (float32)."""
+    n = len(matrix)
     v = np.asarray(centre, dtype=np.float32)
     for _ in range(iterations):
         dist = row_distances(matrix, v)
@@ -56,9 +56,9 @@ def centered_clip(*, tau: float | None = None, iterations: int = 1) -> Aggregato
     def aggregate(
         updates: Sequence[ClientUpdate], state: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray]:
-        matrix = stack_deltas(updates)
-        centre = state if state is not None else np.zeros(matrix.shape[1], np.float32)
-        v = clip_around(matrix, centre, tau=tau_, iterations=iterations)
+        rows = cohort_deltas(updates)
+        centre = state if state is not None else np.zeros(rows[0].shape[0], np.float32)
+        v = clip_around(rows, centre, tau=tau_, iterations=iterations)
         return v, frozen(v)
 
     return Aggregator(init, aggregate, linear=False, name="centered_clip")

@@ -30,18 +30,16 @@ from collections.abc import Sequence
 import numpy as np
 
 from fedlake.aggregators._checks import check_int, check_positive
-from fedlake.aggregators._matrix import columnwise, row_distances, weighted_rows
+from fedlake.aggregators._matrix import Cohort, columnwise, row_distances, weighted_rows
 from fedlake.aggregators.centered_clip import clip_around
 from fedlake.aggregators.median import median_of_rows
-from fedlake.core.aggregator import Aggregator, stack_deltas
+from fedlake.core.aggregator import Aggregator, cohort_deltas
 from fedlake.core.update import ClientUpdate
 
 
-def weiszfeld(
-    matrix: np.ndarray, *, nu: float, max_iter: int, ftol: float
-) -> tuple[np.ndarray, int]:
-    """Smoothed Weiszfeld on the rows of ``matrix``: ``(geometric median, iterations run)``."""
-    n = matrix.shape[0]
+def weiszfeld(matrix: Cohort, *, nu: float, max_iter: int, ftol: float) -> tuple[np.ndarray, int]:
+    """Smoothed Weiszfeld on the cohort's rows: ``(geometric median, iterations run)``."""
+    n = len(matrix)
     z = clip_around(matrix, columnwise(matrix, median_of_rows), tau=None, iterations=1)
     dist = row_distances(matrix, z)
     for it in range(1, max_iter + 1):
@@ -65,7 +63,7 @@ def geometric_median(*, max_iter: int = 100, nu: float = 1e-6, ftol: float = 1e-
         return None
 
     def aggregate(updates: Sequence[ClientUpdate], state: None) -> tuple[np.ndarray, None]:
-        z, _ = weiszfeld(stack_deltas(updates), nu=nu_, max_iter=max_iter, ftol=ftol_)
+        z, _ = weiszfeld(cohort_deltas(updates), nu=nu_, max_iter=max_iter, ftol=ftol_)
         return z, state
 
     return Aggregator(init, aggregate, linear=False, name="geometric_median")

@@ -18,7 +18,7 @@ import numpy as np
 
 from fedlake.aggregators._checks import check_int
 from fedlake.aggregators._matrix import pairwise_sq_distances, weighted_rows
-from fedlake.core.aggregator import Aggregator, require_updates, stack_deltas
+from fedlake.core.aggregator import Aggregator, cohort_deltas, require_updates
 from fedlake.core.update import ClientUpdate
 
 
@@ -61,13 +61,13 @@ def multi_krum(*, f: int, m: int | None = None) -> Aggregator:
         n = len(updates)
         rule = f"n >= 2f + 3 with f = {f}" + (f" and n >= m = {m}" if m and m > 1 else "")
         require_updates(name, n, needed, rule)
-        matrix = stack_deltas(updates)
+        rows = cohort_deltas(updates)
         keep = m if m is not None else n - f
-        chosen = krum_select(pairwise_sq_distances(matrix), f, keep)
+        chosen = krum_select(pairwise_sq_distances(rows), f, keep)
         if keep == 1:
-            return matrix[chosen[0]].copy(), state
+            return rows[chosen[0]].copy(), state
         weights = np.zeros(n)
         weights[chosen] = 1.0 / keep
-        return weighted_rows(matrix, weights).astype(np.float32), state
+        return weighted_rows(rows, weights).astype(np.float32), state
 
     return Aggregator(init, aggregate, linear=False, name=name, min_updates=needed)

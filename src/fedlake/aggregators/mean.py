@@ -10,7 +10,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from fedlake.core.aggregator import Aggregator, Fold, FoldAccumulator, stack_deltas
+from fedlake.aggregators._matrix import weighted_rows
+from fedlake.core.aggregator import Aggregator, Fold, FoldAccumulator, cohort_deltas
 from fedlake.core.update import ClientUpdate
 
 
@@ -24,12 +25,11 @@ def weighted_mean(*, uniform: bool = False) -> Aggregator:
         return None
 
     def aggregate(updates: Sequence[ClientUpdate], state: None) -> tuple[np.ndarray, None]:
-        matrix = stack_deltas(updates)
+        rows = cohort_deltas(updates)
         w = np.array([weight_of(u) for u in updates], dtype=np.float64)
         if w.sum() <= 0:
             raise ValueError(f"total weight must be > 0, got {w.sum()}")
-        out = (w @ matrix.astype(np.float64)) / w.sum()
-        return out.astype(np.float32), state
+        return (weighted_rows(rows, w) / w.sum()).astype(np.float32), state
 
     def start(dim: int) -> FoldAccumulator:
         return FoldAccumulator(total=np.zeros(dim, dtype=np.float64))

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from fedlake.aggregators._matrix import columnwise
-from fedlake.core.aggregator import Aggregator, stack_deltas
+from fedlake.core.aggregator import Aggregator, cohort_deltas
 from fedlake.core.update import ClientUpdate
 
 
@@ -38,6 +38,6 @@ def median() -> Aggregator:
         return None
 
     def aggregate(updates: Sequence[ClientUpdate], state: None) -> tuple[np.ndarray, None]:
-        return columnwise(stack_deltas(updates), median_of_rows), state
+        return columnwise(cohort_deltas(updates), median_of_rows), state
 
     return Aggregator(init, aggregate, linear=False, name="median")

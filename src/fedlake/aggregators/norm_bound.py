@@ -18,24 +18,25 @@ from dataclasses import replace
 import numpy as np
 
 from fedlake.aggregators._checks import check_positive
+from fedlake.aggregators._matrix import row_sq_norms
 from fedlake.aggregators.mean import weighted_mean
-from fedlake.core.aggregator import Aggregator, Fold, FoldAccumulator
+from fedlake.core.aggregator import Aggregator, Fold, FoldAccumulator, cohort_deltas
 from fedlake.core.update import DELTA, ClientUpdate
 
 
-def delta_norm(update: ClientUpdate) -> float:
-    """L2 norm of the update's delta, in float64 (a float32 sum of squares overflows at 1e19)."""
-    return float(np.linalg.norm(np.asarray(update.delta, dtype=np.float64)))
+def clip_update(update: ClientUpdate, max_norm: float, norm: float | None = None) -> ClientUpdate:
+    """``update`` with its delta scaled down to norm ``max_norm`` when it is longer.
 
-
-def clip_update(update: ClientUpdate, max_norm: float) -> ClientUpdate:
-    """``update`` with its delta scaled down to norm ``max_norm`` when it is longer."""
-    delta = np.asarray(update.delta, dtype=np.float64)
-    norm = float(np.linalg.norm(delta))
+    ``norm`` is the delta's norm when already known (computed in float64: a float32 sum of
+    squares overflows at 1e19).
+    """
+    delta = np.asarray(update.delta)
+    if norm is None:
+        norm = float(np.sqrt(row_sq_norms(delta[None, :])[0]))
     if norm <= max_norm:
         return update
     # the factor stays float64: max_norm / norm can be below float32's smallest normal
-    clipped = (delta * (max_norm / norm)).astype(np.float32)
+    clipped = (delta.astype(np.float64) * (max_norm / norm)).astype(np.float32)
     return replace(update, vectors={**update.vectors, DELTA: clipped})
 
 
@@ -48,10 +49,10 @@ def norm_bound(max_norm: float | None = None, *, inner: Aggregator | None = None
     def aggregate(updates: Sequence[ClientUpdate], state: object) -> tuple[np.ndarray, object]:
         if not updates:
             raise ValueError("cannot aggregate an empty cohort")
-        limit = bound
-        if limit is None:
-            limit = float(np.median([delta_norm(u) for u in updates]))
-        return rule.aggregate([clip_update(u, limit) for u in updates], state)
+        norms = np.sqrt(row_sq_norms(cohort_deltas(updates)))  # one pass, no copies
+        limit = bound if bound is not None else float(np.median(norms))
+        clipped = [clip_update(u, limit, float(n)) for u, n in zip(updates, norms, strict=True)]
+        return rule.aggregate(clipped, state)
 
     fold = None
     if bound is not None and rule.linear and rule.fold is not None:

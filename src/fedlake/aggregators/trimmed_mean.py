@@ -19,7 +19,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from fedlake.aggregators._matrix import columnwise
-from fedlake.core.aggregator import Aggregator, stack_deltas
+from fedlake.core.aggregator import Aggregator, cohort_deltas
 from fedlake.core.update import ClientUpdate
 
 
@@ -46,8 +46,8 @@ def trimmed_mean(*, trim_ratio: float = 0.1) -> Aggregator:
         return None
 
     def aggregate(updates: Sequence[ClientUpdate], state: None) -> tuple[np.ndarray, None]:
-        matrix = stack_deltas(updates)
-        n = matrix.shape[0]
+        rows = cohort_deltas(updates)
+        n = len(rows)
         k = trimmed_count(n, ratio)
 
         def reduce(block: np.ndarray) -> np.ndarray:
@@ -55,6 +55,6 @@ def trimmed_mean(*, trim_ratio: float = 0.1) -> Aggregator:
                 return block.mean(axis=1, dtype=np.float64)
             return np.sort(block, axis=1)[:, k : n - k].mean(axis=1, dtype=np.float64)
 
-        return columnwise(matrix, reduce), state
+        return columnwise(rows, reduce), state
 
     return Aggregator(init, aggregate, linear=False, name="trimmed_mean")

@@ -56,6 +56,13 @@ def stack_deltas(updates: Sequence[ClientUpdate], key: str = "delta") -> np.ndar
     return np.stack([np.asarray(u.vectors[key], dtype=np.float32) for u in updates])
 
 
+def cohort_deltas(updates: Sequence[ClientUpdate], key: str = "delta") -> list[np.ndarray]:
+    """The cohort's vectors as float32 1-D arrays, without copying those already float32."""
+    if not updates:
+        raise ValueError("cannot aggregate an empty cohort")
+    return [np.asarray(u.vectors[key], dtype=np.float32) for u in updates]
+
+
 def require_updates(name: str, n: int, needed: int, rule: str) -> None:
     """Raise a ValueError naming the rule when a cohort of ``n`` is too small for it."""
     if n == 0:
