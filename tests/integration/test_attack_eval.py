@@ -8,6 +8,7 @@ import yaml
 from typer.testing import CliRunner
 
 from fedlake.cli.main import app
+from fedlake.config import ResumeError
 from fedlake.harness import run_grid
 from fedlake.harness.evaluate import RESULTS
 
@@ -99,6 +100,13 @@ def test_resume_runs_only_the_missing_cells(grid):
     assert [r.get("final_accuracy") for r in again.rows] == [
         r.get("final_accuracy") for r in outcome.rows
     ]
+
+
+def test_resume_refuses_a_changed_base_config(grid):
+    raw, _, _ = grid
+    changed = {**raw, "federation": {**raw["federation"], "rounds": 7}}
+    with pytest.raises(ResumeError, match="federation differ from the grid being resumed"):
+        run_grid(changed, resume=True)
 
 
 def test_parallel_cells_equal_sequential_ones(tmp_path, grid):

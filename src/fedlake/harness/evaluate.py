@@ -14,7 +14,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from fedlake.config import ConfigError, RunConfig, parse_config
+from fedlake.config import ConfigError, ResumeError, RunConfig, parse_config
 from fedlake.harness.grid import Cell, cell_config, grid_cells, run_cell
 from fedlake.harness.heatmap import plot_heatmap
 from fedlake.harness.tables import markdown, write_csv
@@ -22,6 +22,7 @@ from fedlake.orchestration.events import NullObserver
 from fedlake.orchestration.federation import CohortTooSmallError
 
 RESULTS = "results.jsonl"  # one line per finished cell, appended as cells finish
+CONFIG = "config.json"  # the config the grid ran with
 
 
 @dataclass
@@ -43,10 +44,20 @@ def grid_dir(cfg: RunConfig) -> Path:
     return Path(cfg.output_dir) / f"{cfg.name}-attack-eval"
 
 
-def prepare(cfg: RunConfig, *, resume: bool) -> tuple[Path, Path | None, dict[str, dict]]:
+def base_config(raw: dict[str, Any]) -> dict[str, Any]:
+    """What every cell shares: the config without the grid and the sinks (JSON-normalised)."""
+    base = {k: v for k, v in raw.items() if k not in ("attack_eval", "lakehouse")}
+    return dict(json.loads(json.dumps(base, default=str)))
+
+
+def prepare(
+    cfg: RunConfig, raw: dict[str, Any], *, resume: bool
+) -> tuple[Path, Path | None, dict[str, dict]]:
     """Create the results folder; a fresh grid moves an old one aside (never deletes it).
 
-    Returns the folder, where an old one went, and on ``resume`` the finished cells.
+    Returns the folder, where an old one went, and on ``resume`` the finished cells. A
+    resumed grid may add or drop cells, but its cells must share the saved base config
+    (the same scenario, rounds, seed, ...): finished cells are reused as they are.
     """
     out = grid_dir(cfg)
     done: dict[str, dict] = {}
@@ -54,7 +65,18 @@ def prepare(cfg: RunConfig, *, resume: bool) -> tuple[Path, Path | None, dict[st
     if resume:
         saved = out / RESULTS
         if not saved.exists():
-            raise ConfigError(f"resume: nothing to resume: {saved} does not exist")
+            raise ResumeError(f"nothing to resume: {saved} does not exist")
+        saved_config = out / CONFIG
+        if saved_config.exists():
+            before = base_config(json.loads(saved_config.read_text()))
+            now = base_config(raw)
+            if before != now:
+                changed = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
+                raise ResumeError(
+                    f"{', '.join(changed)} differ from the grid being resumed; its finished "
+                    "cells would not be comparable (only the [attack_eval] lists, workers "
+                    "and [lakehouse] may change)"
+                )
         for line in saved.read_text().splitlines():
             try:
                 row = json.loads(line)
@@ -103,8 +125,8 @@ def run_grid(
     cfg = parse_config(raw)
     cells = grid_cells(cfg)
     check_cells(raw, cells)
-    out, archived, done = prepare(cfg, resume=resume)
-    (out / "config.json").write_text(json.dumps(raw, indent=2, default=str))
+    out, archived, done = prepare(cfg, raw, resume=resume)
+    (out / CONFIG).write_text(json.dumps(raw, indent=2, default=str))
     todo = [c for c in cells if c.key not in done]
     n_workers = workers or (cfg.attack_eval.workers if cfg.attack_eval else None) or os.cpu_count()
     if on_start is not None:
