@@ -1,0 +1,29 @@
+"""bench/aggregation.py still runs (its --quick smoke mode, without Flower's venv)."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from fedlake.aggregators import AGGREGATORS
+
+pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_aggregation_bench_quick_runs_every_rule(tmp_path):
+    out = tmp_path / "agg.json"
+    proc = subprocess.run(
+        [sys.executable, "bench/aggregation.py", "--quick", "--no-flower", "--out", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    text = out.read_text()
+    for rule in AGGREGATORS:
+        assert rule in text, rule
+    assert json.loads(text)
