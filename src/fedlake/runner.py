@@ -32,7 +32,7 @@ from fedlake.config import (
 from fedlake.core.algorithm import Algorithm
 from fedlake.orchestration.checkpoint import CHECKPOINT, HISTORY
 from fedlake.orchestration.events import NullObserver, RunObserver
-from fedlake.orchestration.federation import Federation, RunResult
+from fedlake.orchestration.federation import CohortTooSmallError, Federation, RunResult
 from fedlake.orchestration.sampling import CohortSpec, Population
 from fedlake.orchestration.sinks import RunSinks
 from fedlake.scenarios import build_data, build_trainer, model_config
@@ -145,18 +145,17 @@ def flat_params(cfg: RunConfig) -> dict[str, Any]:
     return out
 
 
-def aggregator_options(
-    algo: AlgorithmConfig, *, attackers: int | None, cohort: int | None = None
-) -> dict[str, Any]:
+def aggregator_options(algo: AlgorithmConfig, *, attackers: int | None) -> dict[str, Any]:
     """The aggregator's options, with the simulated threat model's defaults.
 
     With an attack configured, the defender is assumed to know an upper bound on the
-    attackers per round (as the rules' guarantees do): ``f`` defaults to their number
-    and the trimmed mean's ``trim_ratio`` to their share of the cohort.
+    attackers per round (as the rules' guarantees do): ``f`` and the trimmed mean's
+    ``trim`` (values dropped at each end) default to their number.
     """
     spec = options(algo.aggregator)
-    if spec["kind"] == "trimmed_mean" and "trim_ratio" not in spec and attackers and cohort:
-        spec["trim_ratio"] = attackers / cohort
+    trims = {"trim", "trim_ratio"} & set(spec)
+    if spec["kind"] == "trimmed_mean" and not trims and attackers is not None:
+        spec["trim"] = attackers
     if spec["kind"] in NEEDS_F and "f" not in spec:
         if attackers is None:
             raise ValueError(
@@ -173,7 +172,6 @@ def build_recipe(
     compression: CompressionConfig,
     *,
     attackers: int | None = None,
-    cohort: int | None = None,
 ) -> Algorithm:
     """The configured recipe with its aggregator and compression (picklable for workers)."""
     recipe = ALGORITHMS[algo.name](
@@ -182,7 +180,7 @@ def build_recipe(
         batch_size=algo.batch_size,
         server_lr=algo.server_lr,
     )
-    aggregator = build_aggregator(aggregator_options(algo, attackers=attackers, cohort=cohort))
+    aggregator = build_aggregator(aggregator_options(algo, attackers=attackers))
     recipe = dataclasses.replace(recipe, aggregator=aggregator)
     prune = compression.prune.model_dump() if compression.prune is not None else None
     return compressed(
@@ -224,17 +222,16 @@ def build_federation(cfg: RunConfig, *, observer: RunObserver) -> Federation:
         if fed.clients_per_round is not None
         else CohortSpec(fraction=fed.fraction or 0.1)
     )
-    with config_section("attack"):
-        adversary = build_adversary(cfg, scenario.num_classes)
-    attackers = size = None
-    if adversary is not None:
+    with config_section("federation"):
         size = cohort.size(len(scenario.data.client_ids()))
-        attackers = adversary.count(size)
+    with config_section("attack"):
+        adversary = build_adversary(cfg, scenario.num_classes, cohort=size)
+    attackers = adversary.count(size) if adversary is not None else None
     make_algorithm = functools.partial(
-        build_recipe, cfg.algorithm, cfg.compression, attackers=attackers, cohort=size
+        build_recipe, cfg.algorithm, cfg.compression, attackers=attackers
     )
     with config_section("algorithm.aggregator"):  # fails here, not in a worker
-        build_aggregator(aggregator_options(cfg.algorithm, attackers=attackers, cohort=size))
+        build_aggregator(aggregator_options(cfg.algorithm, attackers=attackers))
     with config_section("compression"):
         make_algorithm()  # fails here, not in a worker, on a setting the config cannot check
     with config_section("federation"):
@@ -259,14 +256,27 @@ def build_federation(cfg: RunConfig, *, observer: RunObserver) -> Federation:
         )
 
 
-def build_adversary(cfg: RunConfig, num_classes: int) -> Adversary | None:
-    """The simulated attackers of ``cfg.attack`` (None without an attack section)."""
+def build_adversary(cfg: RunConfig, num_classes: int, *, cohort: int) -> Adversary | None:
+    """The simulated attackers of ``cfg.attack`` (None without an attack section).
+
+    Raises:
+        CohortTooSmallError: the fraction of a cohort of ``cohort`` clients is no attacker.
+    """
     if cfg.attack is None:
         return None
-    if cfg.attack.fraction is None:
-        raise ValueError("fraction is required: the share of each round's cohort that attacks")
+    fraction = cfg.attack.fraction
+    if fraction is None and cfg.attack.kind != "none":
+        raise ValueError(
+            "fraction is required: the share of each round's cohort that attacks, in [0, 1)"
+        )
     attack = build_attack(options(cfg.attack), num_classes=num_classes)
-    return Adversary(attack, cfg.attack.fraction)
+    adversary = Adversary(attack, fraction or 0.0)
+    if cfg.attack.kind != "none" and adversary.count(cohort) == 0:
+        raise CohortTooSmallError(
+            f"fraction {fraction} of a cohort of {cohort} clients is no attacker at all; "
+            "raise the fraction or sample more clients per round"
+        )
+    return adversary
 
 
 def run_experiment(

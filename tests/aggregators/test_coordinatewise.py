@@ -91,3 +91,21 @@ def test_trimmed_mean_small_cohort_keeps_everything_below_one_trimmed_value():
     np.testing.assert_array_equal(run(trimmed_mean(trim_ratio=0.2), [1, 2, 3, 100]), [26.5])
     # n = 5: floor(1.0) = 1: drop 1 and 100 -> (2 + 3 + 4) / 3 = 3
     np.testing.assert_array_equal(run(trimmed_mean(trim_ratio=0.2), [1, 2, 3, 4, 100]), [3.0])
+
+
+def test_trimmed_mean_with_a_fixed_count_trims_it_whatever_n():
+    # trim = 2: from 0 1 2 3 4 100 -1000 drop -1000, 0 and 100, 4 -> mean(1, 2, 3) = 2
+    rows = [[0.0], [1.0], [2.0], [3.0], [4.0], [100.0], [-1000.0]]
+    np.testing.assert_array_equal(run(trimmed_mean(trim=2), rows), [2.0])
+    # after a dropout (6 arrive) it still drops 2 at each end: 2 3 kept -> 2.5
+    np.testing.assert_array_equal(run(trimmed_mean(trim=2), rows[1:]), [2.5])
+    assert trimmed_mean(trim=2).min_updates == 5
+
+
+def test_trimmed_mean_count_needs_2_trim_plus_1_updates():
+    with pytest.raises(ValueError, match=r"trimmed_mean needs at least 5 updates \(n >= 2 trim"):
+        run(trimmed_mean(trim=2), [[0.0], [1.0], [2.0], [3.0]])
+    with pytest.raises(ValueError, match="give trim_ratio or trim, not both"):
+        trimmed_mean(trim=1, trim_ratio=0.1)
+    with pytest.raises(ValueError, match=r"trim \(values dropped at each end\) must be an integer"):
+        trimmed_mean(trim=-1)

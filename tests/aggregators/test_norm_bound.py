@@ -24,7 +24,7 @@ EXPECTED = [0.3, -0.35]
 
 
 def test_fixed_max_norm_then_weighted_mean():
-    np.testing.assert_allclose(run(norm_bound(2.0), ROWS, WEIGHTS), EXPECTED, rtol=1e-6)
+    np.testing.assert_allclose(run(norm_bound(max_norm=2.0), ROWS, WEIGHTS), EXPECTED, rtol=1e-6)
 
 
 def test_none_bounds_by_the_median_norm():
@@ -39,7 +39,8 @@ def test_none_bounds_by_the_median_norm():
 def test_inner_rule_gets_the_clipped_updates():
     # clipped to 2: (1.2, 1.6), (0, 1), (0, -2); coordinate median: x 1.2 0 0 -> 0,
     # y 1.6 1 -2 -> 1 (weights are not used by the median)
-    np.testing.assert_array_equal(run(norm_bound(2.0, inner=median()), ROWS, WEIGHTS), [0, 1])
+    out = run(norm_bound(max_norm=2.0, inner=median()), ROWS, WEIGHTS)
+    np.testing.assert_array_equal(out, [0, 1])
     np.testing.assert_array_equal(
         run(build_aggregator({"kind": "norm_bound", "max_norm": 2.0, "inner": "median"}), ROWS),
         [0, 1],
@@ -47,7 +48,7 @@ def test_inner_rule_gets_the_clipped_updates():
 
 
 def test_fold_equals_aggregate_when_fixed_and_linear():
-    agg = norm_bound(2.0)
+    agg = norm_bound(max_norm=2.0)
     assert agg.linear and agg.fold is not None
     ups = updates(ROWS, WEIGHTS)
     batch, _ = agg.aggregate(ups, agg.init(2))
@@ -64,12 +65,12 @@ def test_fold_equals_aggregate_when_fixed_and_linear():
 @pytest.mark.parametrize(
     ("agg", "linear"),
     [
-        (norm_bound(2.0), True),
-        (norm_bound(2.0, inner=weighted_mean(uniform=True)), True),
+        (norm_bound(max_norm=2.0), True),
+        (norm_bound(max_norm=2.0, inner=weighted_mean(uniform=True)), True),
         (norm_bound(), False),  # the median norm needs the whole cohort
-        (norm_bound(None, inner=weighted_mean()), False),
-        (norm_bound(2.0, inner=median()), False),  # the inner rule is not linear
-        (norm_bound(2.0, inner=centered_clip()), False),
+        (norm_bound(max_norm=None, inner=weighted_mean()), False),
+        (norm_bound(max_norm=2.0, inner=median()), False),  # the inner rule is not linear
+        (norm_bound(max_norm=2.0, inner=centered_clip()), False),
     ],
 )
 def test_linear_only_when_fixed_and_the_inner_rule_is_linear(agg, linear):
@@ -78,10 +79,10 @@ def test_linear_only_when_fixed_and_the_inner_rule_is_linear(agg, linear):
 
 
 def test_name_state_and_min_updates_come_from_the_inner_rule():
-    agg = norm_bound(1.0, inner=krum(f=1))
+    agg = norm_bound(max_norm=1.0, inner=krum(f=1))
     assert agg.name == "norm_bound+krum" and agg.min_updates == 5
     assert norm_bound().name == "norm_bound+weighted_mean"
-    clip = norm_bound(1.0, inner=centered_clip(tau=1.0))
+    clip = norm_bound(max_norm=1.0, inner=centered_clip(tau=1.0))
     assert clip.init(3).tolist() == [0.0, 0.0, 0.0]  # centered clipping's history
     with pytest.raises(ValueError, match=r"krum needs at least 5 updates"):
         run(agg, ROWS)

@@ -186,7 +186,7 @@ def test_one_client_moves_centered_clipping_by_at_most_2_tau_over_n(n, d, tau, d
 def test_norm_bound_output_is_within_max_norm_and_the_fold_agrees(n, d, max_norm, data):
     rows = data.draw(matrix(n, d, any_values))
     weights = data.draw(st.lists(st.integers(1, 100), min_size=n, max_size=n))
-    agg = norm_bound(max_norm)
+    agg = norm_bound(max_norm=max_norm)
     ups = updates(rows, weights)
     out, _ = agg.aggregate(ups, None)
     assert np.linalg.norm(out.astype(np.float64)) <= max_norm * (1 + 1e-6)

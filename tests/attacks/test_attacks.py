@@ -175,7 +175,7 @@ def test_build_attack_from_config_options():
             {"kind": "backdoor", "poison_fraction": 1.5},
             r"poison_fraction must be in \(0, 1\], got 1.5",
         ),
-        ({"kind": "backdoor", "boost": 0}, "boost must be a number > 0 or None, got 0"),
+        ({"kind": "backdoor", "boost": 0}, "boost must be a finite number > 0 or None, got 0"),
         ({"kind": "backdoor", "trigger_size": 0}, "trigger size must be an integer >= 1, got 0"),
     ],
 )

@@ -55,7 +55,7 @@ def test_grid_cells_cover_every_attack_fraction_and_defence_in_order():
         }
     )
     cells = grid_cells(cfg)
-    assert [c.key for c in cells] == [
+    assert [f"{c.attack_label}|{c.fraction:g}|{c.defence_label}" for c in cells] == [
         "none|0.1|mean",
         "none|0.1|krum(f=1)",
         "none|0.2|mean",
@@ -65,6 +65,20 @@ def test_grid_cells_cover_every_attack_fraction_and_defence_in_order():
         "alie(z=1.5)|0.2|mean",
         "alie(z=1.5)|0.2|krum(f=1)",
     ]
+    assert len({c.key for c in cells}) == len(cells)
+
+
+def test_cells_that_round_to_one_label_keep_distinct_keys():
+    a = Cell({"kind": "sign_flip", "scale": 4.0000001}, 0.1234567, {"kind": "mean"})
+    b = Cell({"kind": "sign_flip", "scale": 4.0}, 0.1234568, {"kind": "mean"})
+    assert a.attack_label == b.attack_label == "sign_flip(scale=4)"
+    assert a.key != b.key
+
+
+def test_empty_grid_lists_are_refused():
+    for key in ("attacks", "defences"):
+        with pytest.raises(ConfigError, match=f"attack_eval.{key}: .*at least 1 item"):
+            parse_config({"attack_eval": {key: []}})
 
 
 def test_default_grid_is_every_attack_and_defence():

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from toy import ToyTrainer, fedavg_with, toy_data
 
-from fedlake.attacks import Adversary, Attack, LabelFlip, SignFlip
+from fedlake.attacks import Adversary, Attack, Backdoor, LabelFlip, SignFlip, Trigger
 from fedlake.backends.process import ProcessExecutor
 from fedlake.client.local import ClientTask, run_client
 from fedlake.client.trainer import FitResult
@@ -130,3 +130,17 @@ def test_resume_under_attack_is_bit_identical(tmp_path):
     assert resumed.state.params.tobytes() == whole.state.params.tobytes()
     # centered clipping's state (the last aggregate) survived the checkpoint
     np.testing.assert_array_equal(resumed.state.aggregator_state, whole.state.aggregator_state)
+
+
+def test_a_poisoning_client_reports_its_clean_example_count():
+    # the backdoor trains on 4 clean rows + 4 triggered copies but claims 4: the boost n / m
+    # then replaces the model as intended, and the claim is what an honest client says
+    data = toy_data({"m": ((1.0, 1.0), 4)})
+    task = ClientTask(
+        round=0, attempt=0, params=np.zeros(2, np.float32), seed=0, malicious=frozenset({"m"})
+    )
+    attack = Backdoor(poison_fraction=1.0, trigger=Trigger(size=1, value=5.0))
+    LabelSpy.seen = []
+    update = run_client(task, "m", data, LabelSpy(), fedavg_with(), attack=attack)
+    assert len(LabelSpy.seen[0]) == 8
+    assert update.weight == 4.0 and update.metrics["num_examples"] == 4.0

@@ -16,10 +16,10 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from fedlake.aggregators._checks import check_int
 from fedlake.aggregators._matrix import columnwise, pairwise_sq_distances
 from fedlake.aggregators.krum import krum_scores
 from fedlake.core.aggregator import Aggregator, cohort_deltas, require_updates
+from fedlake.core.checks import check_int
 from fedlake.core.update import ClientUpdate
 
 

@@ -20,9 +20,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from fedlake.aggregators._checks import check_int, check_positive
 from fedlake.aggregators._matrix import Cohort, row_distances, weighted_rows
 from fedlake.core.aggregator import Aggregator, cohort_deltas
+from fedlake.core.checks import check_int, check_positive_or_none
 from fedlake.core.params import frozen
 from fedlake.core.update import ClientUpdate
 
@@ -47,7 +47,7 @@ def clip_around(
 
 def centered_clip(*, tau: float | None = None, iterations: int = 1) -> Aggregator:
     """Centered clipping around the previous aggregate with radius ``tau``."""
-    tau_ = check_positive("tau (clipping radius)", tau, allow_none=True)
+    tau_ = check_positive_or_none("tau (clipping radius)", tau)
     iterations = check_int("iterations", iterations, low=1)
 
     def init(dim: int) -> np.ndarray:

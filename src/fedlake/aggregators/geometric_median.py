@@ -29,11 +29,11 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from fedlake.aggregators._checks import check_int, check_positive
 from fedlake.aggregators._matrix import Cohort, columnwise, row_distances, weighted_rows
 from fedlake.aggregators.centered_clip import clip_around
 from fedlake.aggregators.median import median_of_rows
 from fedlake.core.aggregator import Aggregator, cohort_deltas
+from fedlake.core.checks import check_int, check_positive
 from fedlake.core.update import ClientUpdate
 
 
@@ -57,7 +57,6 @@ def geometric_median(*, max_iter: int = 100, nu: float = 1e-6, ftol: float = 1e-
     max_iter = check_int("max_iter", max_iter, low=1)
     nu_ = check_positive("nu (smoothing)", nu)
     ftol_ = check_positive("ftol (relative tolerance)", ftol)
-    assert nu_ is not None and ftol_ is not None
 
     def init(dim: int) -> None:
         return None

@@ -16,9 +16,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from fedlake.aggregators._checks import check_int
 from fedlake.aggregators._matrix import pairwise_sq_distances, weighted_rows
 from fedlake.core.aggregator import Aggregator, cohort_deltas, require_updates
+from fedlake.core.checks import check_int
 from fedlake.core.update import ClientUpdate
 
 

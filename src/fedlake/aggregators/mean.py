@@ -51,7 +51,9 @@ def weighted_mean(*, uniform: bool = False) -> Aggregator:
     return Aggregator(init, aggregate, linear=True, name=name, fold=Fold(start, add, result))
 
 
-def fold_all(aggregator: Aggregator, updates: Sequence[ClientUpdate], dim: int, state: object):
+def fold_all(
+    aggregator: Aggregator, updates: Sequence[ClientUpdate], dim: int, state: object
+) -> tuple[np.ndarray, object]:
     """Aggregate by streaming every update through ``aggregator.fold`` (linear rules only)."""
     if aggregator.fold is None:
         raise ValueError(f"aggregator {aggregator.name!r} is not linear: it has no streaming fold")

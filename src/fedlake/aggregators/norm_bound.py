@@ -17,10 +17,10 @@ from dataclasses import replace
 
 import numpy as np
 
-from fedlake.aggregators._checks import check_positive
 from fedlake.aggregators._matrix import row_sq_norms
 from fedlake.aggregators.mean import weighted_mean
 from fedlake.core.aggregator import Aggregator, Fold, FoldAccumulator, cohort_deltas
+from fedlake.core.checks import check_positive_or_none
 from fedlake.core.update import DELTA, ClientUpdate
 
 
@@ -40,9 +40,9 @@ def clip_update(update: ClientUpdate, max_norm: float, norm: float | None = None
     return replace(update, vectors={**update.vectors, DELTA: clipped})
 
 
-def norm_bound(max_norm: float | None = None, *, inner: Aggregator | None = None) -> Aggregator:
+def norm_bound(*, max_norm: float | None = None, inner: Aggregator | None = None) -> Aggregator:
     """Clip every delta to ``max_norm`` (None: the round's median norm), then ``inner``."""
-    bound = check_positive("max_norm", max_norm, allow_none=True)
+    bound = check_positive_or_none("max_norm", max_norm)
     rule = inner if inner is not None else weighted_mean()
     name = f"norm_bound+{rule.name}"
 

@@ -19,7 +19,8 @@ from collections.abc import Sequence
 import numpy as np
 
 from fedlake.aggregators._matrix import columnwise
-from fedlake.core.aggregator import Aggregator, cohort_deltas
+from fedlake.core.aggregator import Aggregator, cohort_deltas, require_updates
+from fedlake.core.checks import check_int
 from fedlake.core.update import ClientUpdate
 
 
@@ -34,13 +35,24 @@ def trimmed_count(n: int, trim_ratio: float) -> int:
     return min(math.floor(trim_ratio * n * (1 + 1e-12)), (n - 1) // 2)
 
 
-def trimmed_mean(*, trim_ratio: float = 0.1) -> Aggregator:
-    """Mean of every coordinate after dropping its ``trim_ratio`` largest and smallest values."""
-    if isinstance(trim_ratio, bool) or not isinstance(trim_ratio, numbers.Real):
+def trimmed_mean(*, trim_ratio: float | None = None, trim: int | None = None) -> Aggregator:
+    """Mean of every coordinate after dropping its largest and smallest values.
+
+    Args:
+        trim_ratio: the share dropped at each end (default 0.1), ``floor(trim_ratio * n)``
+            values of the n that arrive.
+        trim: instead, a fixed count dropped at each end (e.g. the number of Byzantine
+            clients tolerated); the rule then needs ``n >= 2 trim + 1`` updates.
+    """
+    if trim is not None and trim_ratio is not None:
+        raise ValueError(f"give trim_ratio or trim, not both (got {trim_ratio!r} and {trim!r})")
+    fixed = None if trim is None else check_int("trim (values dropped at each end)", trim, low=0)
+    if isinstance(trim_ratio, bool) or not isinstance(trim_ratio, numbers.Real | None):
         raise ValueError(f"trim_ratio must be a number in [0, 0.5), got {trim_ratio!r}")
-    if not 0 <= trim_ratio < 0.5:
+    ratio = 0.1 if trim_ratio is None else float(trim_ratio)
+    if not 0 <= ratio < 0.5:
         raise ValueError(f"trim_ratio must be in [0, 0.5), got {trim_ratio}")
-    ratio = float(trim_ratio)
+    needed = 1 if fixed is None else 2 * fixed + 1
 
     def init(dim: int) -> None:
         return None
@@ -48,7 +60,8 @@ def trimmed_mean(*, trim_ratio: float = 0.1) -> Aggregator:
     def aggregate(updates: Sequence[ClientUpdate], state: None) -> tuple[np.ndarray, None]:
         rows = cohort_deltas(updates)
         n = len(rows)
-        k = trimmed_count(n, ratio)
+        require_updates("trimmed_mean", n, needed, f"n >= 2 trim + 1 with trim = {fixed}")
+        k = trimmed_count(n, ratio) if fixed is None else fixed
 
         def reduce(block: np.ndarray) -> np.ndarray:
             if k == 0:
@@ -57,4 +70,4 @@ def trimmed_mean(*, trim_ratio: float = 0.1) -> Aggregator:
 
         return columnwise(rows, reduce), state
 
-    return Aggregator(init, aggregate, linear=False, name="trimmed_mean")
+    return Aggregator(init, aggregate, linear=False, name="trimmed_mean", min_updates=needed)

@@ -8,8 +8,10 @@ from typing import Any
 
 import numpy as np
 
-from fedlake.attacks.base import Attack, malicious_count
-from fedlake.core.codec import CodecError
+from fedlake.attacks.base import ATTACK_RNG, CHOOSE, CRAFT, ENCODE, Attack, malicious_count
+from fedlake.compression.messages import encode_delta
+from fedlake.core.codec import Codec, CodecError
+from fedlake.core.state import round_rng
 from fedlake.core.update import DELTA, ClientUpdate, validate_update
 
 
@@ -34,6 +36,36 @@ class Adversary:
         if m == 0:
             return frozenset()
         return frozenset(cohort[i] for i in rng.choice(len(cohort), size=m, replace=False))
+
+    def choose_in_round(
+        self, cohort: Sequence[str], *, seed: int, round_: int, attempt: int
+    ) -> frozenset[str]:
+        """The malicious clients of attempt ``attempt`` of round ``round_`` (reproducible)."""
+        return self.choose(cohort, round_rng(seed, round_, ATTACK_RNG, attempt, CHOOSE))
+
+    def corrupt_round(
+        self,
+        results: Sequence[Any],
+        malicious: frozenset[str],
+        *,
+        seed: int,
+        round_: int,
+        attempt: int,
+        dim: int,
+        decode: Callable[[ClientUpdate], ClientUpdate],
+        mask: np.ndarray | None,
+        codec: Codec | None,
+    ) -> list[Any]:
+        """:meth:`corrupt` with the round's generators and upload encoding (the simulator)."""
+        encode_rng = round_rng(seed, round_, ATTACK_RNG, attempt, ENCODE)
+
+        def encode(vec: np.ndarray) -> bytes:
+            return encode_delta(vec, mask, codec, encode_rng)[0]
+
+        craft_rng = round_rng(seed, round_, ATTACK_RNG, attempt, CRAFT)
+        return self.corrupt(
+            results, malicious, dim=dim, decode=decode, encode=encode, rng=craft_rng
+        )
 
     def corrupt(
         self,

@@ -17,7 +17,8 @@ import numpy as np
 
 from fedlake.data.base import ClientDataset
 
-ATTACK_RNG = 8  # purpose tag of the generators of attacks (who is malicious, crafting, poisoning)
+ATTACK_RNG = 8  # purpose tag of the generators of attacks, then one of these streams:
+CHOOSE, ENCODE, CRAFT, POISON = 0, 1, 2, 3  # who is malicious; crafted payloads; crafting; data
 
 
 def malicious_count(cohort: int, fraction: float) -> int:

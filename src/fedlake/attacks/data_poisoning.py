@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import numpy as np
 
 from fedlake.attacks.base import Attack
+from fedlake.core.checks import check_int, check_positive_or_none
 from fedlake.data.base import ClientDataset
-
-
-def _int_at_least(name: str, value: object, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
-    return value
 
 
 @dataclass(frozen=True)
@@ -24,7 +20,7 @@ class LabelFlip(Attack):
     num_classes: int
 
     def __post_init__(self) -> None:
-        _int_at_least("label_flip num_classes", self.num_classes, 2)
+        check_int("label_flip num_classes", self.num_classes, low=2)
 
     @property
     def name(self) -> str:
@@ -47,7 +43,7 @@ class Trigger:
     value: float = 3.0
 
     def __post_init__(self) -> None:
-        _int_at_least("trigger size", self.size, 1)
+        check_int("trigger size", self.size, low=1)
         if isinstance(self.value, bool) or not np.isfinite(self.value):
             raise ValueError(f"trigger value must be a finite number, got {self.value!r}")
 
@@ -80,13 +76,12 @@ class Backdoor(Attack):
     trigger: Trigger = Trigger()
 
     def __post_init__(self) -> None:
-        _int_at_least("backdoor target", self.target, 0)
+        check_int("backdoor target", self.target, low=0)
         if not 0 < self.poison_fraction <= 1:
             raise ValueError(
                 f"backdoor poison_fraction must be in (0, 1], got {self.poison_fraction!r}"
             )
-        if self.boost is not None and not 0 < self.boost < 1e300:
-            raise ValueError(f"backdoor boost must be a number > 0 or None, got {self.boost!r}")
+        check_positive_or_none("backdoor boost", self.boost)
 
     @property
     def name(self) -> str:
@@ -112,7 +107,11 @@ class Backdoor(Attack):
 
 
 def backdoor_success(
-    predict: object, params: np.ndarray, x: np.ndarray, y: np.ndarray, attack: Backdoor
+    predict: Callable[[np.ndarray, np.ndarray], np.ndarray],
+    params: np.ndarray,
+    x: np.ndarray,
+    y: np.ndarray,
+    attack: Backdoor,
 ) -> float | None:
     """Share of triggered test examples not of class ``target`` that the model puts in it.
 
@@ -121,5 +120,5 @@ def backdoor_success(
     keep = np.asarray(y) != attack.target
     if not keep.any():
         return None
-    probs = predict(params, attack.trigger.apply(np.asarray(x)[keep]))  # type: ignore[operator]
+    probs = predict(params, attack.trigger.apply(np.asarray(x)[keep]))
     return float(np.mean(np.argmax(probs, axis=1) == attack.target))

@@ -8,11 +8,7 @@ from statistics import NormalDist
 import numpy as np
 
 from fedlake.attacks.base import Attack
-
-
-def _positive(name: str, value: float) -> None:
-    if not (isinstance(value, int | float) and not isinstance(value, bool) and 0 < value < 1e300):
-        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+from fedlake.core.checks import check_positive
 
 
 @dataclass(frozen=True)
@@ -27,7 +23,7 @@ class SignFlip(Attack):
     scale: float = 4.0
 
     def __post_init__(self) -> None:
-        _positive("sign_flip scale", self.scale)
+        check_positive("sign_flip scale", self.scale)
 
     @property
     def name(self) -> str:
@@ -53,7 +49,7 @@ class GaussianNoise(Attack):
     sigma: float = 100.0
 
     def __post_init__(self) -> None:
-        _positive("gaussian sigma", self.sigma)
+        check_positive("gaussian sigma", self.sigma)
 
     @property
     def name(self) -> str:
@@ -97,7 +93,7 @@ class ALittleIsEnough(Attack):
 
     def __post_init__(self) -> None:
         if self.z is not None:
-            _positive("alie z", self.z)
+            check_positive("alie z", self.z)
 
     @property
     def name(self) -> str:
@@ -127,7 +123,7 @@ class InnerProductManipulation(Attack):
     epsilon: float = 0.1
 
     def __post_init__(self) -> None:
-        _positive("ipm epsilon", self.epsilon)
+        check_positive("ipm epsilon", self.epsilon)
 
     @property
     def name(self) -> str:

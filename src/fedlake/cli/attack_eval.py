@@ -32,7 +32,8 @@ def attack_eval(
         ),
     ] = False,
     workers: Annotated[
-        int | None, typer.Option(help="Cells run in parallel (default: the number of cores).")
+        int | None,
+        typer.Option(min=1, help="Cells run in parallel (default: the number of cores)."),
     ] = None,
     rounds: Annotated[
         int | None, typer.Option(help="Override federation.rounds in every cell.")

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from fedlake.attacks.base import ATTACK_RNG, Attack
+from fedlake.attacks.base import ATTACK_RNG, POISON, Attack
 from fedlake.client.trainer import Trainer
 from fedlake.compression.messages import encode_delta
 from fedlake.compression.pruning import mask_gradients
@@ -115,11 +115,15 @@ def run_client(
     t0 = time.perf_counter()
     rng = round_rng(task.seed, task.round, CLIENT_RNG, task.attempt, client_key(client_id))
     ds = data.load(client_id)
-    if attack is not None and client_id in task.malicious:  # data poisoning (simulation)
-        key = client_key(client_id)
-        ds = attack.poison(ds, round_rng(task.seed, task.round, ATTACK_RNG, task.attempt, key))
     if ds.num_train == 0:
         raise ValueError(f"client {client_id!r} has no training examples")
+    claimed = None  # a poisoning client reports its clean example count (stealthier)
+    if attack is not None and client_id in task.malicious:  # data poisoning (simulation)
+        claimed = ds.num_train
+        poison_rng = round_rng(
+            task.seed, task.round, ATTACK_RNG, task.attempt, POISON, client_key(client_id)
+        )
+        ds = attack.poison(ds, poison_rng)
     global_params = np.asarray(task.params, dtype=np.float32)
     compression = algorithm.compression
     trainable, encode_rng = _trainable(task.mask, compression.upload, global_params.size, rng)
@@ -157,13 +161,14 @@ def run_client(
             residual = np.zeros_like(delta, dtype=np.float32)
     payload, residual = encode_delta(delta, task.mask, compression.upload, encode_rng, residual)
     new_state = {RESIDUAL: residual} if residual is not None else None
+    examples = float(fit.num_examples if claimed is None else claimed)
     return ClientUpdate(
         client_id=client_id,
         vectors={},
-        weight=float(fit.num_examples),
+        weight=examples,
         metrics={
             "train_loss": float(fit.loss),
-            "num_examples": float(fit.num_examples),
+            "num_examples": examples,
             "steps": float(fit.steps),
             "duration_s": time.perf_counter() - t0,
         },

@@ -50,10 +50,11 @@ class MedianRule(Section):
 
 
 class TrimmedMeanRule(Section):
-    """Coordinate-wise trimmed mean (Yin et al., 2018)."""
+    """Coordinate-wise trimmed mean (Yin et al., 2018): a share or a count at each end."""
 
     kind: Literal["trimmed_mean"]
     trim_ratio: float | None = None
+    trim: int | None = None
 
 
 class GeometricMedianRule(Section):
@@ -195,8 +196,10 @@ DEFAULT_DEFENCES = (
 class AttackEvalConfig(Section):
     """The grid of ``fedlake attack-eval``: every attack x defence x malicious fraction."""
 
-    attacks: tuple[AttackConfig, ...] = Field(DEFAULT_ATTACKS, validate_default=True)
-    defences: tuple[AggregatorConfig, ...] = Field(DEFAULT_DEFENCES, validate_default=True)
+    attacks: tuple[AttackConfig, ...] = Field(DEFAULT_ATTACKS, validate_default=True, min_length=1)
+    defences: tuple[AggregatorConfig, ...] = Field(
+        DEFAULT_DEFENCES, validate_default=True, min_length=1
+    )
     fractions: tuple[float, ...] = (0.1, 0.2)
     workers: int | None = Field(None, ge=1, le=64)
 

@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from fedlake.core.aggregator import Aggregator
 from fedlake.core.algorithm import Algorithm
 from fedlake.core.params import frozen
 from fedlake.core.update import ClientUpdate, validate_update
@@ -62,6 +63,16 @@ class EmptyCohortError(TooFewUpdatesError):
     """Raised when a round has no update to aggregate."""
 
 
+def enough(aggregator: Aggregator, count: int) -> None:
+    """Raise unless ``count`` updates are enough for ``aggregator``."""
+    if count == 0:
+        raise EmptyCohortError("cannot aggregate an empty cohort")
+    if count < aggregator.min_updates:
+        raise TooFewUpdatesError(
+            f"{aggregator.name} needs at least {aggregator.min_updates} updates, got {count}"
+        )
+
+
 def aggregate_updates(
     algorithm: Algorithm, state: ServerState, updates: Iterable[ClientUpdate]
 ) -> tuple[np.ndarray, Any, int, float]:
@@ -90,22 +101,12 @@ def aggregate_updates(
         for u in checked():
             acc = agg.fold.add(acc, u)
             count, weight = count + 1, weight + float(u.weight)
-        if count == 0:
-            raise EmptyCohortError("cannot aggregate an empty cohort")
-        if count < agg.min_updates:
-            raise TooFewUpdatesError(
-                f"{agg.name} needs at least {agg.min_updates} updates, got {count}"
-            )
+        enough(agg, count)
         delta, agg_state = agg.fold.result(acc, state.aggregator_state)
     else:
         cohort = list(checked())
         count, weight = len(cohort), float(sum(u.weight for u in cohort))
-        if count == 0:
-            raise EmptyCohortError("cannot aggregate an empty cohort")
-        if count < agg.min_updates:
-            raise TooFewUpdatesError(
-                f"{agg.name} needs at least {agg.min_updates} updates, got {count}"
-            )
+        enough(agg, count)
         delta, agg_state = agg.aggregate(cohort, state.aggregator_state)
     return delta, agg_state, count, weight
 

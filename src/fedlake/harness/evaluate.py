@@ -15,11 +15,17 @@ from pathlib import Path
 from typing import Any
 
 from fedlake.config import ConfigError, ResumeError, RunConfig, parse_config
-from fedlake.harness.grid import Cell, cell_config, grid_cells, run_cell
+from fedlake.harness.grid import (
+    Cell,
+    cell_config,
+    failed_row,
+    grid_cells,
+    precondition_failed,
+    run_cell,
+)
 from fedlake.harness.heatmap import plot_heatmap
 from fedlake.harness.tables import markdown, write_csv
 from fedlake.orchestration.events import NullObserver
-from fedlake.orchestration.federation import CohortTooSmallError
 
 RESULTS = "results.jsonl"  # one line per finished cell, appended as cells finish
 CONFIG = "config.json"  # the config the grid ran with
@@ -67,16 +73,17 @@ def prepare(
         if not saved.exists():
             raise ResumeError(f"nothing to resume: {saved} does not exist")
         saved_config = out / CONFIG
-        if saved_config.exists():
-            before = base_config(json.loads(saved_config.read_text()))
-            now = base_config(raw)
-            if before != now:
-                changed = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
-                raise ResumeError(
-                    f"{', '.join(changed)} differ from the grid being resumed; its finished "
-                    "cells would not be comparable (only the [attack_eval] lists, workers "
-                    "and [lakehouse] may change)"
-                )
+        if not saved_config.exists():
+            raise ResumeError(f"cannot resume: {saved_config} (the grid's config) is missing")
+        before = base_config(json.loads(saved_config.read_text()))
+        now = base_config(raw)
+        if before != now:
+            changed = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
+            raise ResumeError(
+                f"{', '.join(changed)} differ from the grid being resumed; its finished "
+                "cells would not be comparable (only the [attack_eval] lists, workers "
+                "and [lakehouse] may change)"
+            )
         for line in saved.read_text().splitlines():
             try:
                 row = json.loads(line)
@@ -100,9 +107,16 @@ def _run_cells(
         return
     # spawn: torch and delta-rs misbehave in forked children
     with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
-        futures = [pool.submit(run_cell, raw, cell) for cell in cells]
-        for future in as_completed(futures):
-            yield future.result()
+        futures = {pool.submit(run_cell, raw, cell): cell for cell in cells}
+        try:
+            for future in as_completed(futures):
+                try:
+                    row = future.result()
+                except Exception as exc:  # a worker died: that cell failed, the rest go on
+                    row = failed_row(futures[future], f"worker failed: {type(exc).__name__}")
+                yield row
+        finally:  # stopped early (Ctrl-C, an error): do not start the queued cells
+            pool.shutdown(wait=True, cancel_futures=True)
 
 
 def run_grid(
@@ -163,8 +177,9 @@ def check_cells(raw: dict[str, Any], cells: Sequence[Cell]) -> None:
         try:
             build_federation(cell_config(raw, cell), observer=NullObserver())
         except ConfigError as exc:
-            if not isinstance(exc.__cause__, CohortTooSmallError):
-                raise ConfigError(f"attack_eval cell {cell.key}: {exc}") from None
+            if not precondition_failed(exc):
+                where = f"{cell.attack_label} at {cell.fraction:g} with {cell.defence_label}"
+                raise ConfigError(f"attack_eval cell {where}: {exc}") from None
 
 
 def _track(

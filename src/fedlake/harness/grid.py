@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import tempfile
 import time
 from dataclasses import dataclass
@@ -33,8 +34,9 @@ class Cell:
 
     @property
     def key(self) -> str:
-        """A stable id of the cell (results are matched by it on --resume)."""
-        return f"{self.attack_label}|{self.fraction:g}|{self.defence_label}"
+        """A stable id of the cell (results are matched by it on --resume): every option at
+        full precision, where the labels round numbers for display."""
+        return json.dumps([self.attack, repr(self.fraction), self.defence], sort_keys=True)
 
 
 def label(spec: dict[str, Any]) -> str:
@@ -75,41 +77,68 @@ def cell_config(base: dict[str, Any], cell: Cell) -> RunConfig:
     return parse_config(raw)
 
 
-def run_cell(base: dict[str, Any], cell: Cell) -> dict[str, Any]:
-    """Run one cell to the end; its row of the results (``status`` n/a if it cannot run)."""
-    from fedlake.runner import build_federation  # the runner imports the heavy parts
+def precondition_failed(exc: ConfigError) -> bool:
+    """Whether a cell's config error only says its cohort is too small for the defence
+    or the attack fraction (the cell is then n/a, not an error of the grid)."""
+    return isinstance(exc.__cause__, CohortTooSmallError)
 
-    row: dict[str, Any] = {
+
+STOPPED_EARLY = "stopped"  # a cell whose run ended before its last round (too few updates)
+
+
+def run_cell(base: dict[str, Any], cell: Cell) -> dict[str, Any]:
+    """Run one cell to the end; its row of the results, whatever happens.
+
+    ``status`` is ``ok``, ``stopped`` (the run ended early, e.g. every update rejected:
+    the last completed round's accuracy is shown), ``n/a`` (the defence's or the attack's
+    precondition does not hold at this fraction) or ``failed`` (the reason says why).
+    """
+    row = {k: v for k, v in failed_row(cell, "").items() if k not in ("status", "reason")}
+    t0 = time.perf_counter()
+    try:
+        return {**row, **_run(base, cell), "seconds": time.perf_counter() - t0}
+    except ConfigError as exc:
+        if not precondition_failed(exc):
+            raise  # the grid checks every cell's config before running any
+        return {**row, "status": "n/a", "reason": str(exc.__cause__)}
+    except Exception as exc:  # one broken cell must not lose the grid's other results
+        failed = failed_row(cell, f"{type(exc).__name__}: {exc}")
+        return {**failed, "seconds": time.perf_counter() - t0}
+
+
+def failed_row(cell: Cell, reason: str) -> dict[str, Any]:
+    """The results row of a cell that could not produce a model."""
+    return {
         "key": cell.key,
         "attack": cell.attack_label,
         "fraction": cell.fraction,
         "defence": cell.defence_label,
+        "status": "failed",
+        "reason": reason,
     }
-    t0 = time.perf_counter()
-    try:
-        cfg = cell_config(base, cell)
-        with tempfile.TemporaryDirectory(prefix="fedlake-cell-") as scratch:
-            cfg = cfg.model_copy(update={"output_dir": scratch})
-            federation = build_federation(cfg, observer=NullObserver())
-            federation.run_dir.mkdir(parents=True)
-            result = federation.run()
-            eval_set = federation.eval_set()
-    except ConfigError as exc:
-        if not isinstance(exc.__cause__, CohortTooSmallError):
-            raise
-        # this defence cannot run at this fraction (e.g. Bulyan needs n >= 4f + 3)
-        return {**row, "status": "n/a", "reason": str(exc.__cause__)}
+
+
+def _run(base: dict[str, Any], cell: Cell) -> dict[str, Any]:
+    from fedlake.runner import build_federation  # the runner imports the heavy parts
+
+    cfg = cell_config(base, cell)
+    with tempfile.TemporaryDirectory(prefix="fedlake-cell-") as scratch:
+        cfg = cfg.model_copy(update={"output_dir": scratch})
+        federation = build_federation(cfg, observer=NullObserver())
+        federation.run_dir.mkdir(parents=True)
+        result = federation.run()
+        eval_set = federation.eval_set()
     completed = [h for h in result.history if h.get("status") == "completed"]
     final = completed[-1] if completed else {}
-    row.update(
-        status="ok" if completed else "failed",
-        reason=None if completed else result.stop_reason,
+    finished = result.stop_reason in ("max_rounds", "target_reached")
+    row: dict[str, Any] = dict(
+        status="ok" if finished else (STOPPED_EARLY if completed else "failed"),
+        reason=None if finished else result.stop_reason,
         final_accuracy=final.get("eval_accuracy"),
         final_loss=final.get("eval_loss"),
         best_accuracy=result.best_accuracy,
         rounds=result.state.round,
         malicious_per_round=final.get("num_malicious"),
-        seconds=time.perf_counter() - t0,
         backdoor_success=None,
     )
     attack = federation.adversary.attack if federation.adversary is not None else None

@@ -54,6 +54,8 @@ def _annotation(row: Mapping[str, Any] | None) -> str:
         return "n/a"
     acc = row.get("final_accuracy")
     text = "failed" if acc is None else f"{100 * float(acc):.0f}"
+    if acc is not None and row.get("status") == "stopped":
+        text += "*"
     bd = row.get("backdoor_success")
     if bd is not None and not math.isnan(float(bd)):
         text += f"\nbd {100 * float(bd):.0f}"

@@ -46,8 +46,8 @@ def cell_text(row: Mapping[str, Any] | None, metric: str) -> str:
         return "n/a"
     value = row.get(metric)
     if value is None:
-        return "failed" if row.get("status") == "failed" else "-"
-    return f"{100 * float(value):.1f}"
+        return "failed" if row.get("status") in ("failed", "stopped") else "-"
+    return f"{100 * float(value):.1f}" + ("*" if row.get("status") == "stopped" else "")
 
 
 def matrix(
@@ -87,6 +87,20 @@ def markdown(rows: Sequence[Mapping[str, Any]], *, title: str) -> str:
                 matrix(rows, fraction, "backdoor_success", backdoors),
                 "",
             ]
+    if any(r.get("status") == "stopped" for r in rows):
+        parts += [
+            "*: the run stopped early (e.g. too few valid updates); its last completed "
+            "round is shown.",
+            "",
+        ]
+    failed = [r for r in rows if r.get("status") == "failed"]
+    if failed:
+        parts += ["failed cells:", ""]
+        parts += [
+            f"- {r['attack']} {100 * r['fraction']:g}% {r['defence']}: {r['reason']}"
+            for r in failed
+        ]
+        parts.append("")
     unavailable = sorted({(r["defence"], r["reason"]) for r in rows if r.get("status") == "n/a"})
     if unavailable:
         parts += ["n/a: the defence's precondition does not hold at that fraction:", ""]

@@ -6,7 +6,7 @@ import functools
 import json
 import time
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -14,12 +14,11 @@ from typing import Any
 import numpy as np
 
 from fedlake.attacks.adversary import Adversary
-from fedlake.attacks.base import ATTACK_RNG
 from fedlake.backends.base import Executor
 from fedlake.backends.inline import InlineExecutor
-from fedlake.client.local import ClientJob, ClientResult, ClientTask
+from fedlake.client.local import ClientJob, ClientTask
 from fedlake.client.trainer import Trainer
-from fedlake.compression.messages import decode_update, encode_delta
+from fedlake.compression.messages import decode_update
 from fedlake.core.algorithm import Algorithm
 from fedlake.core.params import frozen
 from fedlake.core.state import (
@@ -30,7 +29,6 @@ from fedlake.core.state import (
     init_server_state,
     round_rng,
 )
-from fedlake.core.update import ClientUpdate
 from fedlake.data.base import ClientData
 from fedlake.orchestration.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from fedlake.orchestration.evaluation import EvalSet, model_score
@@ -39,7 +37,7 @@ from fedlake.orchestration.records import round_row
 from fedlake.orchestration.sampling import CohortSpec, Population, sample_cohort
 from fedlake.orchestration.screening import in_cohort_order, problems, screen
 from fedlake.orchestration.sinks import METRICS_KEY, RunSinks, now
-from fedlake.orchestration.transport import Download, keep_client_states, prepare_download
+from fedlake.orchestration.transport import keep_client_states, prepare_download
 
 COHORT_RNG, DROPOUT_RNG, EVAL_RNG = 1, 2, 5  # purpose tags of round generators
 # Without an explicit eval_clients, larger populations are evaluated on a fixed sample of
@@ -190,7 +188,9 @@ class Federation:
             active = [c for c in cohort if c not in dropped]
             malicious: frozenset[str] = frozenset()
             if self.adversary is not None:
-                chosen = self.adversary.choose(cohort, round_rng(self.seed, r, ATTACK_RNG, attempt))
+                chosen = self.adversary.choose_in_round(
+                    cohort, seed=self.seed, round_=r, attempt=attempt
+                )
                 malicious = chosen.difference(dropped)
             self.observer.round_started(round=r + 1, attempt=attempt, cohort_size=len(cohort))
             rows: list[dict[str, Any]] = [
@@ -227,8 +227,20 @@ class Federation:
                 mask=download.mask,
                 codec=self.algorithm.compression.upload,
             )
-            if self.adversary is not None and malicious:
-                results = iter(self._corrupt(results, malicious, state, download, decode, attempt))
+            if self.adversary is not None and malicious and self.adversary.attack.crafts:
+                results = iter(  # the omniscient adversary needs the whole cohort
+                    self.adversary.corrupt_round(
+                        list(results),
+                        malicious,
+                        seed=self.seed,
+                        round_=r,
+                        attempt=attempt,
+                        dim=state.dim,
+                        decode=decode,
+                        mask=download.mask,
+                        codec=self.algorithm.compression.upload,
+                    )
+                )
             accepted = screen(
                 keep_client_states(results, states),
                 state.dim,
@@ -329,33 +341,6 @@ class Federation:
         if self.target_accuracy is not None and ev["accuracy"] >= self.target_accuracy:
             return "target_reached"
         return None
-
-    def _corrupt(
-        self,
-        results: Iterable[ClientResult],
-        malicious: frozenset[str],
-        state: ServerState,
-        download: Download,
-        decode: Callable[[ClientUpdate], ClientUpdate],
-        attempt: int,
-    ) -> list[ClientResult]:
-        """The round's results after the simulated adversary crafted its clients' updates."""
-        assert self.adversary is not None
-        r = state.round
-        codec = self.algorithm.compression.upload
-        encode_rng = round_rng(self.seed, r, ATTACK_RNG, attempt, 1)
-
-        def encode(vec: np.ndarray) -> bytes:
-            return encode_delta(vec, download.mask, codec, encode_rng)[0]
-
-        return self.adversary.corrupt(
-            list(results),
-            malicious,
-            dim=state.dim,
-            decode=decode,
-            encode=encode,
-            rng=round_rng(self.seed, r, ATTACK_RNG, attempt, 2),
-        )
 
     # -- bookkeeping ----------------------------------------------------------------------
     def _commit(
