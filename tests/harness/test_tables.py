@@ -16,7 +16,7 @@ ROWS = [
         "defence": "mean",
         "status": "ok",
         "final_accuracy": 0.95,
-        "backdoor_success": None,
+        "backdoor_success": 0.04,
     },
     {
         "attack": "none",
@@ -124,6 +124,7 @@ def test_markdown_tables_show_percent_na_and_failed():
     assert "| backdoor | 90.0 | failed |" in text
     assert "## Backdoor success rate (%), 20% malicious" in text
     assert "| backdoor | 98.0 | failed |" in text
+    assert "| none | 4.0 | n/a |" in text  # the baseline row of the backdoor table
     assert "- bulyan: bulyan needs at least 19 updates" in text
 
 

@@ -60,6 +60,8 @@ def test_mean_collapses_under_sign_flip_and_robust_rules_hold(grid):
     assert rows["backdoor", "mean"]["backdoor_success"] > 0.8
     assert rows["backdoor", "median"]["backdoor_success"] < 0.2
     assert rows["sign_flip", "mean"]["backdoor_success"] is None  # not a backdoor
+    # the baseline: the honest model puts few triggered inputs in the target class
+    assert rows["none", "mean"]["backdoor_success"] < 0.2
     assert all(r["malicious_per_round"] == 2 for r in outcome.rows if r["status"] == "ok")
 
 

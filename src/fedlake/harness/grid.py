@@ -142,8 +142,13 @@ def _run(base: dict[str, Any], cell: Cell) -> dict[str, Any]:
         backdoor_success=None,
     )
     attack = federation.adversary.attack if federation.adversary is not None else None
-    if isinstance(attack, Backdoor):
+    # Without an attack, the default backdoor's trigger measures how often the honest model
+    # already puts triggered inputs in the target class: the baseline of the success rate.
+    probe = attack if isinstance(attack, Backdoor) else None
+    if probe is None and cell.attack["kind"] == "none":
+        probe = Backdoor()
+    if probe is not None:
         row["backdoor_success"] = backdoor_success(
-            federation.trainer.predict, result.state.params, eval_set.x, eval_set.y, attack
+            federation.trainer.predict, result.state.params, eval_set.x, eval_set.y, probe
         )
     return row

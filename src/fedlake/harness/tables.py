@@ -79,10 +79,14 @@ def markdown(rows: Sequence[Mapping[str, Any]], *, title: str) -> str:
         ]
     backdoors = [a for a in attacks if a.startswith("backdoor")]
     if backdoors:
+        if any(r["attack"] == "none" and r.get("backdoor_success") is not None for r in rows):
+            backdoors = ["none", *backdoors]  # the baseline: the honest model, same trigger
         for fraction in sorted({r["fraction"] for r in rows}):
             parts += [
                 f"## Backdoor success rate (%), {100 * fraction:g}% malicious "
-                "(triggered test examples classified as the target; lower is better)",
+                "(triggered test examples of other classes classified as the target; lower "
+                "is better; row none: the honest model with the default trigger, the "
+                "baseline)",
                 "",
                 matrix(rows, fraction, "backdoor_success", backdoors),
                 "",
