@@ -1,0 +1,1 @@
+"""Differential privacy: mechanisms, the ledger of what was applied, and its accountant."""
