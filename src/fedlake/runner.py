@@ -35,6 +35,8 @@ from fedlake.orchestration.events import NullObserver, RunObserver
 from fedlake.orchestration.federation import CohortTooSmallError, Federation, RunResult
 from fedlake.orchestration.sampling import CohortSpec, Population
 from fedlake.orchestration.sinks import RunSinks
+from fedlake.privacy.build import DPSettings, apply_dp
+from fedlake.run_privacy import build_privacy, privacy_line
 from fedlake.scenarios import build_data, build_trainer, model_config
 
 CONFIG_FILE = "config.json"
@@ -172,8 +174,9 @@ def build_recipe(
     compression: CompressionConfig,
     *,
     attackers: int | None = None,
+    dp: DPSettings | None = None,
 ) -> Algorithm:
-    """The configured recipe with its aggregator and compression (picklable for workers)."""
+    """The configured recipe with its aggregator, compression and DP (picklable for workers)."""
     recipe = ALGORITHMS[algo.name](
         client_lr=algo.client_lr,
         local_epochs=algo.local_epochs,
@@ -183,13 +186,14 @@ def build_recipe(
     aggregator = build_aggregator(aggregator_options(algo, attackers=attackers))
     recipe = dataclasses.replace(recipe, aggregator=aggregator)
     prune = compression.prune.model_dump() if compression.prune is not None else None
-    return compressed(
+    recipe = compressed(
         recipe,
         upload=compression.stages("upload"),
         download=compression.stages("download"),
         error_feedback=compression.error_feedback,
         prune=prune,
     )
+    return apply_dp(recipe, dp) if dp is not None else recipe
 
 
 @contextmanager
@@ -227,8 +231,14 @@ def build_federation(cfg: RunConfig, *, observer: RunObserver) -> Federation:
     with config_section("attack"):
         adversary = build_adversary(cfg, scenario.num_classes, cohort=size)
     attackers = adversary.count(size) if adversary is not None else None
+    population = len(scenario.data.client_ids())
+    dp, plan = None, None
+    if cfg.privacy is not None:
+        with config_section("privacy"):
+            dp, plan = build_privacy(cfg, mcfg, population=population, cohort=size)
+            observer.message(privacy_line(dp, plan))
     make_algorithm = functools.partial(
-        build_recipe, cfg.algorithm, cfg.compression, attackers=attackers
+        build_recipe, cfg.algorithm, cfg.compression, attackers=attackers, dp=dp
     )
     with config_section("algorithm.aggregator"):  # fails here, not in a worker
         build_aggregator(aggregator_options(cfg.algorithm, attackers=attackers))
@@ -251,8 +261,10 @@ def build_federation(cfg: RunConfig, *, observer: RunObserver) -> Federation:
             executor=make_executor(cfg),
             observer=observer,
             model_config=mcfg,
-            run_params=flat_params(cfg),
+            run_params=flat_params(cfg)
+            | ({"privacy.noise_multiplier": dp.noise_multiplier} if dp is not None else {}),
             adversary=adversary,
+            privacy=plan,
         )
 
 

@@ -39,6 +39,9 @@ def round_stats(record: Mapping[str, Any]) -> str:
     ratio = record.get("upload_ratio")
     if isinstance(ratio, int | float) and ratio >= 1.5:  # only when uploads are compressed
         line += f"  up 1/{ratio:.0f}"
+    eps = record.get("epsilon")
+    if isinstance(eps, int | float):  # DP runs: the privacy spent so far
+        line += f"  \u03b5 {eps:.2f}"
     return line
 
 

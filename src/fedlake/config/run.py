@@ -10,6 +10,7 @@ import yaml
 from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from fedlake.compression.pipeline import CODERS, SPARSIFIERS, chain_ok
+from fedlake.config.privacy import PrivacyConfig
 from fedlake.config.robustness import AggregatorConfig, AttackConfig, AttackEvalConfig, MeanRule
 from fedlake.config.section import Section
 
@@ -247,6 +248,7 @@ class RunConfig(Section):
     lakehouse: LakehouseConfig = Field(default_factory=LakehouseConfig)
     attack: AttackConfig | None = None
     attack_eval: AttackEvalConfig | None = None
+    privacy: PrivacyConfig | None = None
 
     @model_validator(mode="before")
     @classmethod

@@ -18,11 +18,16 @@ from fedlake.core.update import ClientUpdate
 
 @dataclass
 class FoldAccumulator:
-    """Running weighted sum (float64) and total weight; mutated in place to stay O(d)."""
+    """Running weighted sum (float64) and total weight; mutated in place to stay O(d).
+
+    ``state`` is the aggregator's state of the round being folded (set by the round
+    loop), for rules whose per-update work depends on it (an adaptive clip norm).
+    """
 
     total: np.ndarray
     weight: float = 0.0
     count: int = 0
+    state: Any = None
 
 
 class Fold(NamedTuple):

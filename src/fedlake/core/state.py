@@ -98,6 +98,7 @@ def aggregate_updates(
     count, weight = 0, 0.0
     if agg.linear and agg.fold is not None:
         acc = agg.fold.start(state.dim)
+        acc.state = state.aggregator_state
         for u in checked():
             acc = agg.fold.add(acc, u)
             count, weight = count + 1, weight + float(u.weight)

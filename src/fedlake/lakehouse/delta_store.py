@@ -48,7 +48,8 @@ def import_deltalake() -> Any:
 
 def _write_delta(path: str, data: pa.Table) -> None:
     """One append commit (module-level so tests can inject failures)."""
-    import_deltalake().write_deltalake(path, data, mode="append")
+    # merge: a table made before a nullable column was added (e.g. rounds.epsilon) takes it
+    import_deltalake().write_deltalake(path, data, mode="append", schema_mode="merge")
 
 
 def _is_conflict(err: BaseException) -> bool:

@@ -193,8 +193,15 @@ def summary_rows(rounds: Sequence[Mapping[str, Any]]) -> list[tuple[str, str]]:
     def total(key: str) -> float:
         return sum(v for v in _col(attempts, key) if not math.isnan(v))
 
+    spent = [r for r in rows if isinstance(r.get("epsilon"), int | float)]
+    privacy = (
+        [("privacy spent", f"epsilon {spent[-1]['epsilon']:.3f} at delta {spent[-1]['delta']:g}")]
+        if spent
+        else []
+    )
     return [
         ("rounds run", str(len(rows))),
+        *privacy,
         (
             "best accuracy",
             f"{_num(best['eval_accuracy']):.4f} (round {best['round']})" if best else "n/a",

@@ -67,6 +67,8 @@ COLUMNS: dict[str, tuple[Column, ...]] = {
         ("duration_s", "float64", False),
         ("metrics", "str", False),  # JSON
         ("created_at", "timestamp", False),
+        ("epsilon", "float64", True),  # DP runs: privacy spent so far, at delta
+        ("delta", "float64", True),
     ),
     "client_updates": (  # metadata only: parameters never leave the aggregator
         ("run_id", "str", False),

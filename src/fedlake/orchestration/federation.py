@@ -33,11 +33,20 @@ from fedlake.data.base import ClientData
 from fedlake.orchestration.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from fedlake.orchestration.evaluation import EvalSet, model_score
 from fedlake.orchestration.events import NullObserver, RunObserver
+from fedlake.orchestration.privacy import (
+    BUDGET_REASON,
+    budget_message,
+    dp_facts,
+    record_round,
+    scrub,
+    spend_columns,
+)
 from fedlake.orchestration.records import round_row
-from fedlake.orchestration.sampling import CohortSpec, Population, sample_cohort
+from fedlake.orchestration.sampling import CohortSpec, Population, poisson_cohort, sample_cohort
 from fedlake.orchestration.screening import in_cohort_order, problems, screen
 from fedlake.orchestration.sinks import METRICS_KEY, RunSinks, now
 from fedlake.orchestration.transport import keep_client_states, prepare_download
+from fedlake.privacy.plan import PrivacyPlan
 
 COHORT_RNG, DROPOUT_RNG, EVAL_RNG = 1, 2, 5  # purpose tags of round generators
 # Without an explicit eval_clients, larger populations are evaluated on a fixed sample of
@@ -90,6 +99,7 @@ class Federation:
     model_config: dict[str, Any] = field(default_factory=dict)
     run_params: dict[str, Any] = field(default_factory=dict)
     adversary: Adversary | None = None
+    privacy: PrivacyPlan | None = None
 
     def __post_init__(self) -> None:
         self.algorithm = self.make_algorithm()
@@ -113,6 +123,14 @@ class Federation:
         self.min_updates = max(self.min_clients, agg.min_updates)
         attack = self.adversary.attack if self.adversary is not None else None
         self.job = ClientJob(self.data, self.trainer, self.make_algorithm, attack=attack)
+        if self.privacy is not None:
+            first = self.privacy.over_budget(self.privacy.projected((), 1))
+            if first is not None:
+                raise ValueError(
+                    f"the privacy budget is exceeded by the first round alone: epsilon "
+                    f"{first.epsilon:.3f} > {self.privacy.budget.epsilon:g} at delta "
+                    f"{self.privacy.budget.delta:g}; raise the noise multiplier or the budget"
+                )
 
     # -- public ---------------------------------------------------------------------------
     def run(self, *, resume: bool = False, stop_after: int | None = None) -> RunResult:
@@ -178,12 +196,20 @@ class Federation:
         state = ckpt.state
         r = state.round
         pending: dict[str, list[dict[str, Any]]] = {"rounds": [], "client_updates": []}
+        if self.privacy is not None:
+            over = self.privacy.over_budget(self.privacy.projected(state.privacy_ledger, r + 1))
+            if over is not None:
+                self.observer.message(budget_message(self.privacy, over, r + 1))
+                return BUDGET_REASON
         state, download = prepare_download(self.algorithm.compression, state, self.seed)
+        facts: dict[str, dict[str, float]] = {}
         for attempt in range(self.max_retries + 1):
             t0 = time.perf_counter()
-            cohort = sample_cohort(
-                self.client_ids, self.cohort_size, round_rng(self.seed, r, COHORT_RNG, attempt)
-            )
+            cohort_rng = round_rng(self.seed, r, COHORT_RNG, attempt)
+            if self.privacy is not None and self.privacy.poisson_clients:
+                cohort = poisson_cohort(self.client_ids, self.privacy.rate, cohort_rng)
+            else:
+                cohort = sample_cohort(self.client_ids, self.cohort_size, cohort_rng)
             dropped = self.population.dropped(cohort, round_rng(self.seed, r, DROPOUT_RNG, attempt))
             active = [c for c in cohort if c not in dropped]
             malicious: frozenset[str] = frozenset()
@@ -241,18 +267,23 @@ class Federation:
                         codec=self.algorithm.compression.upload,
                     )
                 )
-            accepted = screen(
-                keep_client_states(results, states),
-                state.dim,
-                rows,
-                on_result=tick,
-                decode=decode,
+            accepted = dp_facts(
+                screen(
+                    keep_client_states(results, states),
+                    state.dim,
+                    rows,
+                    on_result=tick,
+                    decode=decode,
+                ),
+                facts,
             )
             try:
                 delta, agg_state, count, _ = aggregate_updates(self.algorithm, state, accepted)
             except TooFewUpdatesError:  # none, or fewer than the rule needs: retry
                 delta, agg_state = None, None
                 count = sum(row["status"] == "accepted" for row in rows)
+            if self.privacy is not None:
+                scrub(rows)
             # what the clients keep (error-feedback residuals) is theirs whatever the server
             # made of their updates; a retry's new cohort sees it (saved with the round)
             ckpt.client_states.update(states)
@@ -298,6 +329,11 @@ class Federation:
             return "insufficient_updates"
 
         new_state, server_metrics = apply_server_step(self.algorithm, state, delta, agg_state)
+        if hasattr(agg_state, "metrics"):  # e.g. DP-FedAvg's adaptive clip norm
+            server_metrics.update(agg_state.metrics())
+        if self.privacy is not None:
+            new_state, spent = record_round(self.privacy, new_state, r + 1, rows, facts)
+            base.update(spend_columns(spent))
         if download.mask is not None:  # pruned stays pruned, whatever the server optimiser does
             new_state = replace(new_state, params=frozen(new_state.params * download.mask))
         ev = eval_set.evaluate(self.trainer, new_state.params)

@@ -46,5 +46,7 @@ def round_row(
         "download_ratio": download.ratio,
         "duration_s": seconds,
         "metrics": "{}",
+        "epsilon": None,  # privacy spent so far (DP runs), at ``delta``
+        "delta": None,
         "created_at": now(),
     }

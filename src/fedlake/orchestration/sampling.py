@@ -60,3 +60,15 @@ class Population:
             return set()
         mask = rng.random(len(cohort)) < self.dropout
         return {c for c, m in zip(cohort, mask, strict=True) if m}
+
+
+def poisson_cohort(client_ids: Sequence[str], rate: float, rng: np.random.Generator) -> list[str]:
+    """Each client joins independently with probability ``rate`` (Poisson sampling; may be empty).
+
+    The sampling DP-FedAvg's accountant assumes: the cohort's size varies, and the
+    aggregate divides by the expected size.
+    """
+    if not 0 < rate <= 1:
+        raise ValueError(f"sampling rate must be in (0, 1], got {rate}")
+    keep = rng.random(len(client_ids)) < rate
+    return [client_ids[int(i)] for i in np.flatnonzero(keep)]

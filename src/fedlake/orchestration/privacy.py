@@ -1,0 +1,63 @@
+"""The round loop's privacy duties: the budget check, the ledger, what is not published."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import replace
+from typing import Any
+
+from fedlake.core.state import ServerState
+from fedlake.core.update import ClientUpdate
+from fedlake.privacy.accounting import PrivacySpent
+from fedlake.privacy.plan import PrivacyPlan
+
+BUDGET_REASON = "privacy_budget"
+# per-client numbers computed from raw, un-noised updates: under DP they are not published
+PRIVATE_ROW_KEYS = ("update_norm", "train_loss")
+
+
+def dp_facts(
+    updates: Iterable[ClientUpdate], into: dict[str, dict[str, float]]
+) -> Iterator[ClientUpdate]:
+    """Pass ``updates`` through, noting each one's ``dp_*`` metrics (DP-SGD's facts)."""
+    for u in updates:
+        into[u.client_id] = {k: float(v) for k, v in u.metrics.items() if k.startswith("dp_")}
+        yield u
+
+
+def scrub(rows: list[dict[str, Any]]) -> None:
+    """Blank the per-client statistics of un-noised updates (loss, norm) in ``rows``."""
+    for row in rows:
+        for key in PRIVATE_ROW_KEYS:
+            if key in row:
+                row[key] = None
+
+
+def record_round(
+    plan: PrivacyPlan,
+    state: ServerState,
+    round_: int,
+    rows: list[dict[str, Any]],
+    facts: dict[str, dict[str, float]],
+) -> tuple[ServerState, PrivacySpent]:
+    """``state`` with the completed round's ledger entries, and the spend so far."""
+    accepted = [row["client_id"] for row in rows if row["status"] == "accepted"]
+    entries = plan.round_entries(round_, accepted, facts)
+    ledger = (*state.privacy_ledger, *entries)
+    return replace(state, privacy_ledger=ledger), plan.spent(ledger)
+
+
+def spend_columns(spent: PrivacySpent | None) -> dict[str, Any]:
+    """The rounds-table privacy columns (null without DP)."""
+    if spent is None:
+        return {"epsilon": None, "delta": None}
+    return {"epsilon": spent.epsilon, "delta": spent.delta}
+
+
+def budget_message(plan: PrivacyPlan, spent: PrivacySpent, round_: int) -> str:
+    """Why round ``round_`` is refused."""
+    return (
+        f"round {round_} would spend epsilon {spent.epsilon:.3f} > budget "
+        f"{plan.budget.epsilon:g} (delta {plan.budget.delta:g}, {plan.mechanism} DP, "
+        f"{spent.accountant}); stopping before it runs"
+    )
