@@ -25,7 +25,7 @@ class PrivacyConfig(Section):
     adaptive: bool | None = None  # central only; default true
     target_quantile: float = Field(0.5, gt=0, lt=1)
     clip_lr: float = Field(0.2, gt=0)
-    count_noise: float | None = Field(None, gt=0)  # None: clients per round / 20
+    count_noise: float | None = Field(None, gt=0)  # None: max(clients per round / 20, z)
     sampling: Literal["poisson", "fixed"] = "poisson"  # how central DP samples clients
     accountant: Literal["pld", "rdp"] = "pld"
     noise: Literal["secure", "seeded"] = "secure"  # seeded: simulations only

@@ -334,6 +334,7 @@ class Federation:
         if self.privacy is not None:
             new_state, spent = record_round(self.privacy, new_state, r + 1, rows, facts)
             base.update(spend_columns(spent))
+            server_metrics["noise_multiplier"] = self.privacy.noise_multiplier
         if download.mask is not None:  # pruned stays pruned, whatever the server optimiser does
             new_state = replace(new_state, params=frozen(new_state.params * download.mask))
         ev = eval_set.evaluate(self.trainer, new_state.params)

@@ -23,7 +23,10 @@ def round_row(
     status = [row["status"] for row in rows]
     accepted = [row for row in rows if row["status"] == "accepted"]
     weights = np.array([row["num_examples"] for row in accepted], dtype=float)
-    losses = np.array([row.get("train_loss") or 0.0 for row in accepted], dtype=float)
+    reported = [row.get("train_loss") for row in accepted]
+    losses = np.array([x or 0.0 for x in reported], dtype=float)
+    # under DP per-client losses are not published: no mean of them either
+    known = bool(weights.sum()) and any(x is not None for x in reported)
     bytes_up = int(sum(row["bytes"] for row in rows))
     senders = sum(1 for row in rows if row["bytes"] > 0)
     float32_up = 4 * download.received.size * senders  # what uncompressed FedAvg sends
@@ -37,7 +40,7 @@ def round_row(
         "num_dropped": status.count("dropped"),
         "num_failed": status.count("failed"),
         "num_rejected": status.count("rejected"),
-        "train_loss": float(weights @ losses / weights.sum()) if weights.sum() else None,
+        "train_loss": float(weights @ losses / weights.sum()) if known else None,
         "eval_loss": None,
         "eval_accuracy": None,
         "bytes_up": bytes_up,

@@ -40,7 +40,7 @@ class AdaptiveClip:
 
     target_quantile: float = 0.5
     clip_lr: float = 0.2
-    count_noise: float | None = None  # None: expected clients per round / 20
+    count_noise: float | None = None  # None: max(expected clients per round / 20, z)
 
     def __post_init__(self) -> None:
         if not 0 < self.target_quantile < 1:
@@ -67,8 +67,7 @@ def value_noise_multiplier(z: float, count_noise: float) -> float:
     if not z < 2 * count_noise:
         raise ValueError(
             f"noise_multiplier ({z}) must be < 2 x the count noise std ({2 * count_noise:g}) "
-            "with adaptive clipping: raise clients per round (count noise = clients/20), "
-            "set count_noise, or use a fixed clip (adaptive = false)"
+            "with adaptive clipping: raise count_noise, or use a fixed clip (adaptive = false)"
         )
     return (z**-2 - (2 * count_noise) ** -2) ** -0.5
 
@@ -94,7 +93,9 @@ def dp_fedavg(
     count_std = 0.0
     z_value = z
     if adaptive is not None:
-        count_std = adaptive.count_noise if adaptive.count_noise is not None else denom / 20
+        count_std = adaptive.count_noise
+        if count_std is None:  # Andrew et al.'s m / 20, raised to z when z is larger, so the
+            count_std = max(denom / 20, z)  # value noise grows by at most 2 / sqrt(3) (15%)
         z_value = value_noise_multiplier(z, count_std)
 
     def init(dim: int) -> DPState:

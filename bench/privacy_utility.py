@@ -1,0 +1,236 @@
+"""Accuracy versus epsilon: central DP-FedAvg, local DP and DP-SGD on activity and digits.
+
+Every cell is a whole federated run (seed 0, seeded noise: a reproducible simulation)
+through `fedlake run`'s code path with the lakehouse off. Central and local DP take
+their noise multiplier from the budget (`privacy.epsilon`, calibrated to all rounds);
+DP-SGD takes a noise multiplier and reports the largest per-client epsilon it reached.
+The non-private run of each scenario is the reference. Prints one table per scenario
+and writes bench/results/privacy_utility.json and docs/img/privacy_utility.png.
+
+    python bench/privacy_utility.py            # the full grid (about 15 minutes, 2 cores)
+    python bench/privacy_utility.py --quick    # 2 cells per scenario, few rounds
+    python bench/privacy_utility.py --render bench/results/privacy_utility.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results" / "privacy_utility.json"
+PLOT = ROOT / "docs" / "img" / "privacy_utility.png"
+DELTA = 1e-5
+LAST = 3  # accuracy: mean of the last LAST rounds
+
+SCENARIOS: dict[str, dict[str, Any]] = {
+    # cross-device: 1,000 wearable users, 100 per round (q = 0.1)
+    "activity": {
+        "data": {"scenario": "activity", "num_clients": 1000},
+        "model": {"kind": "cnn1d"},
+        "algorithm": {"client_lr": 0.2, "local_epochs": 2, "batch_size": 32},
+        "federation": {"rounds": 20, "clients_per_round": 100},
+    },
+    # real digits over 100 clients (about 14 training images each), 50 per round
+    "digits": {
+        "data": {"scenario": "digits", "num_clients": 100, "partition": "iid"},
+        "model": {"kind": "mlp", "hidden": [64]},
+        "algorithm": {"client_lr": 0.05, "local_epochs": 2, "batch_size": 8},
+        "federation": {"rounds": 30, "clients_per_round": 50},
+    },
+}
+
+# (mechanism, setting): central and local take a budget, DP-SGD a noise multiplier
+CELLS: list[tuple[str, float | None]] = [
+    ("none", None),
+    ("central", 1.0),
+    ("central", 3.0),
+    ("central", 8.0),
+    ("local", 10.0),
+    ("local", 100.0),
+    ("local", 1000.0),
+    ("dpsgd", 2.0),
+    ("dpsgd", 1.0),
+    ("dpsgd", 0.6),
+]
+QUICK = [("none", None), ("central", 8.0), ("local", 1000.0), ("dpsgd", 1.0)]
+
+
+def cell_config(scenario: str, mechanism: str, setting: float | None, rounds: int) -> dict:
+    """The run config of one cell."""
+    raw = json.loads(json.dumps(SCENARIOS[scenario]))
+    raw["federation"]["rounds"] = rounds
+    raw["lakehouse"] = {"delta": False, "mlflow": False}
+    if mechanism == "none":
+        return raw
+    privacy: dict[str, Any] = {"mechanism": mechanism, "delta": DELTA, "noise": "seeded"}
+    if mechanism == "dpsgd":
+        privacy["noise_multiplier"] = setting
+    else:
+        privacy["epsilon"] = setting
+    if mechanism == "local":
+        privacy["clip"] = 0.5
+    raw["privacy"] = privacy
+    return raw
+
+
+def run_cell(job: tuple[str, str, float | None, int, str]) -> dict[str, Any]:
+    """One federated run; its accuracy, epsilon and time."""
+    scenario, mechanism, setting, rounds, out = job
+    from fedlake.config import parse_config
+    from fedlake.runner import run_experiment
+
+    raw = cell_config(scenario, mechanism, setting, rounds)
+    raw.update(name=f"{scenario}-{mechanism}-{setting}", output_dir=out)
+    t0 = time.perf_counter()
+    outcome = run_experiment(parse_config(raw))
+    hist = [h for h in outcome.result.history if h.get("eval_accuracy") is not None]
+    acc = [float(h["eval_accuracy"]) for h in hist]
+    eps = hist[-1].get("epsilon") if hist else None
+    return {
+        "scenario": scenario,
+        "mechanism": mechanism,
+        "setting": setting,
+        "noise_multiplier": hist[-1].get("noise_multiplier") if hist else None,
+        "epsilon": eps,
+        "rounds": len(hist),
+        "accuracy": sum(acc[-LAST:]) / len(acc[-LAST:]) if acc else None,
+        "final_accuracy": acc[-1] if acc else None,
+        "stop_reason": outcome.result.stop_reason,
+        "seconds": time.perf_counter() - t0,
+    }
+
+
+def label(row: dict[str, Any]) -> str:
+    """A cell's name in tables: ``central, eps budget 3`` / ``dpsgd, z 1``."""
+    if row["mechanism"] == "none":
+        return "no DP"
+    if row["mechanism"] == "dpsgd":
+        return f"DP-SGD, z = {row['setting']:g}"
+    return f"{row['mechanism']}, budget {row['setting']:g}"
+
+
+def markdown(report: dict[str, Any]) -> str:
+    """The recorded tables as Markdown."""
+    lines = [
+        f"delta = {report['delta']:g}; accuracy = mean of the last {LAST} rounds; seed 0; "
+        f"{report['machine']}; {report['seconds'] / 60:.1f} min.",
+        "",
+    ]
+    for scenario in SCENARIOS:
+        rows = [r for r in report["rows"] if r["scenario"] == scenario]
+        if not rows:
+            continue
+        spec = SCENARIOS[scenario]
+        fed = spec["federation"]
+        lines += [
+            f"**{scenario}** ({spec['data']['num_clients']} clients, "
+            f"{fed['clients_per_round']} per round, {rows[0]['rounds']} rounds)",
+            "",
+            "| setting | noise multiplier | epsilon spent | accuracy (%) | stop |",
+            "|---|---:|---:|---:|---|",
+        ]
+        for r in rows:
+            eps = "-" if r["epsilon"] is None else f"{r['epsilon']:.2f}"
+            z = "-" if r["noise_multiplier"] is None else f"{r['noise_multiplier']:.3f}"
+            acc = "-" if r["accuracy"] is None else f"{100 * r['accuracy']:.1f}"
+            lines.append(f"| {label(r)} | {z} | {eps} | {acc} | {r['stop_reason']} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def plot(report: dict[str, Any], path: Path) -> None:
+    """Accuracy against epsilon, one panel per scenario, one line per mechanism."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(SCENARIOS), figsize=(11, 4))
+    for ax, scenario in zip(axes, SCENARIOS, strict=True):
+        rows = [r for r in report["rows"] if r["scenario"] == scenario]
+        for r in rows:
+            if r["mechanism"] == "none" and r["accuracy"] is not None:
+                ax.axhline(100 * r["accuracy"], color="grey", ls="--", label="no DP")
+        for mech, marker in (("central", "o"), ("local", "s"), ("dpsgd", "^")):
+            pts = sorted(
+                (r["epsilon"], 100 * r["accuracy"])
+                for r in rows
+                if r["mechanism"] == mech and r["epsilon"] and r["accuracy"] is not None
+            )
+            if pts:
+                ax.plot(*zip(*pts, strict=True), marker=marker, label=mech)
+        ax.set_xscale("log")
+        ax.set_xlabel(f"epsilon spent (delta = {DELTA:g}; per client for local, DP-SGD)")
+        ax.set_ylabel("test accuracy (%)")
+        ax.set_title(scenario)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main() -> int:
+    """Run the grid (or render a recorded one)."""
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="4 cells per scenario, 5 rounds")
+    ap.add_argument("--render", type=Path, help="print a recorded JSON as Markdown, exit")
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--output", type=Path, default=RESULTS)
+    ap.add_argument("--plot", type=Path, default=PLOT)
+    args = ap.parse_args()
+    if args.render is not None:
+        print(markdown(json.loads(args.render.read_text())))
+        return 0
+    cells = QUICK if args.quick else CELLS
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="fedlake-dp-bench-") as out:
+        jobs = [
+            (s, m, v, 5 if args.quick else SCENARIOS[s]["federation"]["rounds"], out)
+            for s in SCENARIOS
+            for m, v in cells
+        ]
+        ctx = mp.get_context("spawn")  # delta-rs and torch dislike fork
+        with ctx.Pool(args.workers) as pool:
+            rows = []
+            for row in pool.imap(run_cell, jobs):
+                rows.append(row)
+                acc = "-" if row["accuracy"] is None else f"{100 * row['accuracy']:.1f}%"
+                eps = "-" if row["epsilon"] is None else f"{row['epsilon']:.2f}"
+                print(
+                    f"{row['scenario']:9s} {label(row):24s} eps {eps:>8s}  acc {acc:>6s}  "
+                    f"({row['seconds']:.0f} s)",
+                    flush=True,
+                )
+    report = {
+        "delta": DELTA,
+        "quick": args.quick,
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+        "python": sys.version.split()[0],
+        "seconds": time.perf_counter() - t0,
+        "scenarios": SCENARIOS,
+        "rows": rows,
+    }
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(report, indent=1))
+    plot(report, args.plot)
+    print()
+    print(markdown(report))
+    print(f"wrote {args.output} and {args.plot}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

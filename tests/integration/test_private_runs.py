@@ -1,0 +1,139 @@
+"""Differentially private runs end to end: calibration, the budget, the ledger, refusals."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from fedlake.config import ConfigError, parse_config
+from fedlake.privacy.accounting import ledger_epsilon
+from fedlake.runner import build_federation, run_experiment
+
+
+def config(tmp_path, privacy: dict | None, *, rounds: int = 6, **over) -> dict:
+    raw = {
+        "name": "dp",
+        "output_dir": str(tmp_path / "runs"),
+        "data": {"scenario": "digits", "num_clients": 40, "partition": "iid"},
+        "model": {"kind": "mlp", "hidden": [16]},
+        "algorithm": {"client_lr": 0.05, "local_epochs": 1, "batch_size": 8},
+        "federation": {"rounds": rounds, "clients_per_round": 20},
+        "lakehouse": {"delta": True, "mlflow": False},
+    }
+    if privacy is not None:
+        raw["privacy"] = {"noise": "seeded", **privacy}
+    for key, value in over.items():  # the model section is replaced, others merged
+        raw[key] = value if key == "model" else {**raw.get(key, {}), **value}
+    return raw
+
+
+def read_rounds(outcome) -> list[dict]:
+    from deltalake import DeltaTable
+
+    path = outcome.lakehouse_root / "fedlake" / "default" / "rounds"
+    return sorted(DeltaTable(str(path)).to_pyarrow_table().to_pylist(), key=lambda r: r["round"])
+
+
+def test_epsilon_alone_calibrates_the_noise_to_spend_the_budget(tmp_path) -> None:
+    out = run_experiment(parse_config(config(tmp_path, {"epsilon": 2.0, "delta": 1e-5})))
+    hist = [h for h in out.result.history if h["status"] == "completed"]
+    assert len(hist) == 6 and out.result.stop_reason == "max_rounds"
+    eps = [h["epsilon"] for h in hist]
+    assert eps == sorted(eps) and 1.9 <= eps[-1] <= 2.0  # the whole budget, not more
+    state = out.result.state
+    assert len(state.privacy_ledger) == 6  # one central entry per released round
+    assert ledger_epsilon(state.privacy_ledger, 1e-5).epsilon == pytest.approx(eps[-1])
+    rows = read_rounds(out)
+    assert [r["epsilon"] for r in rows] == pytest.approx(eps)
+    assert all(r["delta"] == 1e-5 and r["train_loss"] is None for r in rows)
+    metrics = json.loads(rows[-1]["metrics"])
+    assert metrics["noise_multiplier"] > 0 and metrics["dp_clip"] > 0
+
+
+def test_per_client_statistics_are_not_published(tmp_path) -> None:
+    from deltalake import DeltaTable
+
+    out = run_experiment(parse_config(config(tmp_path, {"epsilon": 4.0}, rounds=2)))
+    path = out.lakehouse_root / "fedlake" / "default" / "client_updates"
+    rows = DeltaTable(str(path)).to_pyarrow_table().to_pylist()
+    assert rows and all(r["update_norm"] is None and r["train_loss"] is None for r in rows)
+    assert {r["status"] for r in rows} == {"accepted"}
+
+
+def test_the_budget_stops_the_run_before_a_round_would_exceed_it(tmp_path) -> None:
+    raw = config(tmp_path, {"epsilon": 3.0, "noise_multiplier": 1.5}, rounds=50)
+    out = run_experiment(parse_config(raw))
+    assert out.result.stop_reason == "privacy_budget"
+    done = [h for h in out.result.history if h["status"] == "completed"]
+    assert 1 <= len(done) < 50
+    assert done[-1]["epsilon"] <= 3.0
+    # one more round would have crossed it
+    from fedlake.privacy.plan import PrivacyPlan  # noqa: F401
+
+    fed = build_federation(parse_config(raw), observer=_Null())
+    plan = fed.privacy
+    assert plan is not None
+    more = plan.projected(out.result.state.privacy_ledger, len(done) + 1)
+    assert plan.spent(more).epsilon > 3.0
+
+
+class _Null:
+    def message(self, text: str) -> None:
+        pass
+
+
+def test_resume_continues_the_ledger(tmp_path) -> None:
+    raw = config(tmp_path, {"epsilon": 2.0}, rounds=4)
+    straight = run_experiment(parse_config({**raw, "name": "straight"}))
+    first = run_experiment(parse_config({**raw, "name": "halves"}), stop_after=2)
+    assert len(first.result.state.privacy_ledger) == 2
+    second = run_experiment(parse_config({**raw, "name": "halves"}), resume=True)
+    a = [h["epsilon"] for h in straight.result.history]
+    b = [h["epsilon"] for h in second.result.history]
+    assert b == pytest.approx(a)
+    assert (straight.result.state.params == second.result.state.params).all()
+
+
+def test_local_dp_reports_the_worst_clients_epsilon(tmp_path) -> None:
+    raw = config(tmp_path, {"mechanism": "local", "epsilon": 50.0, "clip": 0.5}, rounds=4)
+    out = run_experiment(parse_config(raw))
+    ledger = out.result.state.privacy_ledger
+    assert all(e.mechanism == "local" and e.clients for e in ledger)
+    spent = ledger_epsilon(ledger, 1e-5)
+    assert spent.scope == "per-client" and spent.worst_client is not None
+    assert out.result.history[-1]["epsilon"] == pytest.approx(spent.epsilon)
+    assert spent.epsilon <= 50.0
+
+
+@pytest.mark.parametrize(
+    ("privacy", "over", "message"),
+    [
+        ({"epsilon": 0.05, "noise_multiplier": 0.5}, {}, "exceeded by the first round alone"),
+        ({"epsilon": 3.0}, {"algorithm": {"aggregator": {"kind": "median"}}}, "sensitivity"),
+        ({"mechanism": "dpsgd", "noise_multiplier": 1.0}, {"model": {"kind": "logreg"}}, "torch"),
+        ({"mechanism": "dpsgd", "epsilon": 3.0}, {}, "needs noise_multiplier"),
+        ({"epsilon": 3.0, "noise_multiplier": 3.0, "count_noise": 1.0}, {}, "count noise"),
+    ],
+)
+def test_unsafe_or_impossible_settings_are_refused_when_built(
+    tmp_path, privacy, over, message
+) -> None:
+    with pytest.raises(ConfigError, match=message):
+        build_federation(parse_config(config(tmp_path, privacy, **over)), observer=_Null())
+
+
+@pytest.mark.parametrize(
+    ("privacy", "message"),
+    [
+        ({"noise_multiplier": 0}, "noise_multiplier"),
+        ({"noise_multiplier": -1.0}, "noise_multiplier"),
+        ({"epsilon": 3, "delta": 0}, "delta"),
+        ({"epsilon": 3, "delta": 1.5}, "delta"),
+        ({"delta": 1e-5}, "give noise_multiplier, or epsilon"),
+        ({"mechanism": "local", "epsilon": 3, "adaptive": True}, "central"),
+    ],
+)
+def test_bad_privacy_values_are_one_line_config_errors(tmp_path, privacy, message) -> None:
+    with pytest.raises(ConfigError, match=message):
+        parse_config(config(tmp_path, privacy))
