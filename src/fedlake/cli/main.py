@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from fedlake.cli.attack_eval import attack_eval
+from fedlake.cli.privacy import privacy
 from fedlake.cli.report import report
 from fedlake.cli.run import run
 
@@ -18,6 +19,7 @@ app = typer.Typer(
 app.command("run")(run)
 app.command("report")(report)
 app.command("attack-eval")(attack_eval)
+app.command("privacy")(privacy)
 
 
 def main() -> None:

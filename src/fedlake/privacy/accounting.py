@@ -1,0 +1,390 @@
+"""Epsilon from the privacy ledger: pure functions over ``dp_accounting``'s accountants.
+
+Nothing here accounts by hand: entries become ``dp_accounting`` events and the PLD
+accountant (Meiser & Mohammadi, CCS 2018; Doroshenko et al., PETS 2022) or the RDP
+accountant (Mironov, CSF 2017; Mironov, Talwar & Zhang 2019) turns them into epsilon.
+Identical entries are grouped into one self-composed event, so a 1,000-round ledger
+costs about what one round does.
+
+Noise multipliers follow the ledger: std divided by the L2 sensitivity under the
+entry's relation. ``dp_accounting``'s PLD accountant reads a replace-one Gaussian as
+std over the per-record bound, which moves the output by twice that, so replace-one
+entries are given to it at twice the ledger's multiplier. Fixed-size samples are
+accounted by RDP only (Wang, Balle & Kasiviswanathan, AISTATS 2019), Poisson samples
+under replace-one by PLD only; the accountant actually used is part of the result.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import dp_accounting
+from dp_accounting import pld, rdp
+
+from fedlake.privacy.ledger import Ledger, LedgerEntry
+
+Accountant = Literal["pld", "rdp"]
+Conversion = Literal["improved", "classic"]
+ACCOUNTANTS: tuple[str, ...] = ("pld", "rdp")
+CONVERSIONS: tuple[str, ...] = ("improved", "classic")
+
+# The PLD accountant's loss grid. Its discretisation is pessimistic (epsilon stays an
+# upper bound); 1e-3 instead of the library's 1e-4 is ~10x faster and moved epsilon by
+# under 0.05% for 500-2000 rounds at q in [1e-4, 1e-2], z in [0.4, 1], by 0.4% for
+# 14,063 DP-SGD steps (TF Privacy's MNIST tutorial: 2.319 instead of 2.310).
+PLD_DISCRETIZATION = 1e-3
+
+_GroupKey = tuple[float, str, float, str, int, int]
+
+
+@dataclass(frozen=True)
+class PrivacySpent:
+    """Epsilon at ``delta``, the accountant that computed it and whose guarantee it is.
+
+    ``scope`` is ``user`` (one guarantee for every user) or ``per-client`` (each client
+    its own; ``epsilon`` is the worst, that of ``worst_client``); ``clients`` counts the
+    clients with a per-client guarantee (0 for ``user``).
+    """
+
+    epsilon: float
+    delta: float
+    accountant: str
+    scope: str = "user"
+    worst_client: str | None = None
+    clients: int = 0
+
+
+def _require(ok: bool, message: str) -> None:
+    if not ok:
+        raise ValueError(message)
+
+
+def _check_delta(delta: float) -> None:
+    _require(0 < delta < 1, f"delta must be in (0, 1), got {delta}")
+
+
+def _check_choice(name: str, value: str, accepted: tuple[str, ...]) -> None:
+    _require(value in accepted, f"{name} must be one of {accepted}, got {value!r}")
+
+
+def _key(e: LedgerEntry) -> _GroupKey:
+    """What makes two entries the same mechanism (all but round, steps, clients, source)."""
+    return (e.noise_multiplier, e.sampling, e.sampling_rate, e.relation, e.population,
+            e.sample_size)  # fmt: skip
+
+
+def _groups(entries: Iterable[LedgerEntry]) -> dict[_GroupKey, int]:
+    """Total steps per distinct mechanism, in a stable order."""
+    steps: Counter[_GroupKey] = Counter()
+    for e in entries:
+        steps[_key(e)] += e.steps
+    return dict(sorted(steps.items()))
+
+
+def _resolve(groups: dict[_GroupKey, int], requested: str) -> str:
+    """The accountant that supports every group (``requested`` when it does)."""
+    relations = {k[3] for k in groups}
+    _require(len(relations) < 2, f"entries mix neighbouring relations {sorted(relations)}")
+    fixed = any(k[1] == "fixed" for k in groups)
+    _require(
+        not fixed or relations == {"replace_one"},
+        "a fixed-size sample is accounted under relation 'replace_one' only",
+    )
+    poisson_replace = any(k[1] == "poisson" and k[3] == "replace_one" for k in groups)
+    _require(
+        not (fixed and poisson_replace),
+        "no accountant handles fixed-size and Poisson samples under replace_one together",
+    )
+    if fixed:
+        return "rdp"  # dp_accounting's PLD has no sampling-without-replacement event
+    if poisson_replace:
+        return "pld"  # its RDP accountant has no replace-one Poisson-sampled Gaussian
+    return requested
+
+
+def _event(key: _GroupKey, count: int, accountant: str) -> dp_accounting.DpEvent:
+    z, sampling, q, relation, population, sample_size = key
+    if accountant == "pld" and relation == "replace_one":
+        z = 2 * z  # PLD's replace-one Gaussian shifts by +-1 noise unit: sensitivity 2
+    base: dp_accounting.DpEvent = dp_accounting.GaussianDpEvent(z)
+    if sampling == "poisson":
+        base = dp_accounting.PoissonSampledDpEvent(q, base)
+    elif sampling == "fixed":
+        base = dp_accounting.SampledWithoutReplacementDpEvent(population, sample_size, base)
+    return base if count == 1 else dp_accounting.SelfComposedDpEvent(base, count)
+
+
+def _events(groups: dict[_GroupKey, int], accountant: str) -> dp_accounting.DpEvent:
+    events = [_event(k, n, accountant) for k, n in groups.items()]
+    if not events:
+        return dp_accounting.NoOpDpEvent()
+    return events[0] if len(events) == 1 else dp_accounting.ComposedDpEvent(events)
+
+
+def dp_event(
+    entries: Sequence[LedgerEntry], *, accountant: Accountant = "pld"
+) -> dp_accounting.DpEvent:
+    """The ``dp_accounting`` event of ``entries`` for the accountant that will account it.
+
+    Identical mechanisms are grouped into one ``SelfComposedDpEvent`` of their total
+    steps. ``accountant`` is the one asked for; the event is built for the one actually
+    used (see the module docstring). Raises ValueError for mixed relations.
+    """
+    _check_choice("accountant", accountant, ACCOUNTANTS)
+    groups = _groups(entries)
+    return _events(groups, _resolve(groups, accountant))
+
+
+def _relation(groups: dict[_GroupKey, int]) -> dp_accounting.NeighboringRelation:
+    if any(k[3] == "replace_one" for k in groups):
+        return dp_accounting.NeighboringRelation.REPLACE_ONE
+    return dp_accounting.NeighboringRelation.ADD_OR_REMOVE_ONE
+
+
+def _accountant(
+    used: str,
+    relation: dp_accounting.NeighboringRelation,
+    orders: Sequence[float] | None = None,
+) -> dp_accounting.PrivacyAccountant:
+    """A fresh accountant of kind ``used``."""
+    if used == "pld":
+        return pld.PLDAccountant(relation, value_discretization_interval=PLD_DISCRETIZATION)
+    return rdp.RdpAccountant(orders=orders, neighboring_relation=relation)
+
+
+def _classic_epsilon(accountant: rdp.RdpAccountant, delta: float) -> float:
+    """min over orders of rdp(a) + log(1/delta) / (a - 1) (Mironov, CSF 2017, Prop. 3)."""
+    # the accountant exposes its RDP curve only through these attributes
+    orders, curve = accountant._orders, accountant._rdp
+    eps = min(r + math.log(1 / delta) / (a - 1) for a, r in zip(orders, curve, strict=True))
+    return max(0.0, float(eps))
+
+
+def _epsilon_of_groups(
+    groups: dict[_GroupKey, int],
+    delta: float,
+    accountant: str,
+    conversion: str,
+    orders: Sequence[float] | None,
+) -> tuple[float, str]:
+    used = _resolve(groups, accountant)
+    if not groups:
+        return 0.0, used
+    acc = _accountant(used, _relation(groups), orders)
+    acc.compose(_events(groups, used))
+    if conversion == "classic":
+        assert isinstance(acc, rdp.RdpAccountant)  # epsilon() allows classic with rdp only
+        return _classic_epsilon(acc, delta), used
+    return float(acc.get_epsilon(delta)), used
+
+
+def epsilon(
+    entries: Sequence[LedgerEntry],
+    delta: float,
+    *,
+    accountant: Accountant = "pld",
+    conversion: Conversion = "improved",
+    orders: Sequence[float] | None = None,
+) -> PrivacySpent:
+    """Epsilon at ``delta`` of all ``entries`` composed (one scope, one relation).
+
+    ``conversion`` picks the RDP-to-(epsilon, delta) step of the RDP accountant:
+    ``improved`` (Balle et al., AISTATS 2020, dp_accounting's default) or ``classic``
+    (Mironov 2017, what TF Privacy's tutorials report). ``orders`` are the RDP orders
+    (default: dp_accounting's). Empty ``entries`` spend nothing.
+    """
+    _check_delta(delta)
+    _check_choice("accountant", accountant, ACCOUNTANTS)
+    _check_choice("conversion", conversion, CONVERSIONS)
+    _require(
+        conversion == "improved" or accountant == "rdp",
+        "conversion 'classic' is a step of accountant 'rdp', got 'pld'",
+    )
+    scopes = {e.per_client for e in entries}
+    _require(len(scopes) < 2, "entries mix user-level and per-client guarantees")
+    groups = _groups(entries)
+    eps, used = _epsilon_of_groups(groups, delta, accountant, conversion, orders)
+    if scopes == {True}:
+        n = len({c for e in entries for c in e.clients})
+        return PrivacySpent(eps, delta, used, scope="per-client", clients=n)
+    return PrivacySpent(eps, delta, used)
+
+
+def ledger_epsilon(ledger: Ledger, delta: float, *, accountant: Accountant = "pld") -> PrivacySpent:
+    """The run's guarantee: user-level entries composed, or the worst client's.
+
+    Per-client entries are composed per client (the entries listing it); clients with
+    the same history are accounted once. A ledger with both scopes is refused.
+    """
+    _check_delta(delta)
+    _check_choice("accountant", accountant, ACCOUNTANTS)
+    user = [e for e in ledger if not e.per_client]
+    _require(
+        not user or len(user) == len(ledger),
+        "the ledger mixes user-level and per-client entries; a run uses one mechanism family",
+    )
+    if len(user) == len(ledger):
+        return epsilon(user, delta, accountant=accountant)
+    # entries touching the same clients first, so a long ledger is one pass per client set
+    by_clients: dict[tuple[str, ...], Counter[_GroupKey]] = defaultdict(Counter)
+    for e in ledger:
+        by_clients[e.clients][_key(e)] += e.steps
+    history: dict[str, Counter[_GroupKey]] = defaultdict(Counter)
+    for clients, steps in by_clients.items():
+        for c in set(clients):
+            history[c].update(steps)
+    cohorts: dict[tuple[tuple[_GroupKey, int], ...], list[str]] = defaultdict(list)
+    for c, steps in history.items():
+        cohorts[tuple(sorted(steps.items()))].append(c)
+    worst: tuple[float, str, str] | None = None
+    for signature, members in cohorts.items():
+        eps, used = _epsilon_of_groups(dict(signature), delta, accountant, "improved", None)
+        who = min(members)
+        if worst is None or eps > worst[0] or (eps == worst[0] and who < worst[1]):
+            worst = (eps, who, used)
+    assert worst is not None  # the ledger has per-client entries
+    return PrivacySpent(
+        worst[0], delta, worst[2], scope="per-client", worst_client=worst[1], clients=len(history)
+    )
+
+
+def _check_rounds(rounds: int) -> None:
+    _require(rounds >= 1, f"rounds must be >= 1, got {rounds}")
+
+
+def noise_for_epsilon(
+    target_epsilon: float,
+    delta: float,
+    *,
+    sampling_rate: float,
+    rounds: int,
+    steps_per_round: int = 1,
+    accountant: Accountant = "pld",
+    sampling: Literal["poisson", "fixed", "none"] = "poisson",
+    relation: Literal["add_remove", "replace_one"] = "add_remove",
+    population: int = 0,
+    sample_size: int = 0,
+) -> float:
+    """The smallest ledger noise multiplier whose epsilon at ``delta`` is <= the target.
+
+    Brent's method (``dp_accounting.calibrate_dp_mechanism``) over the accountant, to a
+    relative tolerance of 1e-3, on the side that meets the target.
+    """
+    _require(target_epsilon > 0, f"target_epsilon must be > 0, got {target_epsilon}")
+    _check_delta(delta)
+    _check_rounds(rounds)
+    _require(steps_per_round >= 1, f"steps_per_round must be >= 1, got {steps_per_round}")
+    _check_choice("accountant", accountant, ACCOUNTANTS)
+    # the entry validates the sampling, its rate, the relation and a fixed sample's size
+    template = LedgerEntry(
+        round=1,
+        mechanism="central",
+        noise_multiplier=1.0,
+        sampling=sampling,
+        sampling_rate=sampling_rate,
+        relation=relation,
+        population=population,
+        sample_size=sample_size,
+    )
+    total = rounds * steps_per_round
+
+    def groups(z: float) -> dict[_GroupKey, int]:
+        return {(z, *_key(template)[1:]): total}
+
+    used = _resolve(groups(1.0), accountant)
+    relation_ = _relation(groups(1.0))
+
+    def spent(z: float) -> float:
+        return _epsilon_of_groups(groups(z), delta, used, "improved", None)[0]
+
+    lo, hi = 0.5, 1.0  # bracket the root: epsilon falls as the noise grows
+    while spent(hi) > target_epsilon:
+        if hi > 1e6:
+            raise ValueError(f"no noise multiplier up to {hi:g} meets epsilon {target_epsilon}")
+        lo, hi = hi, 2 * hi
+    while spent(lo) <= target_epsilon:
+        if lo < 1e-3:
+            return lo  # the target allows (almost) no noise
+        lo, hi = lo / 2, lo
+    return float(
+        dp_accounting.calibrate_dp_mechanism(
+            lambda: _accountant(used, relation_),
+            lambda z: _events(groups(z), used),
+            target_epsilon,
+            delta,
+            dp_accounting.ExplicitBracketInterval(lo, hi),
+            tol=1e-3 * lo,
+        )
+    )
+
+
+def _plan_entry(
+    num_clients: int, clients_per_round: int, noise_multiplier: float, sampling: str
+) -> LedgerEntry:
+    """One round of DP-FedAvg as the ledger records it."""
+    _require(num_clients >= 1, f"num_clients must be >= 1, got {num_clients}")
+    _require(
+        1 <= clients_per_round <= num_clients,
+        f"clients_per_round must be in [1, num_clients={num_clients}], got {clients_per_round}",
+    )
+    _require(noise_multiplier > 0, f"noise_multiplier must be > 0, got {noise_multiplier}")
+    _check_choice("sampling", sampling, ("poisson", "fixed"))
+    q = clients_per_round / num_clients
+    if sampling == "poisson":
+        return LedgerEntry(1, "central", noise_multiplier, "poisson", q)
+    return LedgerEntry(  # replace-one: one user moves a clipped sum by 2 x clip
+        1, "central", noise_multiplier / 2, "fixed", q, relation="replace_one",
+        population=num_clients, sample_size=clients_per_round,
+    )  # fmt: skip
+
+
+def plan_epsilon(
+    *,
+    num_clients: int,
+    clients_per_round: int,
+    noise_multiplier: float,
+    rounds: int,
+    delta: float,
+    sampling: Literal["poisson", "fixed"] = "poisson",
+    accountant: Accountant = "pld",
+) -> PrivacySpent:
+    """Epsilon of ``rounds`` rounds of DP-FedAvg (noise std = ``noise_multiplier`` x clip).
+
+    ``poisson``: each client joins with q = m / N (add/remove one user). ``fixed``: m of
+    N without replacement (replace one user, sensitivity 2 x clip, so z / 2), accounted
+    by the only bound dp_accounting has for it (RDP, WBK19), which is several times
+    looser than Poisson's at the same z.
+    """
+    _check_rounds(rounds)
+    entry = _plan_entry(num_clients, clients_per_round, noise_multiplier, sampling)
+    return epsilon([entry] * rounds, delta, accountant=accountant)
+
+
+def plan_noise(
+    target_epsilon: float,
+    delta: float,
+    *,
+    num_clients: int,
+    clients_per_round: int,
+    rounds: int,
+    sampling: Literal["poisson", "fixed"] = "poisson",
+    accountant: Accountant = "pld",
+) -> float:
+    """The smallest DP-FedAvg noise multiplier (std / clip) meeting the target epsilon."""
+    entry = _plan_entry(num_clients, clients_per_round, 1.0, sampling)
+    z = noise_for_epsilon(
+        target_epsilon,
+        delta,
+        sampling_rate=entry.sampling_rate,
+        rounds=rounds,
+        accountant=accountant,
+        sampling=entry.sampling,
+        relation=entry.relation,
+        population=entry.population,
+        sample_size=entry.sample_size,
+    )
+    return 2 * z if sampling == "fixed" else z
