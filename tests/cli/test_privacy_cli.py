@@ -7,7 +7,7 @@ import typer
 from typer.testing import CliRunner
 
 from fedlake.cli.main import app
-from fedlake.privacy.accounting import plan_epsilon, plan_noise
+from fedlake.privacy.calibration import plan_epsilon, plan_noise
 
 runner = CliRunner()
 N, M = 763_430, 100

@@ -14,9 +14,8 @@ from fedlake.privacy.accounting import (
     dp_event,
     epsilon,
     ledger_epsilon,
-    noise_for_epsilon,
-    plan_epsilon,
 )
+from fedlake.privacy.calibration import noise_for_epsilon, plan_epsilon
 from fedlake.privacy.ledger import LedgerEntry
 
 # TF Privacy's orders (its MNIST tutorial and compute_dp_sgd_privacy)

@@ -107,8 +107,13 @@ def test_adaptive_value_noise_is_the_corrected_multiplier() -> None:
     assert value_noise_multiplier(1.0, 5.0) == pytest.approx((1 - 0.01) ** -0.5)
     with pytest.raises(ValueError, match=r"noise_multiplier \(2.0\) must be < 2 x the count"):
         dp_fedavg(
-            clip=0.1, noise_multiplier=2.0, denominator=10, adaptive=AdaptiveClip()
-        )  # count noise 10/20 = 0.5
+            clip=0.1, noise_multiplier=2.0, denominator=10, adaptive=AdaptiveClip(count_noise=0.5)
+        )
+    # by default the count noise is max(m / 20, z): a large z still works, its value
+    # noise 2 / sqrt(3) x larger at most
+    agg = dp_fedavg(clip=0.1, noise_multiplier=2.0, denominator=10, adaptive=AdaptiveClip())
+    assert agg.name == "dp_fedavg(adaptive)"
+    assert value_noise_multiplier(2.0, 2.0) == pytest.approx(2.0 * 2 / math.sqrt(3))
 
 
 @pytest.mark.parametrize(

@@ -9,7 +9,8 @@ from rich.console import Console
 from rich.table import Table
 
 from fedlake.cli.common import fail, print_table
-from fedlake.privacy.accounting import ACCOUNTANTS, plan_epsilon, plan_noise
+from fedlake.privacy.accounting import ACCOUNTANTS
+from fedlake.privacy.calibration import plan_epsilon, plan_noise
 
 SAMPLINGS = ("poisson", "fixed")
 

@@ -164,6 +164,19 @@ def _classic_epsilon(accountant: rdp.RdpAccountant, delta: float) -> float:
     return max(0.0, float(eps))
 
 
+def _analytic_epsilon(groups: dict[_GroupKey, int], delta: float) -> float:
+    """Exact epsilon of Gaussian mechanisms without sampling (local DP's releases).
+
+    Composing Gaussians of multipliers z_i is one Gaussian of multiplier
+    (sum_i 1 / z_i^2)^(-1/2), exactly (its privacy loss distribution is the same);
+    ``dp_accounting``'s analytic Gaussian (Balle & Wang, ICML 2018) then gives the
+    epsilon the PLD accountant converges to, without discretising: PLD is very slow at
+    the tiny multipliers local DP composes to.
+    """
+    z = sum(n / k[0] ** 2 for k, n in groups.items()) ** -0.5
+    return float(dp_accounting.get_epsilon_gaussian(z, delta))
+
+
 def _epsilon_of_groups(
     groups: dict[_GroupKey, int],
     delta: float,
@@ -174,6 +187,8 @@ def _epsilon_of_groups(
     used = _resolve(groups, accountant)
     if not groups:
         return 0.0, used
+    if used == "pld" and conversion == "improved" and all(k[1] == "none" for k in groups):
+        return _analytic_epsilon(groups, delta), "pld"
     acc = _accountant(used, _relation(groups), orders)
     acc.compose(_events(groups, used))
     if conversion == "classic":
@@ -250,141 +265,3 @@ def ledger_epsilon(ledger: Ledger, delta: float, *, accountant: Accountant = "pl
     return PrivacySpent(
         worst[0], delta, worst[2], scope="per-client", worst_client=worst[1], clients=len(history)
     )
-
-
-def _check_rounds(rounds: int) -> None:
-    _require(rounds >= 1, f"rounds must be >= 1, got {rounds}")
-
-
-def noise_for_epsilon(
-    target_epsilon: float,
-    delta: float,
-    *,
-    sampling_rate: float,
-    rounds: int,
-    steps_per_round: int = 1,
-    accountant: Accountant = "pld",
-    sampling: Literal["poisson", "fixed", "none"] = "poisson",
-    relation: Literal["add_remove", "replace_one"] = "add_remove",
-    population: int = 0,
-    sample_size: int = 0,
-) -> float:
-    """The smallest ledger noise multiplier whose epsilon at ``delta`` is <= the target.
-
-    Brent's method (``dp_accounting.calibrate_dp_mechanism``) over the accountant, to a
-    relative tolerance of 1e-3, on the side that meets the target.
-    """
-    _require(target_epsilon > 0, f"target_epsilon must be > 0, got {target_epsilon}")
-    _check_delta(delta)
-    _check_rounds(rounds)
-    _require(steps_per_round >= 1, f"steps_per_round must be >= 1, got {steps_per_round}")
-    _check_choice("accountant", accountant, ACCOUNTANTS)
-    # the entry validates the sampling, its rate, the relation and a fixed sample's size
-    template = LedgerEntry(
-        round=1,
-        mechanism="central",
-        noise_multiplier=1.0,
-        sampling=sampling,
-        sampling_rate=sampling_rate,
-        relation=relation,
-        population=population,
-        sample_size=sample_size,
-    )
-    total = rounds * steps_per_round
-
-    def groups(z: float) -> dict[_GroupKey, int]:
-        return {(z, *_key(template)[1:]): total}
-
-    used = _resolve(groups(1.0), accountant)
-    relation_ = _relation(groups(1.0))
-
-    def spent(z: float) -> float:
-        return _epsilon_of_groups(groups(z), delta, used, "improved", None)[0]
-
-    lo, hi = 0.5, 1.0  # bracket the root: epsilon falls as the noise grows
-    while spent(hi) > target_epsilon:
-        if hi > 1e6:
-            raise ValueError(f"no noise multiplier up to {hi:g} meets epsilon {target_epsilon}")
-        lo, hi = hi, 2 * hi
-    while spent(lo) <= target_epsilon:
-        if lo < 1e-3:
-            return lo  # the target allows (almost) no noise
-        lo, hi = lo / 2, lo
-    return float(
-        dp_accounting.calibrate_dp_mechanism(
-            lambda: _accountant(used, relation_),
-            lambda z: _events(groups(z), used),
-            target_epsilon,
-            delta,
-            dp_accounting.ExplicitBracketInterval(lo, hi),
-            tol=1e-3 * lo,
-        )
-    )
-
-
-def _plan_entry(
-    num_clients: int, clients_per_round: int, noise_multiplier: float, sampling: str
-) -> LedgerEntry:
-    """One round of DP-FedAvg as the ledger records it."""
-    _require(num_clients >= 1, f"num_clients must be >= 1, got {num_clients}")
-    _require(
-        1 <= clients_per_round <= num_clients,
-        f"clients_per_round must be in [1, num_clients={num_clients}], got {clients_per_round}",
-    )
-    _require(noise_multiplier > 0, f"noise_multiplier must be > 0, got {noise_multiplier}")
-    _check_choice("sampling", sampling, ("poisson", "fixed"))
-    q = clients_per_round / num_clients
-    if sampling == "poisson":
-        return LedgerEntry(1, "central", noise_multiplier, "poisson", q)
-    return LedgerEntry(  # replace-one: one user moves a clipped sum by 2 x clip
-        1, "central", noise_multiplier / 2, "fixed", q, relation="replace_one",
-        population=num_clients, sample_size=clients_per_round,
-    )  # fmt: skip
-
-
-def plan_epsilon(
-    *,
-    num_clients: int,
-    clients_per_round: int,
-    noise_multiplier: float,
-    rounds: int,
-    delta: float,
-    sampling: Literal["poisson", "fixed"] = "poisson",
-    accountant: Accountant = "pld",
-) -> PrivacySpent:
-    """Epsilon of ``rounds`` rounds of DP-FedAvg (noise std = ``noise_multiplier`` x clip).
-
-    ``poisson``: each client joins with q = m / N (add/remove one user). ``fixed``: m of
-    N without replacement (replace one user, sensitivity 2 x clip, so z / 2), accounted
-    by the only bound dp_accounting has for it (RDP, WBK19), which is several times
-    looser than Poisson's at the same z.
-    """
-    _check_rounds(rounds)
-    entry = _plan_entry(num_clients, clients_per_round, noise_multiplier, sampling)
-    return epsilon([entry] * rounds, delta, accountant=accountant)
-
-
-def plan_noise(
-    target_epsilon: float,
-    delta: float,
-    *,
-    num_clients: int,
-    clients_per_round: int,
-    rounds: int,
-    sampling: Literal["poisson", "fixed"] = "poisson",
-    accountant: Accountant = "pld",
-) -> float:
-    """The smallest DP-FedAvg noise multiplier (std / clip) meeting the target epsilon."""
-    entry = _plan_entry(num_clients, clients_per_round, 1.0, sampling)
-    z = noise_for_epsilon(
-        target_epsilon,
-        delta,
-        sampling_rate=entry.sampling_rate,
-        rounds=rounds,
-        accountant=accountant,
-        sampling=entry.sampling,
-        relation=entry.relation,
-        population=entry.population,
-        sample_size=entry.sample_size,
-    )
-    return 2 * z if sampling == "fixed" else z

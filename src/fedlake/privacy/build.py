@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from fedlake.core.algorithm import Algorithm
 from fedlake.core.transform import chain
-from fedlake.privacy.accounting import noise_for_epsilon
+from fedlake.privacy.calibration import noise_for_epsilon
 from fedlake.privacy.central import AdaptiveClip, dp_fedavg
 from fedlake.privacy.local import local_gaussian
 from fedlake.privacy.plan import Budget, PrivacyPlan

@@ -10,7 +10,6 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
-
 Mechanism = Literal["central", "adaptive", "local", "dpsgd"]
 Sampling = Literal["poisson", "fixed", "none"]
 Relation = Literal["add_remove", "replace_one"]
