@@ -162,16 +162,19 @@ def run_client(
     payload, residual = encode_delta(delta, task.mask, compression.upload, encode_rng, residual)
     new_state = {RESIDUAL: residual} if residual is not None else None
     examples = float(fit.num_examples if claimed is None else claimed)
+    metrics = {
+        "train_loss": float(fit.loss),
+        "num_examples": examples,
+        "steps": float(fit.steps),
+        "duration_s": time.perf_counter() - t0,
+    }
+    if fit.privacy is not None:  # DP-SGD facts, for the server's privacy ledger
+        metrics.update({f"dp_{k}": float(v) for k, v in fit.privacy.items()})
     return ClientUpdate(
         client_id=client_id,
         vectors={},
         weight=examples,
-        metrics={
-            "train_loss": float(fit.loss),
-            "num_examples": examples,
-            "steps": float(fit.steps),
-            "duration_s": time.perf_counter() - t0,
-        },
+        metrics=metrics,
         encoded={DELTA: payload},
         client_state=new_state,
     )

@@ -131,6 +131,11 @@ class LogRegTrainer:
         grad_transform: Transform | None = None,
     ) -> FitResult:
         """Minibatch SGD for ``config.epochs`` epochs, reshuffled each epoch with ``rng``."""
+        if config.dp is not None:
+            raise ValueError(
+                "DP-SGD needs a torch model (mlp, cnn1d); logreg has no per-sample gradient "
+                f"path (got dp={config.dp}): use central or local DP instead"
+            )
         theta = self._check_params(params)
         xs, y, n = self._check_data(x, y)
         lr, bsz, l2 = FLOAT(config.lr), int(config.batch_size), self.l2

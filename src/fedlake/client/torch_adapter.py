@@ -218,7 +218,16 @@ class TorchTrainer:
         rng: np.random.Generator,
         grad_transform: Transform | None = None,
     ) -> FitResult:
-        """Minibatch training reshuffled each epoch with ``rng``; dropout is seeded from ``rng``."""
+        """Minibatch training reshuffled each epoch with ``rng``; dropout is seeded from ``rng``.
+
+        With ``config.dp`` set, runs DP-SGD instead (:func:`fedlake.client.dpsgd.dpsgd_fit`).
+        """
+        if config.dp is not None:  # imported here: dpsgd imports this module (and Opacus)
+            from fedlake.client.dpsgd import dpsgd_fit
+
+            return dpsgd_fit(
+                self, params, x, y, config=config, rng=rng, grad_transform=grad_transform
+            )
         bound = self._get_bound()
         start = self._load(bound, params)
         xt, yt = self._data(x, y)

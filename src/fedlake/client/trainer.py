@@ -16,12 +16,17 @@ __all__ = ["FitResult", "LocalConfig", "Trainer"]
 
 @dataclass(frozen=True)
 class FitResult:
-    """What local training returns: new flat params and scalar metrics."""
+    """What local training returns: new flat params, scalar metrics and DP-SGD facts if any.
+
+    ``privacy`` (DP-SGD only) holds ``noise_multiplier``, ``sampling_rate``, ``steps``,
+    ``max_grad_norm`` and ``secure_noise`` (1.0 or 0.0).
+    """
 
     params: np.ndarray
     loss: float
     num_examples: int
     steps: int
+    privacy: dict[str, float] | None = None
 
 
 @runtime_checkable

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
+from numbers import Real
 
 from fedlake.core.aggregator import Aggregator
 from fedlake.core.codec import Compression
@@ -10,12 +12,32 @@ from fedlake.core.transform import Transform, identity
 
 
 @dataclass(frozen=True)
+class SampleDP:
+    """Sample-level DP-SGD inside local training: noise multiplier z and per-example clip C.
+
+    ``secure_noise=False`` draws seeded, reproducible noise: simulations only.
+    """
+
+    noise_multiplier: float
+    max_grad_norm: float
+    secure_noise: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("noise_multiplier", "max_grad_norm"):
+            value = getattr(self, name)
+            real = isinstance(value, Real) and not isinstance(value, bool)
+            if not (real and math.isfinite(value) and value > 0):
+                raise ValueError(f"{name} must be a finite number in (0, inf), got {value!r}")
+
+
+@dataclass(frozen=True)
 class LocalConfig:
-    """Hyperparameters of one client's local training in a round."""
+    """Hyperparameters of one client's local training in a round (``dp``: DP-SGD, torch only)."""
 
     epochs: int = 1
     batch_size: int = 32
     lr: float = 0.1
+    dp: SampleDP | None = None
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
