@@ -56,6 +56,9 @@ def build_privacy(
         denominator=float(cohort),
         seed=cfg.seed,
         secure_noise=p.noise == "secure",
+        epsilon=p.epsilon,
+        delta=p.delta,
+        accountant=p.accountant,
     )
     if dp.mechanism == "central":  # adaptive's noise split is checked here, not in a worker
         dp_fedavg(

@@ -137,3 +137,32 @@ def test_unsafe_or_impossible_settings_are_refused_when_built(
 def test_bad_privacy_values_are_one_line_config_errors(tmp_path, privacy, message) -> None:
     with pytest.raises(ConfigError, match=message):
         parse_config(config(tmp_path, privacy))
+
+
+def test_dpsgd_clients_keep_their_own_budget(tmp_path) -> None:
+    # 40 clients, all 40 every round: every client's budget runs out in the same round
+    raw = config(
+        tmp_path,
+        {"mechanism": "dpsgd", "noise_multiplier": 1.0, "clip": 1.0, "epsilon": 4.0},
+        rounds=30,
+        federation={"clients_per_round": 40},
+    )
+    out = run_experiment(parse_config(raw))
+    assert out.result.stop_reason == "privacy_budget"
+    done = [h for h in out.result.history if h["status"] == "completed"]
+    assert 1 <= len(done) < 30
+    ledger = out.result.state.privacy_ledger
+    assert {e.mechanism for e in ledger} == {"dpsgd"} and all(len(e.clients) == 1 for e in ledger)
+    spent = ledger_epsilon(ledger, 1e-5)
+    assert spent.scope == "per-client" and spent.epsilon <= 4.0
+    assert done[-1]["epsilon"] == pytest.approx(spent.epsilon)
+    refused = [h for h in out.result.history if h["status"] != "completed"]
+    assert refused and refused[-1]["num_failed"] == 40  # every client said no
+
+
+def test_dpsgd_epsilon_is_reported_without_a_budget(tmp_path) -> None:
+    raw = config(tmp_path, {"mechanism": "dpsgd", "noise_multiplier": 1.2}, rounds=2)
+    out = run_experiment(parse_config(raw))
+    assert out.result.stop_reason == "max_rounds"
+    eps = [h["epsilon"] for h in out.result.history]
+    assert 0 < eps[0] < eps[1]

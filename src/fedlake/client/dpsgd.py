@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from opacus.grad_sample import GradSampleHooks
 
+from fedlake.client.dp_budget import sampling_rate, steps_per_epoch
 from fedlake.client.torch_adapter import _read, torch_threads
 from fedlake.client.trainer import FitResult, LocalConfig
 from fedlake.core.algorithm import SampleDP
@@ -47,23 +48,6 @@ __all__ = [
 ]
 
 _TWO_53 = float(2**53)
-
-
-def sampling_rate(n: int, batch_size: int) -> float:
-    """Poisson sampling rate ``q = batch_size / n``, capped at 1 (``batch_size >= n``: all rows)."""
-    if n < 1 or batch_size < 1:
-        raise ValueError(f"n and batch_size must be >= 1, got n={n}, batch_size={batch_size}")
-    return min(1.0, batch_size / n)
-
-
-def steps_per_epoch(n: int, batch_size: int) -> int:
-    """Expected batches in one pass over ``n`` rows: ``round(n / batch_size)``, at least 1.
-
-    Python's ``round`` (half to even) is the convention: n=100, batch_size=40 gives 2.
-    """
-    if n < 1 or batch_size < 1:
-        raise ValueError(f"n and batch_size must be >= 1, got n={n}, batch_size={batch_size}")
-    return max(1, round(n / batch_size))
 
 
 def poisson_sample(n: int, q: float, rng: np.random.Generator | None) -> np.ndarray:

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from fedlake.attacks.base import ATTACK_RNG, POISON, Attack
+from fedlake.client.dp_budget import DP_HISTORY, check_budget, history_of, planned_round
 from fedlake.client.trainer import Trainer
 from fedlake.compression.messages import encode_delta
 from fedlake.compression.pruning import mask_gradients
@@ -124,6 +125,13 @@ def run_client(
             task.seed, task.round, ATTACK_RNG, task.attempt, POISON, client_key(client_id)
         )
         ds = attack.poison(ds, poison_rng)
+    kept = task.states.get(client_id) or {}
+    dp = algorithm.local.dp
+    history = history_of(kept)
+    if dp is not None:  # DP-SGD: the client refuses a round past its own budget
+        nxt = planned_round(dp, algorithm.local, ds.num_train)
+        check_budget(dp, history, nxt)
+        history = (*history, nxt)
     global_params = np.asarray(task.params, dtype=np.float32)
     compression = algorithm.compression
     trainable, encode_rng = _trainable(task.mask, compression.upload, global_params.size, rng)
@@ -155,12 +163,14 @@ def run_client(
         )
     residual = None
     if compression.error_feedback:
-        kept = task.states.get(client_id) or {}
         residual = kept.get(RESIDUAL)
         if residual is None or residual.shape != delta.shape:  # first round of this client
             residual = np.zeros_like(delta, dtype=np.float32)
     payload, residual = encode_delta(delta, task.mask, compression.upload, encode_rng, residual)
-    new_state = {RESIDUAL: residual} if residual is not None else None
+    kept_now: dict[str, Any] = {RESIDUAL: residual} if residual is not None else {}
+    if history:
+        kept_now[DP_HISTORY] = history
+    new_state = kept_now or None
     examples = float(fit.num_examples if claimed is None else claimed)
     metrics = {
         "train_loss": float(fit.loss),

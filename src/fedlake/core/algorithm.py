@@ -21,6 +21,9 @@ class SampleDP:
     noise_multiplier: float
     max_grad_norm: float
     secure_noise: bool = True
+    epsilon: float | None = None  # the client's own budget (None: no cap)
+    delta: float = 1e-5
+    accountant: str = "pld"
 
     def __post_init__(self) -> None:
         for name in ("noise_multiplier", "max_grad_norm"):
@@ -28,6 +31,10 @@ class SampleDP:
             real = isinstance(value, Real) and not isinstance(value, bool)
             if not (real and math.isfinite(value) and value > 0):
                 raise ValueError(f"{name} must be a finite number in (0, inf), got {value!r}")
+        if self.epsilon is not None and not self.epsilon > 0:
+            raise ValueError(f"epsilon must be > 0, got {self.epsilon!r}")
+        if not 0 < self.delta < 1:
+            raise ValueError(f"delta must be in (0, 1), got {self.delta!r}")
 
 
 @dataclass(frozen=True)

@@ -36,6 +36,7 @@ from fedlake.orchestration.events import NullObserver, RunObserver
 from fedlake.orchestration.privacy import (
     BUDGET_REASON,
     budget_message,
+    budget_refusals,
     dp_facts,
     record_round,
     scrub,
@@ -318,15 +319,13 @@ class Federation:
                 + ("retrying with a new cohort" if attempt < self.max_retries else "stopping")
             )
         else:
+            # DP-SGD clients refuse rounds past their own budget: that is why it stopped
+            reason = BUDGET_REASON if budget_refusals(rows) else "insufficient_updates"
             pending["audit"] = [
-                sinks.audit_row(
-                    "run.stop",
-                    self.run_dir.name,
-                    {"round": r + 1, "reason": "insufficient_updates"},
-                )
+                sinks.audit_row("run.stop", self.run_dir.name, {"round": r + 1, "reason": reason})
             ]
             self._commit(ckpt, state, pending, sinks)
-            return "insufficient_updates"
+            return reason
 
         new_state, server_metrics = apply_server_step(self.algorithm, state, delta, agg_state)
         if hasattr(agg_state, "metrics"):  # e.g. DP-FedAvg's adaptive clip norm

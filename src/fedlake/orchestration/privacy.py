@@ -6,6 +6,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import replace
 from typing import Any
 
+from fedlake.client.dp_budget import BUDGET_EXHAUSTED
 from fedlake.core.state import ServerState
 from fedlake.core.update import ClientUpdate
 from fedlake.privacy.accounting import PrivacySpent
@@ -23,6 +24,14 @@ def dp_facts(
     for u in updates:
         into[u.client_id] = {k: float(v) for k, v in u.metrics.items() if k.startswith("dp_")}
         yield u
+
+
+def budget_refusals(rows: list[dict[str, Any]]) -> int:
+    """How many clients of a round refused to train past their own privacy budget."""
+    return sum(
+        row["status"] == "failed" and BUDGET_EXHAUSTED in str(row.get("reason") or "")
+        for row in rows
+    )
 
 
 def scrub(rows: list[dict[str, Any]]) -> None:

@@ -25,6 +25,9 @@ class DPSettings:
     denominator: float
     seed: int
     secure_noise: bool
+    epsilon: float | None = None  # DP-SGD: each client's own budget
+    delta: float = 1e-5
+    accountant: str = "pld"
 
 
 def calibrate(
@@ -97,6 +100,9 @@ def apply_dp(recipe: Algorithm, dp: DPSettings) -> Algorithm:
         noise_multiplier=dp.noise_multiplier,
         max_grad_norm=dp.clip,
         secure_noise=dp.secure_noise,
+        epsilon=dp.epsilon,
+        delta=dp.delta,
+        accountant=dp.accountant,
     )
     return dataclasses.replace(recipe, local=dataclasses.replace(recipe.local, dp=sample_dp))
 
