@@ -27,3 +27,18 @@ def test_aggregation_bench_quick_runs_every_rule(tmp_path):
     for rule in AGGREGATORS:
         assert rule in text, rule
     assert json.loads(text)
+
+
+def test_privacy_bench_quick_runs_every_mechanism(tmp_path):
+    out, png = tmp_path / "dp.json", tmp_path / "dp.png"
+    cmd = [sys.executable, "bench/privacy_utility.py", "--quick", "--output", str(out)]
+    proc = subprocess.run(
+        [*cmd, "--plot", str(png)], cwd=ROOT, capture_output=True, text=True, timeout=600
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = json.loads(out.read_text())["rows"]
+    assert {r["mechanism"] for r in rows} == {"none", "central", "local", "dpsgd"}
+    for r in rows:
+        assert r["rounds"] == 2 and 0 <= r["accuracy"] <= 1
+        assert (r["epsilon"] is None) == (r["mechanism"] == "none")
+    assert png.stat().st_size > 0

@@ -42,7 +42,7 @@ from fedlake.orchestration.privacy import (
     scrub,
     spend_columns,
 )
-from fedlake.orchestration.records import round_row
+from fedlake.orchestration.records import dropped_rows, retry_message, round_row
 from fedlake.orchestration.sampling import CohortSpec, Population, poisson_cohort, sample_cohort
 from fedlake.orchestration.screening import in_cohort_order, problems, screen
 from fedlake.orchestration.sinks import METRICS_KEY, RunSinks, now
@@ -220,17 +220,7 @@ class Federation:
                 )
                 malicious = chosen.difference(dropped)
             self.observer.round_started(round=r + 1, attempt=attempt, cohort_size=len(cohort))
-            rows: list[dict[str, Any]] = [
-                {
-                    "client_id": c,
-                    "status": "dropped",
-                    "reason": "unavailable (simulated dropout)",
-                    "num_examples": 0,
-                    "bytes": 0,
-                }
-                for c in cohort
-                if c in dropped
-            ]
+            rows = dropped_rows(cohort, dropped)
             done = [len(rows)]
 
             def tick(done: list[int] = done, total: int = len(cohort), r: int = r) -> None:
@@ -309,14 +299,15 @@ class Federation:
             base["status"] = "retry" if attempt < self.max_retries else "failed"
             pending["rounds"].append(base)
             ckpt.history.append(base)  # its traffic and time count too
-            agg = self.algorithm.aggregator
-            needs = f"min_clients={self.min_clients}"
-            if agg.min_updates > self.min_clients:
-                needs = f"{agg.name} needs {agg.min_updates}"
             self.observer.message(
-                f"round {r + 1} attempt {attempt + 1}: only {count} valid updates "
-                f"({needs}); "
-                + ("retrying with a new cohort" if attempt < self.max_retries else "stopping")
+                retry_message(
+                    r,
+                    attempt,
+                    count,
+                    self.min_clients,
+                    self.algorithm.aggregator,
+                    last=attempt == self.max_retries,
+                )
             )
         else:
             # DP-SGD clients refuse rounds past their own budget: that is why it stopped

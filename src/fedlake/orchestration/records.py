@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from fedlake.core.aggregator import Aggregator
 from fedlake.orchestration.sinks import now
 from fedlake.orchestration.transport import Download
 
@@ -53,3 +54,29 @@ def round_row(
         "delta": None,
         "created_at": now(),
     }
+
+
+def dropped_rows(cohort: list[str], dropped: set[str]) -> list[dict[str, Any]]:
+    """The client_updates rows of the cohort's clients that dropped out (in cohort order)."""
+    return [
+        {
+            "client_id": c,
+            "status": "dropped",
+            "reason": "unavailable (simulated dropout)",
+            "num_examples": 0,
+            "bytes": 0,
+        }
+        for c in cohort
+        if c in dropped
+    ]
+
+
+def retry_message(
+    r: int, attempt: int, count: int, min_clients: int, aggregator: Aggregator, *, last: bool
+) -> str:
+    """Why attempt ``attempt`` of round ``r`` (0-based) is retried, or the run stops."""
+    needs = f"min_clients={min_clients}"
+    if aggregator.min_updates > min_clients:
+        needs = f"{aggregator.name} needs {aggregator.min_updates}"
+    then = "stopping" if last else "retrying with a new cohort"
+    return f"round {r + 1} attempt {attempt + 1}: only {count} valid updates ({needs}); {then}"
