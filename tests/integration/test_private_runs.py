@@ -166,3 +166,49 @@ def test_dpsgd_epsilon_is_reported_without_a_budget(tmp_path) -> None:
     assert out.result.stop_reason == "max_rounds"
     eps = [h["epsilon"] for h in out.result.history]
     assert 0 < eps[0] < eps[1]
+
+
+def test_epsilon_goes_to_mlflow_and_the_cli_summary(tmp_path) -> None:
+    import subprocess
+    import sys
+
+    from mlflow import MlflowClient
+
+    raw = config(tmp_path, {"epsilon": 2.0}, rounds=3, lakehouse={"mlflow": True})
+    path = tmp_path / "dp.toml"
+    path.write_text(_toml(raw))
+    proc = subprocess.run(
+        [sys.executable, "-m", "fedlake.cli.main", "run", "--config", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "privacy spent" in proc.stdout and "noise is SEEDED" in proc.stdout
+    uri = f"sqlite:///{tmp_path / 'runs' / 'dp' / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("fedlake").experiment_id])
+    eps = client.get_metric_history(run.info.run_id, "epsilon")
+    assert sorted(m.step for m in eps) == [1, 2, 3]
+    assert max(m.value for m in eps) == pytest.approx(2.0, rel=0.05)
+    assert float(run.data.params["privacy.noise_multiplier"]) > 0
+
+
+def _toml(raw: dict) -> str:
+    """A small TOML writer for the nested dicts of these tests."""
+    top = [f"{k} = {json.dumps(v)}" for k, v in raw.items() if not isinstance(v, dict)]
+    tables = [
+        f"[{k}]\n" + "\n".join(f"{kk} = {_value(vv)}" for kk, vv in v.items())
+        for k, v in raw.items()
+        if isinstance(v, dict)
+    ]
+    return "\n".join(top) + "\n\n" + "\n\n".join(tables) + "\n"
+
+
+def _value(v) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, dict):
+        return "{" + ", ".join(f"{k} = {_value(x)}" for k, x in v.items()) + "}"
+    return json.dumps(v)
