@@ -319,9 +319,12 @@ def run_experiment(
             sinks.tracker.log_artifact(history_path)
             if report is not None:
                 sinks.tracker.log_artifact(report)
-            if result.best_params is not None and result.stop_reason != "paused":
+            # under DP the last model, not the best by (un-noised) evaluation on the
+            # clients' own test splits: picking by it would be an unaccounted release
+            chosen = result.state.params if federation.privacy else result.best_params
+            if chosen is not None and result.stop_reason != "paused":
                 version = sinks.tracker.register_model(
-                    result.best_params,
+                    chosen,
                     federation.trainer.spec.to_json(),
                     federation.model_config,
                     name=cfg.lakehouse.model_name,

@@ -212,3 +212,41 @@ def _value(v) -> str:
     if isinstance(v, dict):
         return "{" + ", ".join(f"{k} = {_value(x)}" for k, x in v.items()) + "}"
     return json.dumps(v)
+
+
+def test_central_poisson_rounds_are_never_retried_even_when_empty(tmp_path) -> None:
+    # q = 1/40: many rounds sample nobody; each is released (noise only), none retried
+    raw = config(tmp_path, {"epsilon": 20.0}, rounds=12, federation={"clients_per_round": 1})
+    out = run_experiment(parse_config(raw))
+    statuses = [h["status"] for h in out.result.history]
+    assert statuses == ["completed"] * 12
+    assert any(h["num_sampled"] == 0 for h in out.result.history)
+    assert len(out.result.state.privacy_ledger) == 12
+
+
+def test_local_dp_clients_report_nothing_but_the_noised_update(tmp_path) -> None:
+    from deltalake import DeltaTable
+
+    raw = config(tmp_path, {"mechanism": "local", "epsilon": 50.0}, rounds=2)
+    out = run_experiment(parse_config(raw))
+    path = out.lakehouse_root / "fedlake" / "default" / "client_updates"
+    rows = DeltaTable(str(path)).to_pyarrow_table().to_pylist()
+    assert rows and all(r["num_examples"] == 1 and r["train_loss"] is None for r in rows)
+
+
+def test_local_dp_charges_every_attempt_that_reached_the_server(tmp_path) -> None:
+    # 18 of 20 must answer with 20% dropout: attempts fail and are retried; the clients
+    # of a failed attempt already sent their noised update, so they are charged too
+    raw = config(
+        tmp_path,
+        {"mechanism": "local", "noise_multiplier": 4.0},
+        rounds=3,
+        federation={"clients_per_round": 20, "min_clients": 18, "dropout": 0.2, "max_retries": 8},
+    )
+    out = run_experiment(parse_config(raw))
+    attempts = [h for h in out.result.history]
+    assert any(h["status"] == "retry" for h in attempts)
+    ledger = out.result.state.privacy_ledger
+    sent = [h for h in attempts if h["num_completed"] + h["num_rejected"] > 0]
+    assert len(ledger) == len(sent)
+    assert sum(len(e.clients) for e in ledger) == sum(h["num_completed"] for h in sent)

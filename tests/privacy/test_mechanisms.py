@@ -155,3 +155,36 @@ def test_secure_noise_is_standard_normal() -> None:
     assert stats.kstest(x, "norm").pvalue > 1e-3
     y = SeededNoise(np.random.default_rng(4)).normal(10, 2.0)
     np.testing.assert_array_equal(y, np.random.default_rng(4).normal(0, 2.0, 10))
+
+
+def test_adaptive_count_moves_by_half_per_user() -> None:
+    # the centred bit b - 1/2: adding or removing one user moves the count sum by 1/2,
+    # the sensitivity behind Andrew et al.'s noise split z^-2 = z_value^-2 + (2 sigma_b)^-2
+    agg = dp_fedavg(
+        clip=1.0, noise_multiplier=1.0, denominator=4, secure_noise=False, adaptive=AdaptiveClip()
+    )
+    inside, outside = upd("in", [0.5, 0]), upd("out", [5.0, 0])
+    acc = agg.fold.start(2)
+    acc.state = agg.init(2)
+    agg.fold.add(acc, inside)
+    assert acc.weight == 0.5
+    agg.fold.add(acc, outside)
+    assert acc.weight == 0.0
+
+
+def test_an_empty_poisson_round_releases_noise_only() -> None:
+    agg = dp_fedavg(clip=1.0, noise_multiplier=1.0, denominator=5, secure_noise=False)
+    algo = type("A", (), {"aggregator": agg})()
+    state = type("S", (), {"dim": 1000, "aggregator_state": agg.init(1000)})()
+    out, new_state, count, _ = aggregate_updates(algo, state, iter([]))
+    assert count == 0 and new_state.released == 1
+    assert abs(float(np.std(out)) / (1.0 / 5) - 1) < 0.1
+
+
+def test_the_fold_refuses_to_run_without_the_rounds_state_once_the_clip_moved() -> None:
+    agg = dp_fedavg(clip=1.0, noise_multiplier=1.0, denominator=2, adaptive=AdaptiveClip())
+    moved = DPState(released=3, clip=2.5)
+    acc = agg.fold.start(2)  # acc.state never set: it would clip at 1.0, noise for 2.5
+    agg.fold.add(acc, upd("a", [3.0, 0]))
+    with pytest.raises(ValueError, match="needs the round's state"):
+        agg.fold.result(acc, moved)

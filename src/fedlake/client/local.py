@@ -180,6 +180,8 @@ def run_client(
     }
     if fit.privacy is not None:  # DP-SGD facts, for the server's privacy ledger
         metrics.update({f"dp_{k}": float(v) for k, v in fit.privacy.items()})
+    if algorithm.private_reports:  # local DP: only the noised update leaves the device
+        examples, metrics = 1.0, {}
     return ClientUpdate(
         client_id=client_id,
         vectors={},

@@ -70,6 +70,8 @@ class Algorithm:
         upload: transform applied to the client delta before it is sent.
         compression: codecs of both directions, error feedback and pruning
             (default: float32 both ways).
+        private_reports: clients report nothing computed from their data but the noised
+            update (weight 1, no loss, count or timing): local DP's untrusted server.
     """
 
     name: str
@@ -79,3 +81,4 @@ class Algorithm:
     local_step: Transform | None = None
     upload: Transform = field(default_factory=identity)
     compression: Compression = field(default_factory=Compression)
+    private_reports: bool = False  # local DP: clients send weight 1 and no metrics

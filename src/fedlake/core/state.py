@@ -65,7 +65,7 @@ class EmptyCohortError(TooFewUpdatesError):
 
 def enough(aggregator: Aggregator, count: int) -> None:
     """Raise unless ``count`` updates are enough for ``aggregator``."""
-    if count == 0:
+    if count == 0 and aggregator.min_updates > 0:  # 0: rules defined on no update (DP noise)
         raise EmptyCohortError("cannot aggregate an empty cohort")
     if count < aggregator.min_updates:
         raise TooFewUpdatesError(

@@ -122,6 +122,10 @@ class Federation:
             )
         # a round needs enough valid updates for the user and for the aggregation rule
         self.min_updates = max(self.min_clients, agg.min_updates)
+        if self.privacy is not None and self.privacy.poisson_clients:
+            # every Poisson round is released (noise alone when nobody answers): a retry
+            # would make the sample one the accountant does not assume
+            self.min_updates = 0
         attack = self.adversary.attack if self.adversary is not None else None
         self.job = ClientJob(self.data, self.trainer, self.make_algorithm, attack=attack)
         if self.privacy is not None:
@@ -204,11 +208,13 @@ class Federation:
                 return BUDGET_REASON
         state, download = prepare_download(self.algorithm.compression, state, self.seed)
         facts: dict[str, dict[str, float]] = {}
+        reached: list[list[str]] = []  # per attempt: whose (noised) update the server got
         for attempt in range(self.max_retries + 1):
             t0 = time.perf_counter()
             cohort_rng = round_rng(self.seed, r, COHORT_RNG, attempt)
             if self.privacy is not None and self.privacy.poisson_clients:
-                cohort = poisson_cohort(self.client_ids, self.privacy.rate, cohort_rng)
+                secret = None if self.privacy.secure_noise else cohort_rng
+                cohort = poisson_cohort(self.client_ids, self.privacy.rate, secret)
             else:
                 cohort = sample_cohort(self.client_ids, self.cohort_size, cohort_rng)
             dropped = self.population.dropped(cohort, round_rng(self.seed, r, DROPOUT_RNG, attempt))
@@ -275,6 +281,9 @@ class Federation:
                 count = sum(row["status"] == "accepted" for row in rows)
             if self.privacy is not None:
                 scrub(rows)
+                reached.append(
+                    [row["client_id"] for row in rows if row["status"] in ("accepted", "rejected")]
+                )
             # what the clients keep (error-feedback residuals) is theirs whatever the server
             # made of their updates; a retry's new cohort sees it (saved with the round)
             ckpt.client_states.update(states)
@@ -312,6 +321,8 @@ class Federation:
         else:
             # DP-SGD clients refuse rounds past their own budget: that is why it stopped
             reason = BUDGET_REASON if budget_refusals(rows) else "insufficient_updates"
+            if self.privacy is not None and self.privacy.per_client:  # sent, so charged
+                state, _ = record_round(self.privacy, state, r + 1, reached, facts)
             pending["audit"] = [
                 sinks.audit_row("run.stop", self.run_dir.name, {"round": r + 1, "reason": reason})
             ]
@@ -322,7 +333,7 @@ class Federation:
         if hasattr(agg_state, "metrics"):  # e.g. DP-FedAvg's adaptive clip norm
             server_metrics.update(agg_state.metrics())
         if self.privacy is not None:
-            new_state, spent = record_round(self.privacy, new_state, r + 1, rows, facts)
+            new_state, spent = record_round(self.privacy, new_state, r + 1, reached, facts)
             base.update(spend_columns(spent))
             server_metrics["noise_multiplier"] = self.privacy.noise_multiplier
         if download.mask is not None:  # pruned stays pruned, whatever the server optimiser does

@@ -46,12 +46,16 @@ def record_round(
     plan: PrivacyPlan,
     state: ServerState,
     round_: int,
-    rows: list[dict[str, Any]],
+    reached: list[list[str]],
     facts: dict[str, dict[str, float]],
 ) -> tuple[ServerState, PrivacySpent]:
-    """``state`` with the completed round's ledger entries, and the spend so far."""
-    accepted = [row["client_id"] for row in rows if row["status"] == "accepted"]
-    entries = plan.round_entries(round_, accepted, facts)
+    """``state`` with the completed round's ledger entries, and the spend so far.
+
+    ``reached`` lists, per attempt of the round, the clients whose update reached the
+    server (accepted or rejected): under local DP and DP-SGD each of those releases is
+    charged, retried attempts included.
+    """
+    entries = plan.round_entries(round_, reached, facts)
     ledger = (*state.privacy_ledger, *entries)
     return replace(state, privacy_ledger=ledger), plan.spent(ledger)
 

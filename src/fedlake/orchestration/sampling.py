@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from fedlake.privacy.noise import secure_uniform
+
 
 @dataclass(frozen=True)
 class CohortSpec:
@@ -62,13 +64,18 @@ class Population:
         return {c for c, m in zip(cohort, mask, strict=True) if m}
 
 
-def poisson_cohort(client_ids: Sequence[str], rate: float, rng: np.random.Generator) -> list[str]:
+def poisson_cohort(
+    client_ids: Sequence[str], rate: float, rng: np.random.Generator | None
+) -> list[str]:
     """Each client joins independently with probability ``rate`` (Poisson sampling; may be empty).
 
-    The sampling DP-FedAvg's accountant assumes: the cohort's size varies, and the
-    aggregate divides by the expected size.
+    ``rng`` None draws from a secure source. The sampling DP-FedAvg's accountant
+    assumes: the cohort's size varies, and the aggregate divides by the expected size.
     """
     if not 0 < rate <= 1:
         raise ValueError(f"sampling rate must be in (0, 1], got {rate}")
-    keep = rng.random(len(client_ids)) < rate
+    # rng None: a secure source, so nobody who knows the run's seed can tell who was asked
+    # (amplification by sampling needs the sample to stay secret)
+    u = secure_uniform(len(client_ids)) if rng is None else rng.random(len(client_ids))
+    keep = u < rate
     return [client_ids[int(i)] for i in np.flatnonzero(keep)]

@@ -93,7 +93,7 @@ def apply_dp(recipe: Algorithm, dp: DPSettings) -> Algorithm:
         noise = local_gaussian(
             clip=dp.clip, noise_multiplier=dp.noise_multiplier, secure_noise=dp.secure_noise
         )
-        return dataclasses.replace(recipe, upload=chain(recipe.upload, noise))
+        return dataclasses.replace(recipe, upload=chain(recipe.upload, noise), private_reports=True)
     from fedlake.core.algorithm import SampleDP
 
     sample_dp = SampleDP(

@@ -8,8 +8,9 @@ result by at most ``clip / denominator`` whatever the others send.
 
 Andrew, Thakkar, McMahan and Ramaswamy, "Differentially Private Learning with Adaptive
 Clipping", NeurIPS 2021: the clip norm tracks a quantile of the update norms. Every
-client also reports whether its norm was within the clip; the server noises that count
-with std ``count_noise`` and moves the clip geometrically,
+client also reports whether its norm was within the clip, as ``b - 1/2`` so that one user
+moves the sum by at most 1/2; the server noises that sum with std ``count_noise`` and
+moves the clip geometrically,
 ``clip <- clip * exp(-clip_lr * (noised_fraction - target_quantile))``. The two
 releases together cost what one Gaussian mechanism with multiplier ``z`` costs when the
 value noise uses ``z_value = (z^-2 - (2 count_noise)^-2)^(-1/2)``; that ``z`` is what the
@@ -109,16 +110,23 @@ def dp_fedavg(
         norm = float(np.linalg.norm(delta.astype(np.float64)))
         acc.total += clip_update(u, bound, norm).delta
         acc.count += 1
-        acc.weight += 1.0 if norm <= bound else 0.0  # within the clip: adaptive's bit
+        # adaptive's bit, centred: b - 1/2 in {-1/2, +1/2}, so one user moves the sum by
+        # at most 1/2 (the sensitivity Andrew et al.'s noise split assumes)
+        acc.weight += 0.5 if norm <= bound else -0.5
         return acc
 
     def result(acc: FoldAccumulator, state: DPState) -> tuple[np.ndarray, DPState]:
+        if acc.count and acc.state is None and state.clip != clip0:
+            raise ValueError(  # the fold clipped at the wrong bound: noise would not cover it
+                "dp_fedavg's fold needs the round's state (FoldAccumulator.state) once the "
+                "adaptive clip has moved"
+            )
         rng = round_rng(seed, state.released, DP_NOISE_RNG)
         noise = noise_source(secure_noise, rng)
         total = acc.total + noise.normal(acc.total.size, z_value * state.clip)
         new_clip = state.clip
         if adaptive is not None:
-            fraction = (acc.weight + float(noise.normal(1, count_std)[0])) / denom
+            fraction = (acc.weight + float(noise.normal(1, count_std)[0])) / denom + 0.5
             new_clip = state.clip * math.exp(
                 -adaptive.clip_lr * (fraction - adaptive.target_quantile)
             )
@@ -133,9 +141,17 @@ def dp_fedavg(
         if not updates:
             raise ValueError("cannot aggregate an empty cohort")
         acc = start(np.asarray(updates[0].delta).size)
+        acc.state = state
         for u in updates:
             add_with(state.clip, acc, u)
         return result(acc, state)
 
     name = "dp_fedavg" + ("(adaptive)" if adaptive is not None else "")
-    return Aggregator(init, aggregate, linear=True, name=name, fold=Fold(start, add, result))
+    return Aggregator(
+        init,
+        aggregate,
+        linear=True,
+        name=name,
+        fold=Fold(start, add, result),
+        min_updates=0,  # a Poisson round is released whatever its size, even empty
+    )

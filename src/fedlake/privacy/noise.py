@@ -74,6 +74,11 @@ class SeededNoise:
         return self._rng.normal(0.0, float(std), size=int(size))
 
 
+def secure_uniform(count: int) -> np.ndarray:
+    """``count`` uniforms in (0, 1] nobody can predict (e.g. a DP run's Poisson sample)."""
+    return SecureNoise()._uniform(int(count))
+
+
 def noise_source(secure: bool, rng: np.random.Generator) -> NoiseSource:
     """The secure source, or a seeded one built on ``rng`` (simulation only)."""
     return SecureNoise() if secure else SeededNoise(rng)

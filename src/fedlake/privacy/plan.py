@@ -53,6 +53,11 @@ class PrivacyPlan:
         return self.mechanism in ("central", "adaptive") and self.sampling == "poisson"
 
     @property
+    def per_client(self) -> bool:
+        """Whether clients' releases are charged one by one (local DP, DP-SGD)."""
+        return self.mechanism in ("local", "dpsgd")
+
+    @property
     def rate(self) -> float:
         """The client sampling rate q = cohort / population."""
         return self.cohort / self.population
@@ -81,15 +86,18 @@ class PrivacyPlan:
         )
 
     def round_entries(
-        self, round_: int, accepted: list[str], metrics: dict[str, dict[str, float]]
+        self, round_: int, reached: list[list[str]], metrics: dict[str, dict[str, float]]
     ) -> tuple[LedgerEntry, ...]:
-        """What a completed round adds to the ledger (``metrics``: per accepted client)."""
+        """What a completed round adds to the ledger.
+
+        ``reached``: per attempt, the clients whose update reached the server; ``metrics``:
+        the ``dp_*`` facts DP-SGD clients reported (a client without facts, e.g. a
+        rejected update, is charged by its own history on the client, not here).
+        """
         if self.mechanism in ("central", "adaptive"):
             return (self.server_entry(round_),)
         if self.mechanism == "local":
-            if not accepted:
-                return ()
-            return (
+            return tuple(
                 LedgerEntry(
                     round=round_,
                     mechanism="local",
@@ -97,11 +105,18 @@ class PrivacyPlan:
                     sampling="none",
                     sampling_rate=1.0,
                     relation="replace_one",
-                    clients=tuple(accepted),
+                    clients=tuple(clients),
                     secure_noise=self.secure_noise,
-                ),
+                )
+                for clients in reached
+                if clients
             )
-        return tuple(dpsgd_entry(round_, c, metrics[c]) for c in accepted)
+        return tuple(
+            dpsgd_entry(round_, c, metrics[c])
+            for clients in reached
+            for c in clients
+            if c in metrics
+        )
 
     def projected(self, ledger: Ledger, round_: int) -> Ledger:
         """The ledger after round ``round_`` at worst (for the budget check before it runs)."""
@@ -110,7 +125,7 @@ class PrivacyPlan:
         if self.mechanism == "local":  # the client who took part most, once more
             counts = Counter(c for e in ledger for c in e.clients)
             worst = counts.most_common(1)[0][0] if counts else "<any client>"
-            return (*ledger, *self.round_entries(round_, [worst], {}))
+            return (*ledger, *self.round_entries(round_, [[worst]], {}))
         return ledger  # DP-SGD: every client checks its own budget before it trains
 
     def spent(self, ledger: Ledger) -> PrivacySpent:
