@@ -274,3 +274,18 @@ def test_concurrent_spawn_processes_append_every_row(store):
     got = sorted((r["run_id"], r["round"], r["attempt"]) for r in store.read("rounds"))
     assert got == sorted((f"w{w}", i, k) for w in range(4) for i in range(4) for k in range(3))
     assert DeltaTable(str(store.path("rounds"))).version() == len(tasks) - 1
+
+
+def test_a_rounds_table_from_before_the_privacy_columns_takes_them(store):
+    from deltalake import write_deltalake
+
+    from fedlake.lakehouse.schemas import to_arrow
+
+    row = full_rows()["rounds"]
+    full = to_arrow("rounds", [row])
+    old = full.drop_columns(["epsilon", "delta"])  # what older fedlake versions wrote
+    path = str(store.path("rounds"))
+    write_deltalake(path, old)
+    store.append("rounds", [{**row, "epsilon": 1.5, "delta": 1e-5}])
+    got = {(r["epsilon"], r["delta"]) for r in store.read("rounds")}  # same created_at
+    assert got == {(None, None), (1.5, 1e-5)}

@@ -47,9 +47,18 @@ def import_deltalake() -> Any:
 
 
 def _write_delta(path: str, data: pa.Table) -> None:
-    """One append commit (module-level so tests can inject failures)."""
-    # merge: a table made before a nullable column was added (e.g. rounds.epsilon) takes it
-    import_deltalake().write_deltalake(path, data, mode="append", schema_mode="merge")
+    """One append commit (module-level so tests can inject failures).
+
+    A table made before a nullable column was added (e.g. ``rounds.epsilon``) takes the
+    new column (schema merge); any other difference is schema drift and raises.
+    """
+    deltalake = import_deltalake()
+    mode = None
+    if deltalake.DeltaTable.is_deltatable(path):
+        have = {f.name for f in deltalake.DeltaTable(path).schema().fields}
+        if have < set(data.schema.names):
+            mode = "merge"
+    deltalake.write_deltalake(path, data, mode="append", schema_mode=mode)
 
 
 def _is_conflict(err: BaseException) -> bool:
