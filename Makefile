@@ -29,7 +29,7 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check src tests
 	$(BIN)/ruff format --check src tests
-	$(BIN)/mypy src/fedlake/core src/fedlake/aggregators src/fedlake/transforms src/fedlake/algorithms src/fedlake/client src/fedlake/data src/fedlake/models src/fedlake/orchestration src/fedlake/compression src/fedlake/attacks src/fedlake/harness
+	$(BIN)/mypy src/fedlake/core src/fedlake/aggregators src/fedlake/transforms src/fedlake/algorithms src/fedlake/client src/fedlake/data src/fedlake/models src/fedlake/orchestration src/fedlake/compression src/fedlake/attacks src/fedlake/harness src/fedlake/privacy
 
 # Flower, for bench/aggregation.py's comparison only, in its own venv: installed into .venv
 # it would downgrade protobuf and break MLflow. Same numpy as .venv, so both sides run the
@@ -48,6 +48,7 @@ $(FLOWER_STAMP): $(STAMP)
 bench: $(STAMP) $(FLOWER_STAMP)
 	MLFLOW_DISABLE_TELEMETRY=true DO_NOT_TRACK=true $(BIN)/python bench/compression.py
 	MLFLOW_DISABLE_TELEMETRY=true DO_NOT_TRACK=true $(BIN)/python bench/aggregation.py --flower $(FLOWER_VENV)/bin/python
+	MLFLOW_DISABLE_TELEMETRY=true DO_NOT_TRACK=true $(BIN)/python bench/privacy_utility.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

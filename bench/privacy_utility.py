@@ -178,7 +178,8 @@ def plot(report: dict[str, Any], path: Path) -> None:
                 if r["mechanism"] == mech and r["epsilon"] and r["accuracy"] is not None
             )
             if pts:
-                ax.plot(*zip(*pts, strict=True), marker=marker, label=mech)
+                name = "central, clip_lr 1" if mech == "central-fast" else mech
+                ax.plot(*zip(*pts, strict=True), marker=marker, label=name)
         ax.set_xscale("log")
         ax.set_xlabel(f"epsilon spent (delta = {DELTA:g}; per client for local, DP-SGD)")
         ax.set_ylabel("test accuracy (%)")
@@ -195,7 +196,9 @@ def main() -> int:
     """Run the grid (or render a recorded one)."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="digits only, 4 cells, 2 rounds")
-    ap.add_argument("--render", type=Path, help="print a recorded JSON as Markdown, exit")
+    ap.add_argument(
+        "--render", type=Path, help="print a recorded JSON as Markdown, redraw --plot, exit"
+    )
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument(
         "--only", help="run only these mechanisms (comma-separated), merged into --output"
@@ -204,7 +207,9 @@ def main() -> int:
     ap.add_argument("--plot", type=Path, default=PLOT)
     args = ap.parse_args()
     if args.render is not None:
-        print(markdown(json.loads(args.render.read_text())))
+        recorded = json.loads(args.render.read_text())
+        print(markdown(recorded))
+        plot(recorded, args.plot)
         return 0
     cells = QUICK if args.quick else CELLS
     only = set(args.only.split(",")) if args.only else None

@@ -190,7 +190,7 @@ def _clipped_sum(
     if xb.shape[0] == 0:
         return np.zeros(dim, dtype=np.float64), 0.0
     for t in tensors:
-        t.grad_sample = None
+        t.grad_sample = None  # type: ignore[attr-defined]  # Opacus' per-example slot
     loss = trainer._loss_fn(module(xb), yb, reduction="sum")
     with warnings.catch_warnings():  # Opacus' hooks need only output grads: expected
         warnings.filterwarnings(
@@ -198,7 +198,7 @@ def _clipped_sum(
         )
         loss.backward()
     samples = [
-        t.grad_sample if t.grad_sample is not None else xb.new_zeros((xb.shape[0], *t.shape))
+        _per_example(t, xb.shape[0])
         for t in tensors  # a tensor the forward pass did not use has no per-example grads
     ]
     clipped = clip_and_sum(samples, dp.max_grad_norm)
@@ -218,3 +218,9 @@ def _set_grads(tensors: list[torch.Tensor], flat: np.ndarray) -> None:
             else:
                 t.grad.copy_(g)
             offset += k
+
+
+def _per_example(t: torch.Tensor, batch: int) -> torch.Tensor:
+    """``t``'s per-example gradients from Opacus' hooks (zeros if the forward pass skipped it)."""
+    grads = getattr(t, "grad_sample", None)
+    return grads if isinstance(grads, torch.Tensor) else t.new_zeros((batch, *t.shape))

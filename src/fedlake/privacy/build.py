@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from fedlake.core.algorithm import Algorithm
 from fedlake.core.transform import chain
+from fedlake.privacy.accounting import Accountant
 from fedlake.privacy.calibration import noise_for_epsilon
 from fedlake.privacy.central import AdaptiveClip, dp_fedavg
 from fedlake.privacy.local import local_gaussian
@@ -40,7 +41,7 @@ def calibrate(
     sampling: str,
     population: int,
     cohort: int,
-    accountant: str,
+    accountant: Accountant,
 ) -> float:
     """The noise multiplier that fits ``rounds`` rounds in (epsilon, delta)."""
     if mechanism == "dpsgd":

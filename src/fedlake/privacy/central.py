@@ -91,12 +91,13 @@ def dp_fedavg(
     clip0 = check_positive("clip", clip)
     z = check_positive("noise_multiplier", noise_multiplier)
     denom = check_positive("denominator", denominator)
-    count_std = 0.0
+    count_std: float = 0.0
     z_value = z
     if adaptive is not None:
-        count_std = adaptive.count_noise
-        if count_std is None:  # Andrew et al.'s m / 20, raised to z when z is larger, so the
-            count_std = max(denom / 20, z)  # value noise grows by at most 2 / sqrt(3) (15%)
+        # default: Andrew et al.'s m / 20, raised to z when z is larger, so the value
+        # noise grows by at most 2 / sqrt(3) (15%)
+        given = adaptive.count_noise
+        count_std = given if given is not None else max(denom / 20, z)
         z_value = value_noise_multiplier(z, count_std)
 
     def init(dim: int) -> DPState:

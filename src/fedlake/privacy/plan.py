@@ -130,7 +130,11 @@ class PrivacyPlan:
 
     def spent(self, ledger: Ledger) -> PrivacySpent:
         """Epsilon at the budget's delta of everything in ``ledger``."""
-        return ledger_epsilon(ledger, self.budget.delta, accountant=self.accountant)
+        return ledger_epsilon(
+            ledger,
+            self.budget.delta,
+            accountant=self.accountant,  # type: ignore[arg-type]
+        )
 
     def over_budget(self, ledger: Ledger) -> PrivacySpent | None:
         """The spend of ``ledger`` when it exceeds the budget's epsilon, else None."""
