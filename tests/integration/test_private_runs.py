@@ -186,6 +186,8 @@ def test_epsilon_goes_to_mlflow_and_the_cli_summary(tmp_path) -> None:
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "privacy spent" in proc.stdout and "noise is SEEDED" in proc.stdout
+    flat = " ".join(proc.stdout.replace("\u2502", " ").split())  # the summary table wraps
+    assert "round 3, the last: DP" in flat  # not the best by un-noised evaluation
     uri = f"sqlite:///{tmp_path / 'runs' / 'dp' / 'mlflow.db'}"
     client = MlflowClient(tracking_uri=uri)
     (run,) = client.search_runs([client.get_experiment_by_name("fedlake").experiment_id])

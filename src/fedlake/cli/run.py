@@ -100,7 +100,12 @@ def _run(cfg: Any, *, resume: bool, quiet: bool) -> None:
             (
                 "registered model",
                 f"models:/{cfg.lakehouse.model_name}@{cfg.lakehouse.alias} "
-                f"(version {outcome.model_version}, round {res.best_round})",
+                f"(version {outcome.model_version}, "
+                + (  # DP runs register the last model (see runner.run_experiment)
+                    f"round {res.state.round}, the last: DP)"
+                    if cfg.privacy is not None
+                    else f"round {res.best_round})"
+                ),
             )
         )
     if outcome.lakehouse_root:
