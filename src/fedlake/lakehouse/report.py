@@ -172,10 +172,10 @@ def _ratio(rows: Sequence[Mapping[str, Any]], key: str, ratio: str) -> str:
             sent, f32 = sent + b, f32 + b * r
     if not sent:
         return "n/a"
-    ratio = f32 / sent
-    if abs(ratio - 1) < 0.05:  # float32 itself: only the messages' headers differ
-        return f"{ratio:.3f}x (uncompressed, headers included)"
-    return f"{ratio:.1f}x smaller" if ratio > 1 else f"{1 / ratio:.2f}x larger"
+    factor = f32 / sent
+    if abs(factor - 1) < 0.05:  # float32 itself: only the messages' headers differ
+        return f"{factor:.3f}x (uncompressed, headers included)"
+    return f"{factor:.1f}x smaller" if factor > 1 else f"{1 / factor:.2f}x larger"
 
 
 def summary_rows(rounds: Sequence[Mapping[str, Any]]) -> list[tuple[str, str]]:

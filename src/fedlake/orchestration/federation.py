@@ -11,8 +11,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from fedlake.attacks.adversary import Adversary
 from fedlake.backends.base import Executor
 from fedlake.backends.inline import InlineExecutor
@@ -33,6 +31,7 @@ from fedlake.data.base import ClientData
 from fedlake.orchestration.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from fedlake.orchestration.evaluation import EvalSet, model_score
 from fedlake.orchestration.events import NullObserver, RunObserver
+from fedlake.orchestration.outcome import RunResult, result_of, still_stopped
 from fedlake.orchestration.privacy import (
     BUDGET_REASON,
     budget_message,
@@ -57,20 +56,6 @@ DEFAULT_EVAL_CLIENTS = 1000
 
 class CohortTooSmallError(ValueError):
     """The cohort is smaller than the aggregation rule needs (e.g. Krum's 2f + 3)."""
-
-
-@dataclass
-class RunResult:
-    """How a run ended."""
-
-    run_id: str
-    state: ServerState
-    history: list[dict[str, Any]]
-    stop_reason: str
-    best_round: int | None
-    best_accuracy: float | None
-    best_params: np.ndarray | None
-    tracker_run_id: str | None
 
 
 @dataclass
@@ -172,9 +157,9 @@ class Federation:
             total_rounds=self.rounds, start_round=ckpt.state.round, resumed=resume
         )
         if ckpt.finished:
-            if self._still_stopped(ckpt):
+            if still_stopped(ckpt, self.rounds, self.target_accuracy):
                 self.observer.message(f"run already finished: {ckpt.stop_reason}")
-                return self._result(ckpt)
+                return result_of(ckpt)
             self.observer.message(
                 f"continuing a run that stopped ({ckpt.stop_reason}) after "
                 f"{ckpt.state.round} rounds"
@@ -185,14 +170,14 @@ class Federation:
         try:
             while ckpt.state.round < self.rounds:
                 if stop_after is not None and done_here >= stop_after:
-                    return self._result(ckpt, "paused")
+                    return result_of(ckpt, "paused")
                 reason = self._one_round(ckpt, eval_set, sinks)
                 done_here += 1
                 if reason is not None:
                     self._finish(ckpt, sinks, reason)
-                    return self._result(ckpt)
+                    return result_of(ckpt)
             self._finish(ckpt, sinks, "max_rounds")
-            return self._result(ckpt)
+            return result_of(ckpt)
         finally:
             self.executor.close()
 
@@ -410,20 +395,6 @@ class Federation:
         self._commit(ckpt, ckpt.state, {"audit": [audit]}, sinks)
         self.observer.message(f"stopped: {reason} after {ckpt.state.round} rounds")
 
-    def _still_stopped(self, ckpt: Checkpoint) -> bool:
-        """Whether a finished run's stop condition holds under this federation's limits.
-
-        A resumed run goes on when the round limit was raised, the target accuracy was
-        raised or removed, or it had stopped for too few updates (a resume is a new try).
-        """
-        if ckpt.state.round >= self.rounds:
-            return True
-        if ckpt.stop_reason == "target_reached":
-            last = ckpt.history[-1]["eval_accuracy"] if ckpt.history else None
-            target = self.target_accuracy
-            return target is not None and last is not None and last >= target
-        return False
-
     def eval_set(self) -> EvalSet:
         """The evaluation clients' test splits (a fixed sample for large populations)."""
         ids = self.client_ids
@@ -437,15 +408,3 @@ class Federation:
         if size is not None and size < len(ids):
             ids = sample_cohort(ids, size, round_rng(self.seed, 0, EVAL_RNG))
         return EvalSet.build(self.data, ids)
-
-    def _result(self, ckpt: Checkpoint, reason: str | None = None) -> RunResult:
-        return RunResult(
-            run_id=ckpt.run_id,
-            state=ckpt.state,
-            history=list(ckpt.history),
-            stop_reason=reason or ckpt.stop_reason or "unknown",
-            best_round=ckpt.best_round,
-            best_accuracy=ckpt.best_accuracy,
-            best_params=ckpt.best_params,
-            tracker_run_id=ckpt.tracker_run_id,
-        )
