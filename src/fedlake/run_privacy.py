@@ -7,7 +7,7 @@ from typing import Any
 from fedlake.config import RunConfig
 from fedlake.privacy.build import DPSettings, calibrate, make_plan
 from fedlake.privacy.central import AdaptiveClip, dp_fedavg
-from fedlake.privacy.plan import Budget, PrivacyPlan
+from fedlake.privacy.plan import PrivacyPlan
 
 
 def build_privacy(
@@ -36,7 +36,6 @@ def build_privacy(
             epsilon=p.epsilon,
             delta=p.delta,
             rounds=cfg.federation.rounds,
-            rate=cohort / population,
             sampling=p.sampling,
             population=population,
             cohort=cohort,
@@ -68,14 +67,7 @@ def build_privacy(
             adaptive=adaptive,
             secure_noise=False,
         )
-    plan = make_plan(
-        dp,
-        Budget(epsilon=p.epsilon, delta=p.delta),
-        population=population,
-        cohort=cohort,
-        accountant=p.accountant,
-    )
-    return dp, plan
+    return dp, make_plan(dp, population=population, cohort=cohort)
 
 
 def privacy_line(dp: DPSettings, plan: PrivacyPlan) -> str:

@@ -13,7 +13,7 @@ from typing import Any
 
 from fedlake.core.algorithm import LocalConfig, SampleDP
 from fedlake.privacy.accounting import epsilon
-from fedlake.privacy.ledger import LedgerEntry
+from fedlake.privacy.plan import dpsgd_entry
 
 DP_HISTORY = "dp_history"  # client state key: ((noise multiplier, q, steps), ...)
 BUDGET_EXHAUSTED = "privacy budget exhausted"  # the start of a refusing client's reason
@@ -51,18 +51,7 @@ def planned_round(dp: SampleDP, config: LocalConfig, n: int) -> Round:
 
 def spent(dp: SampleDP, rounds: tuple[Round, ...]) -> float:
     """The client's epsilon at the budget's delta after ``rounds``."""
-    entries = [
-        LedgerEntry(
-            round=i + 1,
-            mechanism="dpsgd",
-            noise_multiplier=z,
-            sampling="poisson",
-            sampling_rate=q,
-            steps=steps,
-            clients=("self",),
-        )
-        for i, (z, q, steps) in enumerate(rounds)
-    ]
+    entries = [dpsgd_entry(i + 1, "self", z, q, steps) for i, (z, q, steps) in enumerate(rounds)]
     return epsilon(entries, dp.delta, accountant=dp.accountant).epsilon  # type: ignore[arg-type]
 
 

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from typing import Literal
 
 from fedlake.core.algorithm import Algorithm
 from fedlake.core.transform import chain
 from fedlake.privacy.accounting import Accountant
-from fedlake.privacy.calibration import noise_for_epsilon
+from fedlake.privacy.calibration import noise_for_epsilon, plan_noise
 from fedlake.privacy.central import AdaptiveClip, dp_fedavg
 from fedlake.privacy.local import local_gaussian
 from fedlake.privacy.plan import Budget, PrivacyPlan
@@ -37,8 +38,7 @@ def calibrate(
     epsilon: float,
     delta: float,
     rounds: int,
-    rate: float,
-    sampling: str,
+    sampling: Literal["poisson", "fixed"],
     population: int,
     cohort: int,
     accountant: Accountant,
@@ -60,21 +60,14 @@ def calibrate(
             accountant=accountant,
         )
         return 2 * z
-    if sampling == "fixed":
-        z = noise_for_epsilon(
-            epsilon,
-            delta,
-            sampling_rate=rate,
-            rounds=rounds,
-            sampling="fixed",
-            relation="replace_one",
-            population=population,
-            sample_size=cohort,
-            accountant=accountant,
-        )
-        return 2 * z
-    return noise_for_epsilon(
-        epsilon, delta, sampling_rate=rate, rounds=rounds, accountant=accountant
+    return plan_noise(  # DP-FedAvg's planned rounds
+        epsilon,
+        delta,
+        num_clients=population,
+        clients_per_round=cohort,
+        rounds=rounds,
+        sampling=sampling,
+        accountant=accountant,
     )
 
 
@@ -108,20 +101,18 @@ def apply_dp(recipe: Algorithm, dp: DPSettings) -> Algorithm:
     return dataclasses.replace(recipe, local=dataclasses.replace(recipe.local, dp=sample_dp))
 
 
-def make_plan(
-    dp: DPSettings, budget: Budget, *, population: int, cohort: int, accountant: str
-) -> PrivacyPlan:
-    """The round loop's privacy plan for ``dp``."""
+def make_plan(dp: DPSettings, *, population: int, cohort: int) -> PrivacyPlan:
+    """The round loop's privacy plan for ``dp`` (its budget: ``dp.epsilon`` at ``dp.delta``)."""
     mechanism = dp.mechanism
     if mechanism == "central" and dp.adaptive is not None:
         mechanism = "adaptive"
     return PrivacyPlan(
         mechanism=mechanism,
         noise_multiplier=dp.noise_multiplier,
-        budget=budget,
+        budget=Budget(epsilon=dp.epsilon, delta=dp.delta),
         population=population,
         cohort=cohort,
         sampling=dp.sampling if dp.mechanism == "central" else "none",
-        accountant=accountant,
+        accountant=dp.accountant,
         secure_noise=dp.secure_noise,
     )

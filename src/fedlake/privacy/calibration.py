@@ -103,10 +103,17 @@ def noise_for_epsilon(
     )
 
 
-def _plan_entry(
-    num_clients: int, clients_per_round: int, noise_multiplier: float, sampling: str
+def central_entry(
+    num_clients: int,
+    clients_per_round: int,
+    noise_multiplier: float,
+    sampling: str,
+    *,
+    round_: int = 1,
+    mechanism: Literal["central", "adaptive"] = "central",
+    secure_noise: bool = True,
 ) -> LedgerEntry:
-    """One round of DP-FedAvg as the ledger records it."""
+    """One round of DP-FedAvg as the ledger records it (planned, or run in ``round_``)."""
     _require(num_clients >= 1, f"num_clients must be >= 1, got {num_clients}")
     _require(
         1 <= clients_per_round <= num_clients,
@@ -116,10 +123,12 @@ def _plan_entry(
     _check_choice("sampling", sampling, ("poisson", "fixed"))
     q = clients_per_round / num_clients
     if sampling == "poisson":
-        return LedgerEntry(1, "central", noise_multiplier, "poisson", q)
+        return LedgerEntry(
+            round_, mechanism, noise_multiplier, "poisson", q, secure_noise=secure_noise
+        )
     return LedgerEntry(  # replace-one: one user moves a clipped sum by 2 x clip
-        1, "central", noise_multiplier / 2, "fixed", q, relation="replace_one",
-        population=num_clients, sample_size=clients_per_round,
+        round_, mechanism, noise_multiplier / 2, "fixed", q, relation="replace_one",
+        population=num_clients, sample_size=clients_per_round, secure_noise=secure_noise,
     )  # fmt: skip
 
 
@@ -141,7 +150,7 @@ def plan_epsilon(
     looser than Poisson's at the same z.
     """
     _check_rounds(rounds)
-    entry = _plan_entry(num_clients, clients_per_round, noise_multiplier, sampling)
+    entry = central_entry(num_clients, clients_per_round, noise_multiplier, sampling)
     return epsilon([entry] * rounds, delta, accountant=accountant)
 
 
@@ -156,7 +165,7 @@ def plan_noise(
     accountant: Accountant = "pld",
 ) -> float:
     """The smallest DP-FedAvg noise multiplier (std / clip) meeting the target epsilon."""
-    entry = _plan_entry(num_clients, clients_per_round, 1.0, sampling)
+    entry = central_entry(num_clients, clients_per_round, 1.0, sampling)
     z = noise_for_epsilon(
         target_epsilon,
         delta,

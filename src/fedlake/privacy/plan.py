@@ -11,6 +11,7 @@ from collections import Counter
 from dataclasses import dataclass
 
 from fedlake.privacy.accounting import PrivacySpent, ledger_epsilon
+from fedlake.privacy.calibration import central_entry
 from fedlake.privacy.ledger import Ledger, LedgerEntry
 from fedlake.privacy.local import local_multiplier
 
@@ -64,24 +65,13 @@ class PrivacyPlan:
 
     def server_entry(self, round_: int) -> LedgerEntry:
         """The user-level entry of one central (or adaptive) release in round ``round_``."""
-        if self.sampling == "fixed":  # replace-one: one user moves a clipped sum by 2 clip
-            return LedgerEntry(
-                round=round_,
-                mechanism=self.mechanism,  # type: ignore[arg-type]
-                noise_multiplier=self.noise_multiplier / 2,
-                sampling="fixed",
-                sampling_rate=self.rate,
-                relation="replace_one",
-                population=self.population,
-                sample_size=self.cohort,
-                secure_noise=self.secure_noise,
-            )
-        return LedgerEntry(
-            round=round_,
+        return central_entry(
+            self.population,
+            self.cohort,
+            self.noise_multiplier,
+            self.sampling,
+            round_=round_,
             mechanism=self.mechanism,  # type: ignore[arg-type]
-            noise_multiplier=self.noise_multiplier,
-            sampling="poisson",
-            sampling_rate=self.rate,
             secure_noise=self.secure_noise,
         )
 
@@ -112,7 +102,14 @@ class PrivacyPlan:
                 if clients
             )
         return tuple(
-            dpsgd_entry(round_, c, metrics[c])
+            dpsgd_entry(
+                round_,
+                c,
+                metrics[c]["dp_noise_multiplier"],
+                metrics[c]["dp_sampling_rate"],
+                int(metrics[c]["dp_steps"]),
+                secure_noise=bool(metrics[c].get("dp_secure_noise", 1.0)),
+            )
             for clients in reached
             for c in clients
             if c in metrics
@@ -145,15 +142,23 @@ class PrivacyPlan:
         return spent if spent.epsilon > self.budget.epsilon * (1 + 1e-9) else None
 
 
-def dpsgd_entry(round_: int, client_id: str, metrics: dict[str, float]) -> LedgerEntry:
-    """A client's DP-SGD entry from the ``dp_*`` facts it reported."""
+def dpsgd_entry(
+    round_: int,
+    client_id: str,
+    noise_multiplier: float,
+    sampling_rate: float,
+    steps: int,
+    *,
+    secure_noise: bool = True,
+) -> LedgerEntry:
+    """One client's DP-SGD round: Poisson-sampled batches, ``steps`` noisy steps."""
     return LedgerEntry(
         round=round_,
         mechanism="dpsgd",
-        noise_multiplier=float(metrics["dp_noise_multiplier"]),
+        noise_multiplier=float(noise_multiplier),
         sampling="poisson",
-        sampling_rate=float(metrics["dp_sampling_rate"]),
-        steps=int(metrics["dp_steps"]),
+        sampling_rate=float(sampling_rate),
+        steps=int(steps),
         clients=(client_id,),
-        secure_noise=bool(metrics.get("dp_secure_noise", 1.0)),
+        secure_noise=secure_noise,
     )
