@@ -19,7 +19,6 @@ client also reports are not privatised.
 
 from __future__ import annotations
 
-import os
 import warnings
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -33,7 +32,7 @@ from fedlake.client.torch_adapter import _read, torch_threads
 from fedlake.client.trainer import FitResult, LocalConfig
 from fedlake.core.algorithm import SampleDP
 from fedlake.core.transform import Transform
-from fedlake.privacy.noise import NoiseSource, noise_source
+from fedlake.privacy.noise import NoiseSource, noise_source, poisson_sample
 
 if TYPE_CHECKING:
     from fedlake.client.torch_adapter import TorchTrainer
@@ -46,24 +45,6 @@ __all__ = [
     "sampling_rate",
     "steps_per_epoch",
 ]
-
-_TWO_53 = float(2**53)
-
-
-def poisson_sample(n: int, q: float, rng: np.random.Generator | None) -> np.ndarray:
-    """Indices of the rows kept, each independently with probability ``q``.
-
-    ``rng=None`` draws the uniforms from the OS's secure source: the server knows the round
-    seed, and amplification by subsampling needs batches it cannot predict.
-    """
-    if not 0.0 < q <= 1.0:
-        raise ValueError(f"sampling rate q must be in (0, 1], got {q}")
-    if rng is None:
-        bits = np.frombuffer(os.urandom(8 * n), dtype=np.uint64) >> np.uint64(11)
-        uniform = bits.astype(np.float64) / _TWO_53  # in [0, 1), 53 random bits each
-    else:
-        uniform = rng.random(n)
-    return np.flatnonzero(uniform < q)
 
 
 def clip_and_sum(grad_samples: Sequence[torch.Tensor], max_grad_norm: float) -> list[torch.Tensor]:

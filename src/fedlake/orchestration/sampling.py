@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fedlake.privacy.noise import secure_uniform
+from fedlake.privacy.noise import poisson_sample
 
 
 @dataclass(frozen=True)
@@ -72,10 +72,4 @@ def poisson_cohort(
     ``rng`` None draws from a secure source. The sampling DP-FedAvg's accountant
     assumes: the cohort's size varies, and the aggregate divides by the expected size.
     """
-    if not 0 < rate <= 1:
-        raise ValueError(f"sampling rate must be in (0, 1], got {rate}")
-    # rng None: a secure source, so nobody who knows the run's seed can tell who was asked
-    # (amplification by sampling needs the sample to stay secret)
-    u = secure_uniform(len(client_ids)) if rng is None else rng.random(len(client_ids))
-    keep = u < rate
-    return [client_ids[int(i)] for i in np.flatnonzero(keep)]
+    return [client_ids[int(i)] for i in poisson_sample(len(client_ids), rate, rng)]

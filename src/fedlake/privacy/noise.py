@@ -79,6 +79,19 @@ def secure_uniform(count: int) -> np.ndarray:
     return SecureNoise()._uniform(int(count))
 
 
+def poisson_sample(n: int, rate: float, rng: np.random.Generator | None) -> np.ndarray:
+    """Indices of ``n`` units kept, each independently with probability ``rate``.
+
+    ``rng`` None draws from the secure source: amplification by subsampling needs a
+    sample nobody who knows the run's seed can predict (DP-SGD batches, DP cohorts).
+    """
+    if not 0 < rate <= 1:
+        raise ValueError(f"sampling rate must be in (0, 1], got {rate}")
+    # 1 - u: secure uniforms lie in (0, 1], and rate 1 must keep everybody
+    uniform = 1.0 - secure_uniform(n) if rng is None else rng.random(n)
+    return np.flatnonzero(uniform < rate)
+
+
 def noise_source(secure: bool, rng: np.random.Generator) -> NoiseSource:
     """The secure source, or a seeded one built on ``rng`` (simulation only)."""
     return SecureNoise() if secure else SeededNoise(rng)
