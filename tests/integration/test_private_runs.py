@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 
 import pytest
+import yaml
 
 from fedlake.config import ConfigError, parse_config
+from fedlake.orchestration.events import NullObserver
 from fedlake.privacy.accounting import ledger_epsilon
 from fedlake.runner import build_federation, run_experiment
 
@@ -69,18 +71,11 @@ def test_the_budget_stops_the_run_before_a_round_would_exceed_it(tmp_path) -> No
     assert 1 <= len(done) < 50
     assert done[-1]["epsilon"] <= 3.0
     # one more round would have crossed it
-    from fedlake.privacy.plan import PrivacyPlan  # noqa: F401
-
-    fed = build_federation(parse_config(raw), observer=_Null())
+    fed = build_federation(parse_config(raw), observer=NullObserver())
     plan = fed.privacy
     assert plan is not None
     more = plan.projected(out.result.state.privacy_ledger, len(done) + 1)
     assert plan.spent(more).epsilon > 3.0
-
-
-class _Null:
-    def message(self, text: str) -> None:
-        pass
 
 
 def test_resume_continues_the_ledger(tmp_path) -> None:
@@ -120,7 +115,7 @@ def test_unsafe_or_impossible_settings_are_refused_when_built(
     tmp_path, privacy, over, message
 ) -> None:
     with pytest.raises(ConfigError, match=message):
-        build_federation(parse_config(config(tmp_path, privacy, **over)), observer=_Null())
+        build_federation(parse_config(config(tmp_path, privacy, **over)), observer=NullObserver())
 
 
 @pytest.mark.parametrize(
@@ -175,8 +170,8 @@ def test_epsilon_goes_to_mlflow_and_the_cli_summary(tmp_path) -> None:
     from mlflow import MlflowClient
 
     raw = config(tmp_path, {"epsilon": 2.0}, rounds=3, lakehouse={"mlflow": True})
-    path = tmp_path / "dp.toml"
-    path.write_text(_toml(raw))
+    path = tmp_path / "dp.yaml"  # the config reader takes YAML as well as TOML
+    path.write_text(yaml.safe_dump(raw))
     proc = subprocess.run(
         [sys.executable, "-m", "fedlake.cli.main", "run", "--config", str(path)],
         capture_output=True,
@@ -195,25 +190,6 @@ def test_epsilon_goes_to_mlflow_and_the_cli_summary(tmp_path) -> None:
     assert sorted(m.step for m in eps) == [1, 2, 3]
     assert max(m.value for m in eps) == pytest.approx(2.0, rel=0.05)
     assert float(run.data.params["privacy.noise_multiplier"]) > 0
-
-
-def _toml(raw: dict) -> str:
-    """A small TOML writer for the nested dicts of these tests."""
-    top = [f"{k} = {json.dumps(v)}" for k, v in raw.items() if not isinstance(v, dict)]
-    tables = [
-        f"[{k}]\n" + "\n".join(f"{kk} = {_value(vv)}" for kk, vv in v.items())
-        for k, v in raw.items()
-        if isinstance(v, dict)
-    ]
-    return "\n".join(top) + "\n\n" + "\n\n".join(tables) + "\n"
-
-
-def _value(v) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, dict):
-        return "{" + ", ".join(f"{k} = {_value(x)}" for k, x in v.items()) + "}"
-    return json.dumps(v)
 
 
 def test_central_poisson_rounds_are_never_retried_even_when_empty(tmp_path) -> None:
