@@ -69,7 +69,7 @@ def mask_gradients(mask: np.ndarray) -> Transform:
     keep = mask.astype(np.float32)
 
     def init(params: np.ndarray) -> None:
-        if params.shape != keep.shape:
+        if params.shape[-1:] != keep.shape:
             raise ValueError(f"pruning mask has {keep.size} entries, the model {params.size}")
         return None
 
@@ -78,4 +78,4 @@ def mask_gradients(mask: np.ndarray) -> Transform:
     ) -> tuple[np.ndarray, None]:
         return vec * keep, state
 
-    return Transform(init, update)
+    return Transform(init, update, stacked=True)

@@ -39,12 +39,17 @@ class SampleDP:
 
 @dataclass(frozen=True)
 class LocalConfig:
-    """Hyperparameters of one client's local training in a round (``dp``: DP-SGD, torch only)."""
+    """Hyperparameters of one client's local training in a round (``dp``: DP-SGD, torch only).
+
+    ``max_steps`` caps the local steps (a straggler's partial work): training stops after
+    that many minibatch steps even mid-epoch; None runs every epoch to the end.
+    """
 
     epochs: int = 1
     batch_size: int = 32
     lr: float = 0.1
     dp: SampleDP | None = None
+    max_steps: int | None = None
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
@@ -53,6 +58,8 @@ class LocalConfig:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
         if not self.lr > 0:
             raise ValueError(f"client lr must be > 0, got {self.lr}")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise ValueError(f"max_steps must be >= 1 (or None: no cap), got {self.max_steps}")
 
 
 @dataclass(frozen=True)

@@ -21,10 +21,17 @@ class UpdateFn(Protocol):
 
 
 class Transform(NamedTuple):
-    """A pair of pure functions; ``state`` is explicit, immutable and returned."""
+    """A pair of pure functions; ``state`` is explicit, immutable and returned.
+
+    ``stacked`` promises that ``update`` works row by row on a cohort's stacked
+    ``(m, d)`` gradients and params (``init`` then gets the stacked start params),
+    draws nothing from ``rng`` and keeps its state constant across steps; vectorised
+    cohort training uses only such transforms (others fall back to per-client loops).
+    """
 
     init: Callable[[np.ndarray], Any]
     update: UpdateFn
+    stacked: bool = False
 
 
 def identity() -> Transform:
@@ -38,7 +45,7 @@ def identity() -> Transform:
     ) -> tuple[np.ndarray, None]:
         return vec, state
 
-    return Transform(init, update)
+    return Transform(init, update, stacked=True)
 
 
 def scale(factor: float) -> Transform:
@@ -53,7 +60,7 @@ def scale(factor: float) -> Transform:
     ) -> tuple[np.ndarray, None]:
         return (vec * np.float32(factor)).astype(np.float32, copy=False), state
 
-    return Transform(init, update)
+    return Transform(init, update, stacked=True)
 
 
 def chain(*transforms: Transform) -> Transform:
@@ -73,4 +80,4 @@ def chain(*transforms: Transform) -> Transform:
             new_states.append(s)
         return vec, tuple(new_states)
 
-    return Transform(init, update)
+    return Transform(init, update, stacked=all(t.stacked for t in transforms))
