@@ -17,17 +17,24 @@ def _non_negative(name: str, value: float) -> float:
     return float(value)
 
 
-def proximal(mu: float) -> Transform:
+def proximal(mu: float, *, anchor: np.ndarray | None = None) -> Transform:
     """FedProx's proximal term: ``g + mu * (w - w_global)``, anchored at the start params.
 
     Li, Sahu, Zaheer, Sanjabi, Talwalkar and Smith, "Federated Optimization in
     Heterogeneous Networks", MLSys 2020. ``init`` receives the global model the client
-    starts from; ``mu = 0`` leaves gradients unchanged. Works on stacked cohorts.
+    starts from and anchors there, unless ``anchor`` is given (Ditto's personal model
+    is pulled towards the global one while starting from its own); ``mu = 0`` leaves
+    gradients unchanged. Works on stacked cohorts.
     """
     mu = _non_negative("mu", mu)
     factor = np.float32(mu)
+    fixed = None if anchor is None else np.array(anchor, dtype=np.float32, copy=True)
 
     def init(params: np.ndarray) -> np.ndarray:
+        if fixed is not None:
+            if fixed.shape != params.shape[-1:] and fixed.shape != params.shape:
+                raise ValueError(f"the anchor is shaped {fixed.shape}, the params {params.shape}")
+            return fixed
         return np.array(params, dtype=np.float32, copy=True)
 
     def update(
