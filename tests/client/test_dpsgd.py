@@ -321,3 +321,30 @@ def test_sample_dp_rejects_bad_values(field, bad):
     kwargs = {"noise_multiplier": 1.0, "max_grad_norm": 1.0, field: bad}
     with pytest.raises(ValueError, match=rf"{field} must be a finite number in \(0, inf\), got"):
         SampleDP(**kwargs)
+
+
+def test_max_steps_caps_dpsgd_and_its_reported_privacy_steps():
+    trainer = mlp_trainer()
+    x, y = blobs(60)  # batch 15: 4 steps per epoch
+    p0 = trainer.init_params(0)
+    seen: list[np.ndarray] = []
+
+    def update(v, s, *, params, rng):
+        seen.append(params.copy())
+        return v, s
+
+    full = trainer.fit(
+        p0,
+        x,
+        y,
+        config=dp_config(1.0, 1.0, epochs=2, batch_size=15, lr=0.1),
+        rng=np.random.default_rng(3),
+        grad_transform=Transform(lambda p: None, update),
+    )
+    cfg = dp_config(1.0, 1.0, epochs=2, batch_size=15, lr=0.1, max_steps=3)
+    capped = trainer.fit(p0, x, y, config=cfg, rng=np.random.default_rng(3))
+    assert full.steps == 8 and full.privacy["steps"] == 8.0
+    assert capped.steps == 3 and capped.privacy["steps"] == 3.0
+    np.testing.assert_array_equal(capped.params, seen[3])  # the params after 3 steps
+    cfg = dp_config(1.0, 1.0, epochs=2, batch_size=15, lr=0.1, max_steps=50)
+    assert trainer.fit(p0, x, y, config=cfg, rng=np.random.default_rng(3)).steps == 8

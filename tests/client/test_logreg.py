@@ -279,3 +279,52 @@ def test_fit_validation(params: np.ndarray, x: np.ndarray, y: np.ndarray, match:
         LogRegTrainer(5, 3).fit(params, x, y, config=LocalConfig(), rng=np.random.default_rng(0))
     with pytest.raises(ValueError, match=match):
         LogRegTrainer(5, 3).evaluate(params, x, y)
+
+
+def reference_sgd(
+    x: np.ndarray, y: np.ndarray, *, c: int, cfg: LocalConfig, l2: float, seed: int
+) -> tuple[np.ndarray, float, int, np.random.Generator]:
+    """Plain-loop SGD that stops after ``cfg.max_steps``; returns params, loss, steps, rng."""
+    rng = np.random.default_rng(seed)
+    n, f = x.shape
+    theta = np.zeros(c * (f + 1), dtype=np.float32)
+    targets = one_hot(y, c)
+    losses: list[float] = []
+    for _ in range(cfg.epochs):
+        if cfg.max_steps is not None and len(losses) >= cfg.max_steps:
+            break
+        perm = rng.permutation(n)
+        for s in range(0, n, cfg.batch_size):
+            if cfg.max_steps is not None and len(losses) >= cfg.max_steps:
+                break
+            idx = perm[s : s + cfg.batch_size]
+            loss, g = loss_and_grad(theta, x[idx], targets[idx], l2=l2)
+            theta = theta - np.float32(cfg.lr) * g
+            losses.append(loss)
+    return theta, sum(losses) / len(losses), len(losses), rng
+
+
+@pytest.mark.parametrize("max_steps", [1, 3, 4, 5, 9, 12, 100])
+def test_max_steps_stops_mid_epoch_and_draws_only_begun_epochs(max_steps: int) -> None:
+    x, y = blobs(37)  # batch 10: 4 steps per epoch, the last one ragged (7 rows)
+    t = LogRegTrainer(5, 3, l2=0.1)
+    cfg = LocalConfig(epochs=3, batch_size=10, lr=0.3, max_steps=max_steps)
+    rng = np.random.default_rng(4)
+    res = t.fit(t.init_params(0), x, y, config=cfg, rng=rng)
+    theta, loss, steps, ref_rng = reference_sgd(x, y, c=3, cfg=cfg, l2=0.1, seed=4)
+    assert res.steps == steps == min(max_steps, 12)
+    np.testing.assert_allclose(res.params, theta, rtol=1e-6, atol=1e-7)
+    assert res.loss == pytest.approx(loss, rel=1e-6)
+    assert rng.integers(1 << 62) == ref_rng.integers(1 << 62)  # same permutations drawn
+
+
+def test_max_steps_at_an_epoch_boundary_equals_fewer_epochs() -> None:
+    x, y = blobs(40)
+    t = LogRegTrainer(5, 3)
+    p0 = t.init_params(0)
+    rng_a, rng_b = np.random.default_rng(1), np.random.default_rng(1)
+    capped = t.fit(p0, x, y, config=LocalConfig(epochs=5, batch_size=8, max_steps=10), rng=rng_a)
+    short = t.fit(p0, x, y, config=LocalConfig(epochs=2, batch_size=8), rng=rng_b)
+    assert capped.steps == short.steps == 10 and capped.loss == short.loss
+    assert np.array_equal(capped.params, short.params)
+    assert rng_a.integers(1 << 62) == rng_b.integers(1 << 62)

@@ -316,3 +316,42 @@ def test_model_mismatch_and_bad_data_are_reported() -> None:
     bad = Transform(lambda p: None, lambda v, s, *, params, rng: (v[:5], s))
     with pytest.raises(ValueError, match="grad_transform must return shape"):
         fit(t, p0, x, y, grad_transform=bad)
+
+
+@pytest.mark.parametrize("max_steps", [1, 4, 5, 7, 100])
+def test_max_steps_stops_mid_epoch_and_draws_only_begun_epochs(max_steps: int) -> None:
+    seen: list[np.ndarray] = []
+
+    def update(
+        vec: np.ndarray, state: None, *, params: np.ndarray, rng: np.random.Generator
+    ) -> tuple[np.ndarray, None]:
+        seen.append(params.copy())
+        return vec, state
+
+    t = mlp_trainer(dropout=0.2)  # dropout: torch's seed is drawn from rng first
+    x, y = blobs(50)  # batch 16: 4 steps per epoch, the last one ragged (2 rows)
+    p0 = t.init_params(0)
+    cfg = LocalConfig(epochs=3, batch_size=16, lr=0.3)
+    full = fit(t, p0, x, y, config=cfg, grad_transform=Transform(lambda p: None, update))
+    rng = np.random.default_rng(0)
+    capped = t.fit(
+        p0, x, y, config=LocalConfig(epochs=3, batch_size=16, lr=0.3, max_steps=max_steps), rng=rng
+    )
+    assert full.steps == 12 and capped.steps == min(max_steps, 12)
+    expected = (seen + [full.params])[capped.steps]  # the params after that many steps
+    np.testing.assert_array_equal(capped.params, expected)
+    ref = np.random.default_rng(0)
+    ref.integers(2**63 - 1)
+    for _ in range(-(-capped.steps // 4)):  # one permutation per epoch begun
+        ref.permutation(50)
+    assert rng.integers(1 << 62) == ref.integers(1 << 62)
+
+
+def test_max_steps_at_an_epoch_boundary_equals_fewer_epochs() -> None:
+    t = mlp_trainer()
+    x, y = blobs(50)
+    p0 = t.init_params(0)
+    capped = fit(t, p0, x, y, config=LocalConfig(epochs=5, batch_size=16, lr=0.3, max_steps=8))
+    short = fit(t, p0, x, y, config=LocalConfig(epochs=2, batch_size=16, lr=0.3))
+    assert capped.steps == short.steps == 8 and capped.loss == short.loss
+    assert np.array_equal(capped.params, short.params)

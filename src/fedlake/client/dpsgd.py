@@ -80,6 +80,9 @@ def dpsgd_fit(
 ) -> FitResult:
     """DP-SGD from ``params`` for ``config.epochs * steps_per_epoch(n, batch_size)`` steps.
 
+    ``config.max_steps`` caps the steps (a straggler's partial work); the privacy facts
+    report the steps actually taken.
+
     Secure noise also makes the batch selection secure; seeded noise (simulations) draws
     batches and noise from ``rng``, so a run is reproducible. ``FitResult.loss`` is the mean
     loss over the sampled examples, and ``FitResult.privacy`` the facts the ledger needs.
@@ -93,6 +96,8 @@ def dpsgd_fit(
     n, size = xt.shape[0], trainer.spec.size
     q = sampling_rate(n, int(config.batch_size))
     steps = int(config.epochs) * steps_per_epoch(n, int(config.batch_size))
+    if config.max_steps is not None:
+        steps = min(steps, int(config.max_steps))
     tensors = list({id(t): t for t, _ in bound.trainable}.values())  # tied weights once
     opt = trainer._make_optimizer(tensors, config.lr)
     noise = noise_source(dp.secure_noise, rng)

@@ -12,7 +12,14 @@ from fedlake.client.trainer import FitResult, LocalConfig
 from fedlake.core.params import FLOAT, ParamSpec, TensorSpec, as_vector
 from fedlake.core.transform import Transform
 
-__all__ = ["LogRegTrainer", "check_labels", "log_softmax", "loss_and_grad", "one_hot"]
+__all__ = [
+    "LogRegTrainer",
+    "check_labels",
+    "log_softmax",
+    "loss_and_grad",
+    "one_hot",
+    "total_steps",
+]
 
 
 def log_softmax(logits: np.ndarray) -> np.ndarray:
@@ -63,6 +70,12 @@ def loss_and_grad(
         loss += 0.5 * l2 * float(w @ w)
         grad[:k] += w.dtype.type(l2) * w
     return loss, grad
+
+
+def total_steps(n: int, config: LocalConfig) -> int:
+    """Minibatch steps of local SGD on ``n`` rows: every epoch's batches, capped by max_steps."""
+    steps = int(config.epochs) * -(-n // int(config.batch_size))
+    return steps if config.max_steps is None else min(steps, int(config.max_steps))
 
 
 def check_labels(y: np.ndarray, *, n: int, num_classes: int) -> None:
@@ -130,7 +143,11 @@ class LogRegTrainer:
         rng: np.random.Generator,
         grad_transform: Transform | None = None,
     ) -> FitResult:
-        """Minibatch SGD for ``config.epochs`` epochs, reshuffled each epoch with ``rng``."""
+        """Minibatch SGD for ``config.epochs`` epochs, reshuffled each epoch with ``rng``.
+
+        With ``config.max_steps`` set, stops after that many steps (even mid-epoch); a
+        permutation is drawn only for the epochs begun.
+        """
         if config.dp is not None:
             raise ValueError(
                 "DP-SGD needs a torch model (mlp, cnn1d); logreg has no per-sample gradient "
@@ -144,10 +161,11 @@ class LogRegTrainer:
         if grad_transform is not None:
             state = grad_transform.init(_read_only(theta))
         total, steps = 0.0, 0
-        for _ in range(int(config.epochs)):
+        limit = total_steps(n, config)
+        while steps < limit:  # one epoch per pass
             perm = rng.permutation(n)
             xp, tp = xs[perm], targets[perm]
-            for start in range(0, n, bsz):
+            for start in range(0, min(n, (limit - steps) * bsz), bsz):
                 stop = start + bsz
                 loss, g = loss_and_grad(theta, xp[start:stop], tp[start:stop], l2=l2)
                 if grad_transform is not None:

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 from torch import nn
 
-from fedlake.client.logreg import check_labels
+from fedlake.client.logreg import check_labels, total_steps
 from fedlake.client.trainer import FitResult, LocalConfig
 from fedlake.core.params import FLOAT, ParamSpec, TensorSpec, as_vector
 from fedlake.core.transform import Transform
@@ -220,7 +220,9 @@ class TorchTrainer:
     ) -> FitResult:
         """Minibatch training reshuffled each epoch with ``rng``; dropout is seeded from ``rng``.
 
-        With ``config.dp`` set, runs DP-SGD instead (:func:`fedlake.client.dpsgd.dpsgd_fit`).
+        ``config.max_steps`` stops training after that many steps (even mid-epoch); a
+        permutation is drawn only for the epochs begun. With ``config.dp`` set, runs
+        DP-SGD instead (:func:`fedlake.client.dpsgd.dpsgd_fit`).
         """
         if config.dp is not None:  # imported here: dpsgd imports this module (and Opacus)
             from fedlake.client.dpsgd import dpsgd_fit
@@ -242,10 +244,11 @@ class TorchTrainer:
         with torch_threads(self.threads), torch.random.fork_rng(devices=[]), torch.enable_grad():
             torch.default_generator.manual_seed(int(rng.integers(2**63 - 1)))
             module.train()
-            for _ in range(int(config.epochs)):
+            limit = total_steps(n, config)
+            while steps < limit:  # one epoch per pass
                 perm = torch.from_numpy(rng.permutation(n))
                 xp, yp = xt[perm], yt[perm]
-                for s in range(0, n, bsz):
+                for s in range(0, min(n, (limit - steps) * bsz), bsz):
                     opt.zero_grad(set_to_none=False)
                     loss = self._loss_fn(module(xp[s : s + bsz]), yp[s : s + bsz])
                     loss.backward()
