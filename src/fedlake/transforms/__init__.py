@@ -1,5 +1,14 @@
 """Vector transforms: local steps, upload processing, server optimisers."""
 
-from fedlake.transforms.server import server_sgd
+from fedlake.transforms.adaptive import AdaptiveState, fedadagrad, fedadam, fedyogi
+from fedlake.transforms.server import MomentumState, server_momentum, server_sgd
 
-__all__ = ["server_sgd"]
+__all__ = [
+    "AdaptiveState",
+    "MomentumState",
+    "fedadagrad",
+    "fedadam",
+    "fedyogi",
+    "server_momentum",
+    "server_sgd",
+]
