@@ -31,9 +31,11 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check src tests
 	$(BIN)/mypy src/fedlake/core src/fedlake/aggregators src/fedlake/transforms src/fedlake/algorithms src/fedlake/client src/fedlake/data src/fedlake/models src/fedlake/orchestration src/fedlake/compression src/fedlake/attacks src/fedlake/harness src/fedlake/privacy
 
-# Flower, for bench/aggregation.py's comparison only, in its own venv: installed into .venv
-# it would downgrade protobuf and break MLflow. Same numpy as .venv, so both sides run the
-# same numpy code. (Defined before `bench`: make expands prerequisites as it reads them.)
+# Flower, for the benchmarks' comparisons only (bench/aggregation.py, and
+# bench/vs_flower_simulation.py, whose simulation engine needs the `simulation` extra, which
+# pulls Ray), in its own venv: installed into .venv it would downgrade protobuf and break
+# MLflow. Same numpy as .venv, so both sides run the same numpy code. (Defined before
+# `bench`: make expands prerequisites as it reads them.)
 FLOWER_VENV := .venv-flower
 FLOWER_STAMP := $(FLOWER_VENV)/.installed
 FLWR_VERSION := 1.42.0
@@ -41,7 +43,7 @@ FLWR_VERSION := 1.42.0
 $(FLOWER_STAMP): $(STAMP)
 	test -x $(FLOWER_VENV)/bin/python || $(PY) -m venv $(FLOWER_VENV)
 	$(FLOWER_VENV)/bin/python -m pip install -q --upgrade pip
-	$(FLOWER_VENV)/bin/python -m pip install -q flwr==$(FLWR_VERSION) "numpy==$$($(BIN)/python -c 'import numpy; print(numpy.__version__)')"
+	$(FLOWER_VENV)/bin/python -m pip install -q "flwr[simulation]==$(FLWR_VERSION)" "numpy==$$($(BIN)/python -c 'import numpy; print(numpy.__version__)')"
 	touch $(FLOWER_STAMP)
 
 # Benchmarks print a table and write bench/results/*.json (plots go to docs/img/).
@@ -49,6 +51,7 @@ bench: $(STAMP) $(FLOWER_STAMP)
 	MLFLOW_DISABLE_TELEMETRY=true DO_NOT_TRACK=true $(BIN)/python bench/compression.py
 	MLFLOW_DISABLE_TELEMETRY=true DO_NOT_TRACK=true $(BIN)/python bench/aggregation.py --flower $(FLOWER_VENV)/bin/python
 	MLFLOW_DISABLE_TELEMETRY=true DO_NOT_TRACK=true $(BIN)/python bench/privacy_utility.py
+	$(BIN)/python bench/vs_flower_simulation.py --flower-python $(FLOWER_VENV)/bin/python
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
