@@ -42,26 +42,25 @@ def stacked_loss_and_grad(
     """
     a, bsz, f = x.shape
     c, k = num_classes, num_classes * f
-    w = params[:, :k].reshape(a, c, f)
-    logits = np.matmul(x, w.transpose(0, 2, 1))  # (a, B, c)
-    logits += params[:, None, k:]
-    logits -= logits.max(axis=2, keepdims=True)  # log-sum-exp shift: exp() <= 1
+    dtype = params.dtype
+    # logits transposed (a, c, B): reductions over classes then run along contiguous rows
+    logits = np.matmul(params[:, :k].reshape(a, c, f), x.transpose(0, 2, 1))
+    logits += params[:, k:, None]
+    logits -= logits.max(axis=1, keepdims=True)  # log-sum-exp shift: exp() <= 1
     probs = np.exp(logits)
-    norm = probs.sum(axis=2, keepdims=True)
-    picked = np.take_along_axis(logits, y[:, :, None], axis=2)[:, :, 0]
-    row_loss = np.log(norm[:, :, 0]) - picked
-    loss = np.where(mask, row_loss, 0).sum(axis=1, dtype=np.float64) / counts
-    probs /= norm
-    probs[np.arange(a)[:, None], np.arange(bsz), y] -= 1.0  # n * d loss / d logits
-    probs *= mask[:, :, None]
+    norm = probs.sum(axis=1)  # (a, B)
+    picked = np.take_along_axis(logits, y[:, None, :], axis=1)[:, 0, :]
+    weight = mask / counts[:, None].astype(dtype)  # 1/n on each client's own rows, else 0
+    loss = ((np.log(norm) - picked) * weight).sum(axis=1, dtype=np.float64)
+    probs *= (weight / norm)[:, None, :]
+    probs[np.arange(a)[:, None], y, np.arange(bsz)] -= weight  # (softmax - targets) / n
     grad = np.empty_like(params)
-    np.matmul(probs.transpose(0, 2, 1), x, out=grad[:, :k].reshape(a, c, f))
-    probs.sum(axis=1, out=grad[:, k:])
-    grad /= counts[:, None].astype(params.dtype)
+    np.matmul(probs, x, out=grad[:, :k].reshape(a, c, f))
+    probs.sum(axis=2, out=grad[:, k:])
     if l2:
-        wf = params[:, :k]
-        loss += 0.5 * l2 * np.einsum("ij,ij->i", wf, wf, dtype=np.float64)
-        grad[:, :k] += wf.dtype.type(l2) * wf
+        w = params[:, :k]
+        loss += 0.5 * l2 * np.einsum("ij,ij->i", w, w).astype(np.float64)
+        grad[:, :k] += dtype.type(l2) * w
     return loss, grad
 
 
