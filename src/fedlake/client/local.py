@@ -13,15 +13,20 @@ import numpy as np
 
 from fedlake.attacks.base import ATTACK_RNG, POISON, Attack
 from fedlake.client.dp_budget import DP_HISTORY, check_budget, history_of, planned_round
-from fedlake.client.trainer import Trainer
+from fedlake.client.trainer import FitResult, Trainer
+from fedlake.client.workload import FULL, STRAGGLER, Workload, local_steps
 from fedlake.compression.messages import encode_delta
 from fedlake.compression.pruning import mask_gradients
-from fedlake.core.algorithm import Algorithm
+from fedlake.core.algorithm import Algorithm, LocalConfig
 from fedlake.core.codec import Codec
+from fedlake.core.personal import mask_for
 from fedlake.core.state import round_rng
-from fedlake.core.transform import chain
-from fedlake.core.update import DELTA, ClientUpdate
+from fedlake.core.transform import Transform, chain
+from fedlake.core.update import CONTROL, DELTA, ClientUpdate
 from fedlake.data.base import ClientData
+from fedlake.personal.client import finish as finish_personal
+from fedlake.personal.client import start_params
+from fedlake.transforms.local import add_correction
 
 CLIENT_RNG = 3  # purpose tag of client-side generators
 RESIDUAL = "residual"  # client state key of the error-feedback residual
@@ -40,7 +45,9 @@ class ClientTask:
     when the download is compressed) and ``mask`` the surviving weights when the model
     is pruned. ``states`` holds, per client, what that client kept from its last round
     (simulation only: on a device it never leaves the device). ``malicious`` names the
-    clients that run the job's attack this round (simulation only).
+    clients that run the job's attack this round (simulation only). ``work`` lists the
+    clients that do only part of their local work (stragglers, a deadline);
+    ``control`` is SCAFFOLD's server control variate, shipped with the model.
     """
 
     round: int
@@ -50,19 +57,26 @@ class ClientTask:
     mask: np.ndarray | None = None
     states: Mapping[str, Any] = field(default_factory=dict)
     malicious: frozenset[str] = frozenset()
+    work: Mapping[str, Workload] = field(default_factory=dict)
+    control: np.ndarray | None = None
 
     def only(self, client_ids: Sequence[str]) -> ClientTask:
-        """This task carrying only the states of ``client_ids`` (for one worker's chunk)."""
+        """This task carrying only the states and workloads of ``client_ids`` (one chunk)."""
         keep = {c: self.states[c] for c in client_ids if c in self.states}
-        return replace(self, states=keep)
+        work = {c: self.work[c] for c in client_ids if c in self.work}
+        return replace(self, states=keep, work=work)
 
 
 @dataclass(frozen=True)
 class ClientFailure:
-    """A client that returned nothing (crash, lost connection, data error)."""
+    """A client that returned nothing (crash, lost connection, data error).
+
+    ``status`` is ``"failed"``, or ``"dropped"`` for a straggler the server did not wait for.
+    """
 
     client_id: str
     reason: str
+    status: str = "failed"
 
 
 ClientResult = ClientUpdate | ClientFailure
@@ -102,6 +116,212 @@ class ClientJob:
         except Exception as exc:  # a client's failure must never stop the round
             return ClientFailure(client_id, f"{type(exc).__name__}: {exc}")
 
+    def run_many(self, task: ClientTask, client_ids: Sequence[str]) -> list[ClientResult]:
+        """Run clients together, vectorised where the trainer allows (else one by one)."""
+        from fedlake.client.cohort_run import run_cohort  # cohort_run imports this module
+
+        return run_cohort(self, task, client_ids)
+
+
+@dataclass
+class Prepared:
+    """One client's round up to local training: its data, start point and local step."""
+
+    client_id: str
+    t0: float
+    rng: np.random.Generator
+    x: np.ndarray
+    y: np.ndarray
+    claimed: int | None  # a poisoning client reports its clean example count (stealthier)
+    kept: Mapping[str, Any]
+    history: tuple[Any, ...]
+    global_params: np.ndarray
+    config: LocalConfig
+    local_step: Transform | None  # the recipe's step and the pruning mask, not SCAFFOLD's
+    trainable: np.ndarray | None
+    encode_rng: np.random.Generator
+    start: np.ndarray | None = None  # where training starts (FedPer: own layers); None: global
+    personal_mask: np.ndarray | None = None  # FedPer: the positions that never leave
+    control: np.ndarray | None = None  # SCAFFOLD: this client's c_i
+    correction: np.ndarray | None = None  # SCAFFOLD: c - c_i, added to every gradient
+
+    @property
+    def start_params(self) -> np.ndarray:
+        """The params local training starts from."""
+        return self.global_params if self.start is None else self.start
+
+    def grad_transform(self) -> Transform | None:
+        """The local step of this client alone (with its SCAFFOLD correction)."""
+        if self.correction is None:
+            return self.local_step
+        fix = add_correction(self.correction)
+        return fix if self.local_step is None else chain(fix, self.local_step)
+
+
+def prepare_client(
+    task: ClientTask,
+    client_id: str,
+    data: ClientData,
+    trainer: Trainer,
+    algorithm: Algorithm,
+    *,
+    attack: Attack | None = None,
+) -> Prepared | ClientFailure:
+    """Everything before local training; a straggler the server will not wait for is a failure."""
+    t0 = time.perf_counter()
+    rng = round_rng(task.seed, task.round, CLIENT_RNG, task.attempt, client_key(client_id))
+    ds = data.load(client_id)
+    if ds.num_train == 0:
+        raise ValueError(f"client {client_id!r} has no training examples")
+    config = algorithm.local
+    total = local_steps(ds.num_train, config.batch_size, config.epochs)
+    steps = task.work.get(client_id, FULL).steps(total)
+    if steps < total:
+        if steps == 0 or task.work[client_id].drop_partial:
+            return ClientFailure(
+                client_id,
+                f"{STRAGGLER}: {steps} of its {total} local steps done by the deadline",
+                status="dropped",
+            )
+        config = replace(config, max_steps=steps)
+    x, y, claimed = ds.x_train, ds.y_train, None
+    if attack is not None and client_id in task.malicious:  # data poisoning (simulation)
+        claimed = ds.num_train
+        poison_rng = round_rng(
+            task.seed, task.round, ATTACK_RNG, task.attempt, POISON, client_key(client_id)
+        )
+        ds = attack.poison(ds, poison_rng)
+        x, y = ds.x_train, ds.y_train
+    kept = task.states.get(client_id) or {}
+    dp = algorithm.local.dp
+    history = history_of(kept)
+    if dp is not None:  # DP-SGD: the client refuses a round past its own budget
+        nxt = planned_round(dp, algorithm.local, ds.num_train)
+        check_budget(dp, history, nxt)
+        history = (*history, nxt)
+    global_params = np.asarray(task.params, dtype=np.float32)
+    trainable, encode_rng = _trainable(
+        task.mask, algorithm.compression.upload, global_params.size, rng
+    )
+    local_step = algorithm.local_step
+    if trainable is not None:  # pruned (or, structured, unsent) weights do not train
+        masked = mask_gradients(trainable)
+        local_step = masked if local_step is None else chain(local_step, masked)
+    prep = Prepared(
+        client_id,
+        t0,
+        rng,
+        x,
+        y,
+        claimed,
+        kept,
+        history,
+        global_params,
+        config,
+        local_step,
+        trainable,
+        encode_rng,
+    )
+    if algorithm.personal is not None:
+        prep.personal_mask = mask_for(algorithm.personal, trainer.spec)
+        if prep.personal_mask is not None:
+            prep.start = start_params(algorithm.personal, global_params, kept, prep.personal_mask)
+    if algorithm.scaffold:
+        if task.control is None:
+            raise ValueError("SCAFFOLD needs the server's control variate in the task")
+        own = kept.get(CONTROL)
+        if own is None or own.shape != global_params.shape:  # first round of this client
+            own = np.zeros_like(global_params)
+        prep.control = own
+        prep.correction = np.asarray(task.control, dtype=np.float32) - own
+    return prep
+
+
+def finish_client(
+    prep: Prepared, fit: FitResult, task: ClientTask, trainer: Trainer, algorithm: Algorithm
+) -> ClientUpdate:
+    """Everything after local training: the processed, encoded delta and what the client keeps."""
+    global_params = prep.global_params
+    local = np.asarray(fit.params)
+    if local.shape != global_params.shape:
+        raise ValueError(
+            f"local training returned parameters of shape {local.shape}, "
+            f"expected {global_params.shape}"
+        )
+    kept_now: dict[str, Any] = {}
+    if algorithm.personal is not None:  # FedPer keeps its layers, Ditto its own model
+        local, personal_state = finish_personal(
+            algorithm.personal,
+            trainer=trainer,
+            global_params=global_params,
+            local_params=local,
+            x=prep.x,
+            y=prep.y,
+            config=prep.config,
+            rng=prep.rng,
+            kept=prep.kept,
+            mask=prep.personal_mask,
+        )
+        kept_now.update(personal_state)
+    delta = np.asarray(local).astype(np.float32) - global_params
+    encoded: dict[str, bytes] = {}
+    if prep.control is not None:  # SCAFFOLD option II: c_i+ = c_i - c + (x - y_i) / (K lr)
+        assert task.control is not None
+        scale_ = np.float32(1.0 / (fit.steps * prep.config.lr))
+        new_control = prep.control - np.asarray(task.control, np.float32) - delta * scale_
+        if not np.isfinite(new_control).all():
+            raise ValueError("local training diverged: non-finite control variate")
+        encoded[CONTROL], _ = encode_delta(
+            new_control - prep.control, task.mask, None, prep.encode_rng, None
+        )
+        kept_now[CONTROL] = new_control
+    upload_state = algorithm.upload.init(global_params)
+    delta, _ = algorithm.upload.update(delta, upload_state, params=global_params, rng=prep.rng)
+    if prep.personal_mask is not None:  # nothing of the personal layers leaves the device
+        delta = np.where(prep.personal_mask, np.float32(0), delta)
+    if not np.isfinite(delta).all():  # diverged: nothing worth sending or remembering
+        bad = int((~np.isfinite(delta)).sum())
+        raise ValueError(
+            f"local training diverged: {bad} non-finite values (NaN/Inf) in the update"
+        )
+    compression = algorithm.compression
+    residual = None
+    if compression.error_feedback:
+        residual = prep.kept.get(RESIDUAL)
+        if residual is None or residual.shape != delta.shape:  # first round of this client
+            residual = np.zeros_like(delta, dtype=np.float32)
+    payload, residual = encode_delta(
+        delta, task.mask, compression.upload, prep.encode_rng, residual
+    )
+    encoded = {DELTA: payload, **encoded}
+    if residual is not None:
+        kept_now[RESIDUAL] = residual
+    if prep.history:
+        kept_now[DP_HISTORY] = prep.history
+    examples = float(fit.num_examples if prep.claimed is None else prep.claimed)
+    metrics = {
+        "train_loss": float(fit.loss),
+        "num_examples": examples,
+        "steps": float(fit.steps),
+        "duration_s": time.perf_counter() - prep.t0,
+    }
+    if prep.config.max_steps is not None:  # a straggler's partial work
+        metrics["work_fraction"] = fit.steps / local_steps(
+            fit.num_examples, prep.config.batch_size, prep.config.epochs
+        )
+    if fit.privacy is not None:  # DP-SGD facts, for the server's privacy ledger
+        metrics.update({f"dp_{k}": float(v) for k, v in fit.privacy.items()})
+    if algorithm.private_reports:  # local DP: only the noised update leaves the device
+        examples, metrics = 1.0, {}
+    return ClientUpdate(
+        client_id=prep.client_id,
+        vectors={},
+        weight=examples,
+        metrics=metrics,
+        encoded=encoded,
+        client_state=kept_now or None,
+    )
+
 
 def run_client(
     task: ClientTask,
@@ -111,85 +331,20 @@ def run_client(
     algorithm: Algorithm,
     *,
     attack: Attack | None = None,
-) -> ClientUpdate:
+) -> ClientResult:
     """Train ``client_id`` from the task's global params and return its processed delta."""
-    t0 = time.perf_counter()
-    rng = round_rng(task.seed, task.round, CLIENT_RNG, task.attempt, client_key(client_id))
-    ds = data.load(client_id)
-    if ds.num_train == 0:
-        raise ValueError(f"client {client_id!r} has no training examples")
-    claimed = None  # a poisoning client reports its clean example count (stealthier)
-    if attack is not None and client_id in task.malicious:  # data poisoning (simulation)
-        claimed = ds.num_train
-        poison_rng = round_rng(
-            task.seed, task.round, ATTACK_RNG, task.attempt, POISON, client_key(client_id)
-        )
-        ds = attack.poison(ds, poison_rng)
-    kept = task.states.get(client_id) or {}
-    dp = algorithm.local.dp
-    history = history_of(kept)
-    if dp is not None:  # DP-SGD: the client refuses a round past its own budget
-        nxt = planned_round(dp, algorithm.local, ds.num_train)
-        check_budget(dp, history, nxt)
-        history = (*history, nxt)
-    global_params = np.asarray(task.params, dtype=np.float32)
-    compression = algorithm.compression
-    trainable, encode_rng = _trainable(task.mask, compression.upload, global_params.size, rng)
-    local_step = algorithm.local_step
-    if trainable is not None:  # pruned (or, structured, unsent) weights do not train
-        masked = mask_gradients(trainable)
-        local_step = masked if local_step is None else chain(local_step, masked)
+    prep = prepare_client(task, client_id, data, trainer, algorithm, attack=attack)
+    if isinstance(prep, ClientFailure):
+        return prep
     fit = trainer.fit(
-        global_params,
-        ds.x_train,
-        ds.y_train,
-        config=algorithm.local,
-        rng=rng,
-        grad_transform=local_step,
+        prep.start_params,
+        prep.x,
+        prep.y,
+        config=prep.config,
+        rng=prep.rng,
+        grad_transform=prep.grad_transform(),
     )
-    local = np.asarray(fit.params)
-    if local.shape != global_params.shape:
-        raise ValueError(
-            f"local training returned parameters of shape {local.shape}, "
-            f"expected {global_params.shape}"
-        )
-    delta = local.astype(np.float32) - global_params
-    upload_state = algorithm.upload.init(global_params)
-    delta, _ = algorithm.upload.update(delta, upload_state, params=global_params, rng=rng)
-    if not np.isfinite(delta).all():  # diverged: nothing worth sending or remembering
-        bad = int((~np.isfinite(delta)).sum())
-        raise ValueError(
-            f"local training diverged: {bad} non-finite values (NaN/Inf) in the update"
-        )
-    residual = None
-    if compression.error_feedback:
-        residual = kept.get(RESIDUAL)
-        if residual is None or residual.shape != delta.shape:  # first round of this client
-            residual = np.zeros_like(delta, dtype=np.float32)
-    payload, residual = encode_delta(delta, task.mask, compression.upload, encode_rng, residual)
-    kept_now: dict[str, Any] = {RESIDUAL: residual} if residual is not None else {}
-    if history:
-        kept_now[DP_HISTORY] = history
-    new_state = kept_now or None
-    examples = float(fit.num_examples if claimed is None else claimed)
-    metrics = {
-        "train_loss": float(fit.loss),
-        "num_examples": examples,
-        "steps": float(fit.steps),
-        "duration_s": time.perf_counter() - t0,
-    }
-    if fit.privacy is not None:  # DP-SGD facts, for the server's privacy ledger
-        metrics.update({f"dp_{k}": float(v) for k, v in fit.privacy.items()})
-    if algorithm.private_reports:  # local DP: only the noised update leaves the device
-        examples, metrics = 1.0, {}
-    return ClientUpdate(
-        client_id=client_id,
-        vectors={},
-        weight=examples,
-        metrics=metrics,
-        encoded={DELTA: payload},
-        client_state=new_state,
-    )
+    return finish_client(prep, fit, task, trainer, algorithm)
 
 
 def _trainable(

@@ -5,10 +5,14 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from numbers import Real
+from typing import TYPE_CHECKING
 
 from fedlake.core.aggregator import Aggregator
 from fedlake.core.codec import Compression
 from fedlake.core.transform import Transform, identity
+
+if TYPE_CHECKING:  # personal.py builds on LocalConfig
+    from fedlake.core.personal import Personalization
 
 
 @dataclass(frozen=True)
@@ -79,6 +83,11 @@ class Algorithm:
             (default: float32 both ways).
         private_reports: clients report nothing computed from their data but the noised
             update (weight 1, no loss, count or timing): local DP's untrusted server.
+        scaffold: SCAFFOLD's control variates (Karimireddy et al., ICML 2020): the server
+            ships its control ``c`` with the model, each client corrects every gradient by
+            ``c - c_i``, keeps its own ``c_i`` (option II) and uploads ``Delta c_i``; the
+            server moves ``c`` by the sum of those over the population size.
+        personal: what clients personalise (fine-tuning, FedPer layers, Ditto), None: nothing.
     """
 
     name: str
@@ -89,3 +98,5 @@ class Algorithm:
     upload: Transform = field(default_factory=identity)
     compression: Compression = field(default_factory=Compression)
     private_reports: bool = False  # local DP: clients send weight 1 and no metrics
+    scaffold: bool = False
+    personal: Personalization | None = None

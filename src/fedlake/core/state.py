@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from fedlake.core.aggregator import Aggregator
 from fedlake.core.algorithm import Algorithm
 from fedlake.core.params import frozen
-from fedlake.core.update import ClientUpdate, validate_update
+from fedlake.core.update import CONTROL, ClientUpdate, validate_update
 
 
 @dataclass(frozen=True)
@@ -19,7 +19,8 @@ class ServerState:
     """Everything the server needs to run the next round (immutable).
 
     ``round`` counts completed rounds; ``params`` is read-only.
-    ``privacy_ledger`` records every privacy mechanism applied so far.
+    ``privacy_ledger`` records every privacy mechanism applied so far; ``control`` is
+    SCAFFOLD's server control variate (None for other algorithms).
     """
 
     round: int
@@ -28,6 +29,7 @@ class ServerState:
     server_state: Any
     seed: int
     privacy_ledger: tuple[Any, ...] = field(default=())
+    control: np.ndarray | None = None
 
     @property
     def dim(self) -> int:
@@ -44,6 +46,7 @@ def init_server_state(algorithm: Algorithm, params: np.ndarray, *, seed: int) ->
         aggregator_state=algorithm.aggregator.init(p.shape[0]),
         server_state=algorithm.server.init(p),
         seed=int(seed),
+        control=frozen(np.zeros_like(p)) if algorithm.scaffold else None,
     )
 
 
@@ -73,10 +76,20 @@ def enough(aggregator: Aggregator, count: int) -> None:
         )
 
 
+class Aggregated(NamedTuple):
+    """A cohort's aggregate; ``control_sum`` is the sum of SCAFFOLD's ``Delta c_i`` (or None)."""
+
+    delta: np.ndarray
+    aggregator_state: Any
+    count: int
+    weight: float
+    control_sum: np.ndarray | None = None
+
+
 def aggregate_updates(
     algorithm: Algorithm, state: ServerState, updates: Iterable[ClientUpdate]
-) -> tuple[np.ndarray, Any, int, float]:
-    """Aggregate a cohort: ``(delta, aggregator_state, count, total_weight)``.
+) -> Aggregated:
+    """Aggregate a cohort: ``(delta, aggregator_state, count, total_weight, control_sum)``.
 
     Linear aggregators consume ``updates`` as a stream in O(d) memory, so it may
     be a generator; non-linear ones materialise the cohort. Every update must be
@@ -87,11 +100,17 @@ def aggregate_updates(
             when there are none).
     """
 
+    control = np.zeros(state.dim, dtype=np.float64) if algorithm.scaffold else None
+
     def checked() -> Iterator[ClientUpdate]:
         for u in updates:
             reason = validate_update(u, state.dim)
+            if reason is None and control is not None and CONTROL not in u.vectors:
+                reason = f"missing {CONTROL!r} vector (SCAFFOLD's control variate delta)"
             if reason is not None:
                 raise ValueError(f"invalid update from client {u.client_id!r}: {reason}")
+            if control is not None:
+                np.add(control, u.vectors[CONTROL], out=control)  # in place: O(d) memory
             yield u
 
     agg = algorithm.aggregator
@@ -109,39 +128,68 @@ def aggregate_updates(
         count, weight = len(cohort), float(sum(u.weight for u in cohort))
         enough(agg, count)
         delta, agg_state = agg.aggregate(cohort, state.aggregator_state)
-    return delta, agg_state, count, weight
+    return Aggregated(delta, agg_state, count, weight, control)
 
 
 def apply_server_step(
-    algorithm: Algorithm, state: ServerState, delta: np.ndarray, aggregator_state: Any
+    algorithm: Algorithm,
+    state: ServerState,
+    delta: np.ndarray,
+    aggregator_state: Any,
+    *,
+    control_sum: np.ndarray | None = None,
+    population: int | None = None,
 ) -> tuple[ServerState, dict[str, float]]:
-    """Apply the server optimiser to an aggregated delta; returns the next state and metrics."""
+    """Apply the server optimiser to an aggregated delta; returns the next state and metrics.
+
+    SCAFFOLD: ``c += control_sum / population`` (``|S|/N`` times the mean ``Delta c_i``).
+    """
     rng = round_rng(state.seed, state.round, SERVER_RNG)
     step, server_state = algorithm.server.update(
         delta, state.server_state, params=state.params, rng=rng
     )
+    control = state.control
+    metrics = {
+        "update_norm": float(np.linalg.norm(delta)),
+        "step_norm": float(np.linalg.norm(step)),
+    }
+    if algorithm.scaffold:
+        if control_sum is None or population is None or population < 1:
+            raise ValueError("SCAFFOLD's server step needs the control sum and population size")
+        base = np.zeros(state.dim, np.float32) if control is None else control
+        control = frozen((base + control_sum / population).astype(np.float32))
+        metrics["control_norm"] = float(np.linalg.norm(control))
     new_state = replace(
         state,
         round=state.round + 1,
         params=frozen(state.params + step),
         aggregator_state=aggregator_state,
         server_state=server_state,
+        control=control,
     )
-    metrics = {
-        "update_norm": float(np.linalg.norm(delta)),
-        "step_norm": float(np.linalg.norm(step)),
-    }
     return new_state, metrics
 
 
 def server_round(
-    algorithm: Algorithm, state: ServerState, updates: Iterable[ClientUpdate]
+    algorithm: Algorithm,
+    state: ServerState,
+    updates: Iterable[ClientUpdate],
+    *,
+    population: int | None = None,
 ) -> tuple[ServerState, dict[str, float]]:
     """One pure server round: aggregate ``updates`` and step; returns the next state and metrics.
 
-    The inputs are not modified; the unit of golden-number tests.
+    The inputs are not modified; the unit of golden-number tests. ``population`` (SCAFFOLD
+    only) is the number of clients; None means the cohort is everyone.
     """
-    delta, agg_state, count, weight = aggregate_updates(algorithm, state, updates)
-    new_state, metrics = apply_server_step(algorithm, state, delta, agg_state)
-    metrics.update(num_updates=float(count), total_weight=weight)
+    agg = aggregate_updates(algorithm, state, updates)
+    new_state, metrics = apply_server_step(
+        algorithm,
+        state,
+        agg.delta,
+        agg.aggregator_state,
+        control_sum=agg.control_sum,
+        population=agg.count if population is None else population,
+    )
+    metrics.update(num_updates=float(agg.count), total_weight=agg.weight)
     return new_state, metrics

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 DELTA = "delta"
+CONTROL = "control"  # SCAFFOLD's control variate delta
 
 
 @dataclass(frozen=True)

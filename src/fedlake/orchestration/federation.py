@@ -41,14 +41,21 @@ from fedlake.orchestration.privacy import (
     scrub,
     spend_columns,
 )
-from fedlake.orchestration.records import dropped_rows, retry_message, round_row
+from fedlake.orchestration.records import (
+    dropped_rows,
+    partial_work,
+    retry_message,
+    round_row,
+    straggler_counts,
+    unavailable,
+)
 from fedlake.orchestration.sampling import CohortSpec, Population, poisson_cohort, sample_cohort
 from fedlake.orchestration.screening import in_cohort_order, problems, screen
 from fedlake.orchestration.sinks import METRICS_KEY, RunSinks, now
 from fedlake.orchestration.transport import keep_client_states, prepare_download
 from fedlake.privacy.plan import PrivacyPlan
 
-COHORT_RNG, DROPOUT_RNG, EVAL_RNG = 1, 2, 5  # purpose tags of round generators
+COHORT_RNG, DROPOUT_RNG, EVAL_RNG, STRAGGLER_RNG = 1, 2, 5, 8  # purpose tags of round generators
 # Without an explicit eval_clients, larger populations are evaluated on a fixed sample of
 # this many clients: every user's test split each round would not scale to millions.
 DEFAULT_EVAL_CLIENTS = 1000
@@ -219,6 +226,12 @@ class Federation:
                 self.observer.client_finished(round=r + 1, done=done[0], total=total)
 
             states: dict[str, Any] = {}
+            work = self.population.workloads(
+                active,
+                epochs=self.algorithm.local.epochs,
+                seed=self.seed,
+                rng=round_rng(self.seed, r, STRAGGLER_RNG, attempt),
+            )
             task = ClientTask(
                 round=r,
                 attempt=attempt,
@@ -227,6 +240,8 @@ class Federation:
                 mask=download.mask,
                 states={c: ckpt.client_states[c] for c in active if c in ckpt.client_states},
                 malicious=malicious,
+                work=work,
+                control=state.control,
             )
             results = in_cohort_order(self.executor.map_clients(self.job, task, active), active)
             decode = functools.partial(
@@ -249,20 +264,26 @@ class Federation:
                         codec=self.algorithm.compression.upload,
                     )
                 )
-            accepted = dp_facts(
-                screen(
-                    keep_client_states(results, states),
-                    state.dim,
-                    rows,
-                    on_result=tick,
-                    decode=decode,
+            partial: list[str] = []  # clients whose accepted update is partial work
+            accepted = partial_work(
+                dp_facts(
+                    screen(
+                        keep_client_states(results, states),
+                        state.dim,
+                        rows,
+                        on_result=tick,
+                        decode=decode,
+                    ),
+                    facts,
                 ),
-                facts,
+                partial,
             )
             try:
-                delta, agg_state, count, _ = aggregate_updates(self.algorithm, state, accepted)
+                delta, agg_state, count, _, control_sum = aggregate_updates(
+                    self.algorithm, state, accepted
+                )
             except TooFewUpdatesError:  # none, or fewer than the rule needs: retry
-                delta, agg_state = None, None
+                delta, agg_state, control_sum = None, None, None
                 count = sum(row["status"] == "accepted" for row in rows)
             if self.privacy is not None:
                 scrub(rows)
@@ -275,15 +296,19 @@ class Federation:
             base = round_row(r, attempt, cohort, rows, time.perf_counter() - t0, download)
             # simulated attackers that took part (rounds.metrics JSON, history, MLflow)
             attackers = {"num_malicious": len(malicious)} if self.adversary is not None else {}
+            if self.population.heterogeneous:  # partial work kept, and stragglers dropped
+                attackers.update(straggler_counts(rows, partial))
             trouble = problems(rows)
             if trouble is not None:
                 self.observer.message(f"round {r + 1}: {trouble}")
             sent = len(download.payload)  # dropped clients were unavailable: sent nothing
+            if state.control is not None:  # SCAFFOLD's control variate travels with the model
+                sent += state.control.nbytes
             pending["client_updates"].extend(
                 {
                     "round": r + 1,
                     "attempt": attempt,
-                    "bytes_down": 0 if row["status"] == "dropped" else sent,
+                    "bytes_down": 0 if unavailable(row) else sent,
                     **row,
                 }
                 for row in rows
@@ -314,7 +339,14 @@ class Federation:
             self._commit(ckpt, state, pending, sinks)
             return reason
 
-        new_state, server_metrics = apply_server_step(self.algorithm, state, delta, agg_state)
+        new_state, server_metrics = apply_server_step(
+            self.algorithm,
+            state,
+            delta,
+            agg_state,
+            control_sum=control_sum,
+            population=len(self.client_ids),
+        )
         if hasattr(agg_state, "metrics"):  # e.g. DP-FedAvg's adaptive clip norm
             server_metrics.update(agg_state.metrics())
         if self.privacy is not None:

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import numpy as np
 
+from fedlake.client.workload import STRAGGLER
 from fedlake.core.aggregator import Aggregator
+from fedlake.core.update import ClientUpdate
 from fedlake.orchestration.sinks import now
 from fedlake.orchestration.transport import Download
 
@@ -45,7 +48,7 @@ def round_row(
         "eval_loss": None,
         "eval_accuracy": None,
         "bytes_up": bytes_up,
-        "bytes_down": len(download.payload) * sum(row["status"] != "dropped" for row in rows),
+        "bytes_down": len(download.payload) * sum(not unavailable(row) for row in rows),
         "upload_ratio": float32_up / bytes_up if bytes_up else None,
         "download_ratio": download.ratio,
         "duration_s": seconds,
@@ -54,6 +57,26 @@ def round_row(
         "delta": None,
         "created_at": now(),
     }
+
+
+def unavailable(row: dict[str, Any]) -> bool:
+    """Whether a client row is a client that never got the model (a dropout, not a straggler)."""
+    return row["status"] == "dropped" and not str(row.get("reason") or "").startswith(STRAGGLER)
+
+
+def partial_work(updates: Iterable[ClientUpdate], into: list[str]) -> Iterator[ClientUpdate]:
+    """Pass ``updates`` through, noting the clients that sent partial work (stragglers kept)."""
+    for u in updates:
+        if "work_fraction" in u.metrics:
+            into.append(u.client_id)
+        yield u
+
+
+def straggler_counts(rows: list[dict[str, Any]], partial: list[str]) -> dict[str, int]:
+    """Stragglers of an attempt: dropped ones (from their rows) and those whose partial work
+    was kept (``partial``)."""
+    late = sum(row["status"] == "dropped" and not unavailable(row) for row in rows)
+    return {"num_stragglers": late + len(partial), "num_partial": len(partial)}
 
 
 def dropped_rows(cohort: list[str], dropped: set[str]) -> list[dict[str, Any]]:

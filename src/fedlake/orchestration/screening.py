@@ -87,7 +87,7 @@ def screen(
         if on_result is not None:
             on_result()
         if isinstance(r, ClientFailure):
-            rows.append(client_row(r, "failed", r.reason))
+            rows.append(client_row(r, r.status, r.reason))
             continue
         if decode is not None:
             try:

@@ -1,0 +1,35 @@
+"""FedNova (Wang, Liu, Liang, Joshi and Poor, "Tackling the Objective Inconsistency Problem
+in Heterogeneous Federated Optimization", NeurIPS 2020) as a recipe."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from fedlake.aggregators.fednova import fednova as fednova_rule
+from fedlake.algorithms.fedavg import fedavg
+from fedlake.core.algorithm import Algorithm
+from fedlake.transforms.local import proximal
+
+
+def fednova(
+    *,
+    mu: float = 0.0,
+    client_lr: float = 0.1,
+    local_epochs: int = 1,
+    batch_size: int = 32,
+    server_lr: float = 1.0,
+) -> Algorithm:
+    """Normalised averaging: each delta divided by its client's local progress (steps).
+
+    With ``mu > 0`` clients also use FedProx's proximal term, and the normalisation
+    uses the matching ``a_i``.
+    """
+    base = fedavg(
+        client_lr=client_lr, local_epochs=local_epochs, batch_size=batch_size, server_lr=server_lr
+    )
+    return replace(
+        base,
+        name="fednova",
+        aggregator=fednova_rule(client_lr=client_lr, mu=mu),
+        local_step=proximal(mu) if mu else None,
+    )

@@ -1,0 +1,34 @@
+"""SCAFFOLD (Karimireddy, Kale, Mohri, Reddi, Stich and Suresh, "SCAFFOLD: Stochastic
+Controlled Averaging for Federated Learning", ICML 2020), option II control variates."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from fedlake.algorithms.fedavg import fedavg
+from fedlake.core.algorithm import Algorithm
+
+
+def scaffold(
+    *,
+    client_lr: float = 0.1,
+    local_epochs: int = 1,
+    batch_size: int = 32,
+    server_lr: float = 1.0,
+    weighted: bool = True,
+) -> Algorithm:
+    """Local steps corrected by ``c - c_i``; control variates kept per client between rounds.
+
+    A client seen for the first time starts from ``c_i = 0``; ``c_i+ = c_i - c + (x - y_i)
+    / (K lr)`` with K its actual steps (stragglers included); the server moves ``c`` by
+    ``sum(Delta c_i) / N`` for a population of N clients. Downloads and uploads carry one
+    extra model-sized vector.
+    """
+    base = fedavg(
+        client_lr=client_lr,
+        local_epochs=local_epochs,
+        batch_size=batch_size,
+        server_lr=server_lr,
+        weighted=weighted,
+    )
+    return replace(base, name="scaffold", scaffold=True)
