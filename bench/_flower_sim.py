@@ -39,6 +39,7 @@ import random
 import resource
 import sys
 import time
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -83,7 +84,14 @@ def train(msg: Message, context: Context) -> Message:
     local = LocalConfig(
         epochs=int(cfg["epochs"]), batch_size=int(cfg["batch-size"]), lr=float(cfg["lr"])
     )
-    rng = np.random.default_rng([int(cfg["seed"]), int(cfg["server-round"]), k])
+    if "client-tag" in cfg:  # replaying fedlake's draws: its client generator
+        cid = data.client_ids()[k]
+        key = zlib.crc32(cid.encode("utf-8"))
+        rng = np.random.default_rng(
+            [int(cfg["seed"]), int(cfg["server-round"]) - 1, int(cfg["client-tag"]), 0, key]
+        )
+    else:
+        rng = np.random.default_rng([int(cfg["seed"]), int(cfg["server-round"]), k])
     fit = TRAINER.fit(params, ds.x_train, ds.y_train, config=local, rng=rng)
     content = RecordDict(
         {
@@ -92,6 +100,43 @@ def train(msg: Message, context: Context) -> Message:
         }
     )
     return Message(content=content, reply_to=msg)
+
+
+class ReplaySampler:
+    """Stands in for the ``random`` module of Flower's node sampling: picks fedlake's cohort.
+
+    Round r's cohort is fedlake's ``sample_cohort``: ``rng.choice(n, k, replace=False)``,
+    sorted, with ``rng = default_rng([seed, r - 1, cohort_tag, 0])``, mapped from
+    partition ids to the node ids the simulation registered for them.
+    """
+
+    def __init__(self, seed: int, cohort_tag: int, nodes: dict[int, int]) -> None:
+        self.seed, self.tag, self.nodes = seed, cohort_tag, nodes
+        self.round = 0
+
+    def sample(self, all_nodes: list[int], k: int) -> list[int]:
+        node_of = {part: node for node, part in self.nodes.items()}
+        rng = np.random.default_rng([self.seed, self.round, self.tag, 0])
+        self.round += 1
+        idx = np.sort(rng.choice(len(all_nodes), size=k, replace=False))
+        return [node_of[int(i)] for i in idx]
+
+
+def replay_fedlake_draws(job: dict[str, Any]) -> None:
+    """Make Flower sample fedlake's cohorts (a diagnostic: the accuracy gap without luck)."""
+    import flwr.server.superlink.fleet.vce.vce_api as vce
+    import flwr.serverapp.strategy.strategy_utils as sampling
+
+    nodes: dict[int, int] = {}
+    register = vce._register_nodes
+
+    def recording(*args: Any, **kwargs: Any) -> Any:
+        mapping = register(*args, **kwargs)
+        nodes.update(mapping)
+        return mapping
+
+    vce._register_nodes = recording
+    sampling.random = ReplaySampler(job["seed"], job["replay"]["cohort_tag"], nodes)  # type: ignore[assignment]
 
 
 def build_client_app() -> ClientApp:
@@ -146,6 +191,7 @@ def build_server_app(job: dict[str, Any], log: dict[str, Any], t0: float) -> Ser
                 "epochs": int(job["epochs"]),
                 "batch-size": int(job["batch_size"]),
             }
+            | ({"client-tag": int(job["replay"]["client_tag"])} if job.get("replay") else {})
         )
         initial = ArrayRecord([TRAINER.init_params(job["seed"])])
         strategy.start(
@@ -178,6 +224,8 @@ def main() -> int:
     # functions of __main__ by value, those of a module by reference (workers import it)
     import _flower_sim as this
 
+    if job.get("replay"):
+        this.replay_fedlake_draws(job)
     t0 = time.perf_counter()
     run_simulation(
         server_app=this.build_server_app(job, log, t0),

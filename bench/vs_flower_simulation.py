@@ -278,6 +278,7 @@ def summarise(side: dict[str, Any], *, cohort: int) -> dict[str, Any]:
         rounds_s=last["t"] - start,
         startup_s=side["wall_s"] - (last["t"] - start),
         final_accuracy=last["accuracy"],
+        last10_accuracy=sum(r["accuracy"] for r in rounds[-10:]) / len(rounds[-10:]),
         final_loss=last["loss"],
     )
     if len(rounds) >= 2:
@@ -317,6 +318,14 @@ def flower_cell(
 
 # ---------------------------------------------------------------------------------------
 # report
+
+
+def fedlake_tags() -> dict[str, int]:
+    """The purpose tags of fedlake's cohort and client generators (for the replay run)."""
+    from fedlake.client.local import CLIENT_RNG
+    from fedlake.orchestration import federation
+
+    return {"cohort_tag": int(federation.COHORT_RNG), "client_tag": int(CLIENT_RNG)}
 
 
 def code_state(src: Path) -> dict[str, Any]:
@@ -400,11 +409,12 @@ def markdown(report: dict[str, Any]) -> str:
         ("peak PSS, process tree (MB)", "peak_pss_tree_mb", ".0f", True),
         ("processes (most at once)", "max_processes", "d", False),
         ("final test accuracy (%)", "final_accuracy", ".2f", False),
+        ("mean accuracy, last 10 rounds (%)", "last10_accuracy", ".2f", False),
     ]
     lines += ["| | fedlake | Flower | Flower / fedlake |", "|---|---:|---:|---:|"]
     for label, key, f, show_ratio in rows:
         a, b = ours.get(key), theirs.get(key)
-        if key == "final_accuracy":
+        if key.endswith("accuracy"):
             a = None if a is None else 100 * a
             b = None if b is None else 100 * b
         r = fmt(ratio(b, a), ".1f", "x") if show_ratio else ""
@@ -412,6 +422,13 @@ def markdown(report: dict[str, Any]) -> str:
     maxrss = ours.get("maxrss_kb")
     maxrss_mb = None if maxrss is None else maxrss * 1024 / MB
     lines.append(f"| ru_maxrss of fedlake's process (MB) | {fmt(maxrss_mb, '.0f')} | | |")
+    rep = w.get("flower_replay")
+    if rep is not None and "error" not in rep:
+        lines.append(
+            f"| Flower replaying fedlake's cohorts and client generators: final / last-10 "
+            f"accuracy (%) | | {100 * rep['final_accuracy']:.2f} / "
+            f"{100 * rep['last10_accuracy']:.2f} | |"
+        )
     v = report["verdict"]
     if "speedup_wall" in v:
         lines += [
@@ -481,6 +498,12 @@ def main() -> int:
         "e.g. a `git worktree` of a commit, to measure it while src/ is being edited)",
     )
     ap.add_argument("--timeout", type=float, default=900.0, help="per side and cell (s)")
+    ap.add_argument(
+        "--no-replay",
+        action="store_true",
+        help="skip the diagnostic Flower run that replays fedlake's cohorts and clients' "
+        "generators (it separates the frameworks' accuracy gap from sampling luck)",
+    )
     ap.add_argument("--check", action="store_true", help="exit 1 when the target is missed")
     ap.add_argument("--render", type=Path, help="print a recorded JSON as Markdown, exit")
     ap.add_argument("--fedlake-job", type=Path, help=argparse.SUPPRESS)  # the fedlake side
@@ -524,6 +547,13 @@ def main() -> int:
             print("  Flower ...", flush=True)
             workload["flower"] = flower_cell(spec, flower_python, tmp, src, args.timeout)
             print(f"  {brief(workload['flower'])}", flush=True)
+            if not (args.quick or args.no_replay):
+                print("  Flower, replaying fedlake's cohorts and client generators ...")
+                replay = dict(spec, replay=fedlake_tags())
+                workload["flower_replay"] = flower_cell(
+                    replay, flower_python, tmp, src, args.timeout
+                )
+                print(f"  {brief(workload['flower_replay'])}", flush=True)
         cells = []
         for n in COHORTS["quick" if args.quick else "full"]:
             cell_spec = dict(
