@@ -124,3 +124,44 @@ def test_scaffold_through_the_round_loop_carries_control_variates(tmp_path):
     assert res.state.round == rounds
     assert [h["num_completed"] for h in res.history] == [CLIENTS] * rounds
     np.testing.assert_allclose(res.state.params, optimum(PROBLEMS), atol=1e-5)
+
+
+# -- example weights ---------------------------------------------------------------------------
+
+EXAMPLES = {"q0": 5, "q1": 20, "q2": 80}  # padding rows: example weights 1 : 4 : 16
+
+
+def weighted_optimum(problems, examples):
+    w = {cid: float(examples[cid]) for cid in problems}
+    a_sum = sum(w[cid] * a for cid, (a, _) in problems.items())
+    return np.linalg.solve(a_sum, sum(w[cid] * a @ c for cid, (a, c) in problems.items()))
+
+
+def run_weighted(algo, rounds):
+    data, trainer = quadratic_data(PROBLEMS, EXAMPLES), QuadraticTrainer(DIM)
+    state = init_server_state(algo, trainer.init_params(0), seed=SEED)
+    states = {}
+    for _ in range(rounds):
+        state = one_round(algo, state, data, trainer, states, population=CLIENTS)
+    return state
+
+
+def test_weighted_fedavg_with_one_local_step_minimises_the_example_weighted_objective():
+    # what weighted=True means: the objective sum_i n_i f_i (K = 1: no client drift)
+    state = run_weighted(fedavg(client_lr=ETA, local_epochs=1), rounds=400)
+    target = weighted_optimum(PROBLEMS, EXAMPLES)
+    assert np.linalg.norm(target - optimum(PROBLEMS)) > 0.3  # the weights matter here
+    np.testing.assert_allclose(state.params, target, atol=1e-5)
+
+
+def test_unweighted_scaffold_minimises_the_plain_sum():
+    state = run_weighted(scaffold(client_lr=ETA, local_epochs=K, weighted=False), rounds=60)
+    np.testing.assert_allclose(state.params, optimum(PROBLEMS), atol=1e-5)
+
+
+def test_weighted_scaffold_minimises_the_example_weighted_objective():
+    # scaffold(weighted=True) (the default) averages the model deltas by examples but moves
+    # c by the unweighted sum(Delta c_i) / N; its fixed point is then the *unweighted*
+    # optimum, whatever the example counts, unlike FedAvg's weighted=True above.
+    state = run_weighted(scaffold(client_lr=ETA, local_epochs=K), rounds=60)
+    np.testing.assert_allclose(state.params, weighted_optimum(PROBLEMS, EXAMPLES), atol=1e-5)

@@ -13,7 +13,7 @@ import pytest
 from toy import decoded
 
 import fedlake.client.cohort_run as cohort_run
-from fedlake.algorithms import fedavg, fedprox, personalized, scaffold
+from fedlake.algorithms import fedavg, fednova, fedprox, personalized, scaffold
 from fedlake.backends.inline import InlineExecutor
 from fedlake.client.local import ClientFailure, ClientJob, ClientTask, ClientUpdate
 from fedlake.client.logreg import LogRegTrainer
@@ -52,6 +52,11 @@ def shared_fits(monkeypatch):
     return calls
 
 
+def ditto(**kw):
+    """FedAvg whose clients also train a personal Ditto model (picklable by name)."""
+    return personalized(fedavg(**kw), Personalization("ditto", lam=0.5))
+
+
 def pruned_fedavg(**kw):
     """FedAvg on a model pruned to half its weights from round 2 on (picklable by name)."""
     return compressed(fedavg(**kw), prune={"sparsity": 0.5, "start_round": 1})
@@ -59,6 +64,7 @@ def pruned_fedavg(**kw):
 
 RECIPES = {
     "fedavg": functools.partial(fedavg, client_lr=0.05, local_epochs=2, batch_size=20),
+    "ditto": functools.partial(ditto, client_lr=0.05, local_epochs=2, batch_size=20),
     "fedprox": functools.partial(fedprox, mu=0.1, client_lr=0.05, local_epochs=2, batch_size=20),
     "scaffold": functools.partial(scaffold, client_lr=0.05, local_epochs=2, batch_size=20),
     "pruned": functools.partial(pruned_fedavg, client_lr=0.05, local_epochs=2, batch_size=20),
@@ -109,6 +115,12 @@ def test_vectorised_rounds_match_one_by_one(tmp_path, shared_fits, name):
             np.testing.assert_allclose(
                 kept[CONTROL], slow[1].client_states[cid][CONTROL], rtol=1e-3, atol=1e-4
             )
+    if name == "ditto":  # the personal models, trained after the shared fit, agree too
+        assert len(ckpt.client_states) > 10
+        for cid, kept in ckpt.client_states.items():
+            np.testing.assert_allclose(
+                kept[PERSONAL], slow[1].client_states[cid][PERSONAL], rtol=1e-3, atol=1e-4
+            )
     if name == "pruned":
         assert (res.state.params == 0).mean() >= 0.5
 
@@ -121,6 +133,15 @@ def test_vectorised_stragglers_keep_their_partial_work(tmp_path, shared_fits):
     assert shared_fits == [10, 10, 10]
     res, _ = assert_same_runs(fast, slow)
     assert {h["num_partial"] for h in res.history} == {5}
+
+
+def test_vectorised_fednova_with_stragglers(tmp_path, shared_fits):
+    pop = Population(stragglers=0.5, policy="keep")
+    make = functools.partial(fednova, mu=0.1, client_lr=0.05, local_epochs=3, batch_size=20)
+    fast = run(tmp_path / "fast", make, InlineExecutor(), population=pop)
+    slow = run(tmp_path / "slow", make, InlineExecutor(chunk=1), population=pop)
+    assert shared_fits == [10, 10, 10]
+    assert_same_runs(fast, slow)
 
 
 def test_vectorised_scaffold_with_stragglers(tmp_path, shared_fits):
