@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from fedlake.aggregators import NEEDS_F, build_aggregator
-from fedlake.algorithms import ALGORITHMS
+from fedlake.algorithms import ALGORITHMS, personalized
 from fedlake.attacks import Adversary, build_attack
 from fedlake.backends import InlineExecutor, ProcessExecutor
 from fedlake.backends.base import Executor
@@ -24,12 +24,14 @@ from fedlake.config import (
     AlgorithmConfig,
     CompressionConfig,
     ConfigError,
+    PersonalizationConfig,
     ResumeError,
     RunConfig,
     options,
     parse_config,
 )
 from fedlake.core.algorithm import Algorithm
+from fedlake.core.personal import Personalization, mask_for
 from fedlake.orchestration.checkpoint import CHECKPOINT, HISTORY
 from fedlake.orchestration.events import NullObserver, RunObserver
 from fedlake.orchestration.federation import CohortTooSmallError, Federation, RunResult
@@ -169,22 +171,24 @@ def aggregator_options(algo: AlgorithmConfig, *, attackers: int | None) -> dict[
     return spec
 
 
+OWN_AVERAGING = ("scaffold", "fednova")  # recipes whose aggregation is part of the algorithm
+
+
 def build_recipe(
     algo: AlgorithmConfig,
     compression: CompressionConfig,
     *,
     attackers: int | None = None,
     dp: DPSettings | None = None,
+    personal: PersonalizationConfig | None = None,
 ) -> Algorithm:
     """The configured recipe with its aggregator, compression and DP (picklable for workers)."""
-    recipe = ALGORITHMS[algo.name](
-        client_lr=algo.client_lr,
-        local_epochs=algo.local_epochs,
-        batch_size=algo.batch_size,
-        server_lr=algo.server_lr,
-    )
-    aggregator = build_aggregator(aggregator_options(algo, attackers=attackers))
-    recipe = dataclasses.replace(recipe, aggregator=aggregator)
+    recipe = ALGORITHMS[algo.name](**algo.recipe_options())
+    if algo.name not in OWN_AVERAGING:  # scaffold and fednova bring their own averaging
+        aggregator = build_aggregator(aggregator_options(algo, attackers=attackers))
+        recipe = dataclasses.replace(recipe, aggregator=aggregator)
+    if personal is not None:
+        recipe = personalized(recipe, Personalization(**personal.model_dump()))
     prune = compression.prune.model_dump() if compression.prune is not None else None
     recipe = compressed(
         recipe,
@@ -238,10 +242,26 @@ def build_federation(cfg: RunConfig, *, observer: RunObserver) -> Federation:
             dp, plan = build_privacy(cfg, mcfg, population=population, cohort=size)
             observer.message(privacy_line(dp, plan))
     make_algorithm = functools.partial(
-        build_recipe, cfg.algorithm, cfg.compression, attackers=attackers, dp=dp
+        build_recipe,
+        cfg.algorithm,
+        cfg.compression,
+        attackers=attackers,
+        dp=dp,
+        personal=cfg.personalization,
     )
+    with config_section("algorithm"):
+        recipe = ALGORITHMS[cfg.algorithm.name](**cfg.algorithm.recipe_options())
+    if cfg.personalization is not None:
+        with config_section("personalization"):
+            personal = Personalization(**cfg.personalization.model_dump())
+            mask_for(personal, trainer.spec)  # the layers must exist in this model
+            recipe = personalized(recipe, personal)
+    if dp is not None:
+        with config_section("privacy"):
+            apply_dp(recipe, dp)
     with config_section("algorithm.aggregator"):  # fails here, not in a worker
-        build_aggregator(aggregator_options(cfg.algorithm, attackers=attackers))
+        if cfg.algorithm.name not in OWN_AVERAGING:
+            build_aggregator(aggregator_options(cfg.algorithm, attackers=attackers))
     with config_section("compression"):
         make_algorithm()  # fails here, not in a worker, on a setting the config cannot check
     with config_section("federation"):
@@ -256,7 +276,14 @@ def build_federation(cfg: RunConfig, *, observer: RunObserver) -> Federation:
             min_clients=fed.min_clients,
             max_retries=fed.max_retries,
             target_accuracy=fed.target_accuracy,
-            population=Population(dropout=fed.dropout),
+            population=Population(
+                dropout=fed.dropout,
+                stragglers=fed.stragglers,
+                policy=fed.straggler_policy,
+                deadline_s=fed.deadline_s,
+                speed=fed.device_speed,
+                speed_spread=fed.speed_spread,
+            ),
             eval_clients=fed.eval_clients,
             executor=make_executor(cfg),
             observer=observer,

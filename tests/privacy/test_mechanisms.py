@@ -35,7 +35,7 @@ def test_fold_equals_aggregate_and_streams() -> None:
     ups = [upd(str(i), rng.normal(size=50) * (i + 1)) for i in range(7)]
     agg = dp_fedavg(clip=3.0, noise_multiplier=0.7, denominator=7, seed=5, secure_noise=False)
     a, _ = agg.aggregate(ups, agg.init(50))
-    algo = type("A", (), {"aggregator": agg})()
+    algo = type("A", (), {"aggregator": agg, "scaffold": False})()
     state = type("S", (), {"dim": 50, "aggregator_state": agg.init(50)})()
     b, _, count, _, _ = aggregate_updates(algo, state, iter(ups))  # the round loop's path
     np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
@@ -174,7 +174,7 @@ def test_adaptive_count_moves_by_half_per_user() -> None:
 
 def test_an_empty_poisson_round_releases_noise_only() -> None:
     agg = dp_fedavg(clip=1.0, noise_multiplier=1.0, denominator=5, secure_noise=False)
-    algo = type("A", (), {"aggregator": agg})()
+    algo = type("A", (), {"aggregator": agg, "scaffold": False})()
     state = type("S", (), {"dim": 1000, "aggregator_state": agg.init(1000)})()
     out, new_state, count, _, _ = aggregate_updates(algo, state, iter([]))
     assert count == 0 and new_state.released == 1

@@ -31,11 +31,17 @@ def _fmt(value: Any, spec: str) -> str:
 
 def round_stats(record: Mapping[str, Any]) -> str:
     """``acc 0.871  loss 0.401  13/15 ok``: a round's live metrics in one short line."""
-    line = (
-        f"acc {_fmt(record.get('eval_accuracy'), '.3f')}  "
+    line = f"acc {_fmt(record.get('eval_accuracy'), '.3f')}  "
+    personal = record.get("personal_accuracy")
+    if isinstance(personal, int | float):  # personalised runs: each client's own model
+        line += f"personal {personal:.3f}  "
+    line += (
         f"loss {_fmt(record.get('eval_loss'), '.3f')}  "
         f"{record.get('num_completed')}/{record.get('num_sampled')} ok"
     )
+    late = record.get("num_stragglers")
+    if isinstance(late, int | float) and late:
+        line += f"  {int(late)} late"
     ratio = record.get("upload_ratio")
     if isinstance(ratio, int | float) and ratio >= 1.5:  # only when uploads are compressed
         line += f"  up 1/{ratio:.0f}"

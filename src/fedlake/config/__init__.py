@@ -1,5 +1,6 @@
 """Run configuration: a validated TOML/YAML file (pydantic), with one-line errors."""
 
+from fedlake.config.algorithm import PersonalizationConfig
 from fedlake.config.robustness import (
     AggregatorConfig,
     AttackConfig,
@@ -39,6 +40,7 @@ __all__ = [
     "FederationConfig",
     "LakehouseConfig",
     "ModelConfig",
+    "PersonalizationConfig",
     "ResumeError",
     "RunConfig",
     "SklearnData",

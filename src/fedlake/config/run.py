@@ -10,8 +10,9 @@ import yaml
 from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from fedlake.compression.pipeline import CODERS, SPARSIFIERS, chain_ok
+from fedlake.config.algorithm import AlgorithmConfig, PersonalizationConfig
 from fedlake.config.privacy import PrivacyConfig
-from fedlake.config.robustness import AggregatorConfig, AttackConfig, AttackEvalConfig, MeanRule
+from fedlake.config.robustness import AttackConfig, AttackEvalConfig
 from fedlake.config.section import Section
 
 
@@ -76,17 +77,6 @@ class ModelConfig(Section):
     kind: Literal["logreg", "mlp", "cnn1d"] = "cnn1d"
     hidden: tuple[int, ...] | None = None
     channels: tuple[int, ...] | None = None
-
-
-class AlgorithmConfig(Section):
-    """The FL recipe and its hyperparameters."""
-
-    name: Literal["fedavg"] = "fedavg"
-    client_lr: float = Field(0.05, gt=0)
-    local_epochs: int = Field(1, ge=1)
-    batch_size: int = Field(32, ge=1)
-    server_lr: float = Field(1.0, gt=0)
-    aggregator: AggregatorConfig = Field(default_factory=lambda: MeanRule(kind="mean"))
 
 
 class TopKStage(Section):
@@ -202,6 +192,11 @@ class FederationConfig(Section):
     max_retries: int = Field(2, ge=0)
     target_accuracy: float | None = Field(None, gt=0, le=1)
     dropout: float = Field(0.0, ge=0, lt=1)
+    stragglers: float = Field(0.0, ge=0, le=1)
+    straggler_policy: Literal["keep", "drop"] = "keep"
+    deadline_s: float | None = Field(None, gt=0, allow_inf_nan=False)
+    device_speed: float = Field(100.0, gt=0, allow_inf_nan=False)
+    speed_spread: float = Field(0.5, ge=0, allow_inf_nan=False)
     eval_clients: int | None = Field(None, ge=1)
 
     @model_validator(mode="after")
@@ -249,6 +244,7 @@ class RunConfig(Section):
     attack: AttackConfig | None = None
     attack_eval: AttackEvalConfig | None = None
     privacy: PrivacyConfig | None = None
+    personalization: PersonalizationConfig | None = None
 
     @model_validator(mode="before")
     @classmethod

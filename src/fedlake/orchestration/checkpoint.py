@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from fedlake.core.state import ServerState
+from fedlake.orchestration.sinks import RunSinks
 
 CHECKPOINT = "checkpoint.pkl"
 HISTORY = "history.json"  # the rounds so far, as JSON: readable without unpickling anything
@@ -74,3 +75,18 @@ def load_checkpoint(run_dir: Path) -> Checkpoint | None:
         ckpt.__dict__.setdefault("client_states", {})
         ckpt.version = FORMAT_VERSION
     return ckpt
+
+
+def commit(
+    ckpt: Checkpoint,
+    state: ServerState,
+    pending: dict[str, list[dict[str, Any]]],
+    sinks: RunSinks,
+    run_dir: Path,
+) -> None:
+    """Checkpoint with the rows pending, write them, then checkpoint them as written."""
+    ckpt.state, ckpt.pending = state, pending
+    save_checkpoint(ckpt, run_dir)
+    sinks.flush(pending)
+    ckpt.pending = {}
+    save_checkpoint(ckpt, run_dir, history=False)  # only the pending rows changed

@@ -19,6 +19,7 @@ from fedlake.client.trainer import Trainer
 from fedlake.compression.messages import decode_update
 from fedlake.core.algorithm import Algorithm
 from fedlake.core.params import frozen
+from fedlake.core.personal import mask_for
 from fedlake.core.state import (
     ServerState,
     TooFewUpdatesError,
@@ -28,10 +29,11 @@ from fedlake.core.state import (
     round_rng,
 )
 from fedlake.data.base import ClientData
-from fedlake.orchestration.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
-from fedlake.orchestration.evaluation import EvalSet, model_score
+from fedlake.orchestration.checkpoint import Checkpoint, commit, load_checkpoint
+from fedlake.orchestration.draw import draw_attempt
+from fedlake.orchestration.evaluation import EvalSet
 from fedlake.orchestration.events import NullObserver, RunObserver
-from fedlake.orchestration.outcome import RunResult, result_of, still_stopped
+from fedlake.orchestration.outcome import RunResult, keep_best, result_of, still_stopped
 from fedlake.orchestration.privacy import (
     BUDGET_REASON,
     budget_message,
@@ -43,19 +45,21 @@ from fedlake.orchestration.privacy import (
 )
 from fedlake.orchestration.records import (
     dropped_rows,
+    model_row,
     partial_work,
     retry_message,
     round_row,
     straggler_counts,
     unavailable,
 )
-from fedlake.orchestration.sampling import CohortSpec, Population, poisson_cohort, sample_cohort
-from fedlake.orchestration.screening import in_cohort_order, problems, screen
-from fedlake.orchestration.sinks import METRICS_KEY, RunSinks, now
+from fedlake.orchestration.sampling import CohortSpec, Population, sample_cohort
+from fedlake.orchestration.screening import client_results, problems, screen
+from fedlake.orchestration.sinks import METRICS_KEY, RunSinks
 from fedlake.orchestration.transport import keep_client_states, prepare_download
+from fedlake.personal.evaluate import evaluate_personal
 from fedlake.privacy.plan import PrivacyPlan
 
-COHORT_RNG, DROPOUT_RNG, EVAL_RNG, STRAGGLER_RNG = 1, 2, 5, 8  # purpose tags of round generators
+EVAL_RNG = 5  # purpose tag of the evaluation sample's generator (see draw.py for the others)
 # Without an explicit eval_clients, larger populations are evaluated on a fixed sample of
 # this many clients: every user's test split each round would not scale to millions.
 DEFAULT_EVAL_CLIENTS = 1000
@@ -118,6 +122,9 @@ class Federation:
             # every Poisson round is released (noise alone when nobody answers): a retry
             # would make the sample one the accountant does not assume
             self.min_updates = 0
+        self.personal_mask = None
+        if self.algorithm.personal is not None:  # unknown layers fail here, not in a client
+            self.personal_mask = mask_for(self.algorithm.personal, self.trainer.spec)
         attack = self.adversary.attack if self.adversary is not None else None
         self.job = ClientJob(self.data, self.trainer, self.make_algorithm, attack=attack)
         if self.privacy is not None:
@@ -203,20 +210,19 @@ class Federation:
         reached: list[list[str]] = []  # per attempt: whose (noised) update the server got
         for attempt in range(self.max_retries + 1):
             t0 = time.perf_counter()
-            cohort_rng = round_rng(self.seed, r, COHORT_RNG, attempt)
-            if self.privacy is not None and self.privacy.poisson_clients:
-                secret = None if self.privacy.secure_noise else cohort_rng
-                cohort = poisson_cohort(self.client_ids, self.privacy.rate, secret)
-            else:
-                cohort = sample_cohort(self.client_ids, self.cohort_size, cohort_rng)
-            dropped = self.population.dropped(cohort, round_rng(self.seed, r, DROPOUT_RNG, attempt))
-            active = [c for c in cohort if c not in dropped]
-            malicious: frozenset[str] = frozenset()
-            if self.adversary is not None:
-                chosen = self.adversary.choose_in_round(
-                    cohort, seed=self.seed, round_=r, attempt=attempt
-                )
-                malicious = chosen.difference(dropped)
+            drawn = draw_attempt(
+                self.client_ids,
+                size=self.cohort_size,
+                seed=self.seed,
+                round_=r,
+                attempt=attempt,
+                population=self.population,
+                epochs=self.algorithm.local.epochs,
+                privacy=self.privacy,
+                adversary=self.adversary,
+            )
+            cohort, dropped, active = drawn.cohort, drawn.dropped, drawn.active
+            malicious = drawn.malicious
             self.observer.round_started(round=r + 1, attempt=attempt, cohort_size=len(cohort))
             rows = dropped_rows(cohort, dropped)
             done = [len(rows)]
@@ -226,12 +232,6 @@ class Federation:
                 self.observer.client_finished(round=r + 1, done=done[0], total=total)
 
             states: dict[str, Any] = {}
-            work = self.population.workloads(
-                active,
-                epochs=self.algorithm.local.epochs,
-                seed=self.seed,
-                rng=round_rng(self.seed, r, STRAGGLER_RNG, attempt),
-            )
             task = ClientTask(
                 round=r,
                 attempt=attempt,
@@ -240,30 +240,18 @@ class Federation:
                 mask=download.mask,
                 states={c: ckpt.client_states[c] for c in active if c in ckpt.client_states},
                 malicious=malicious,
-                work=work,
+                work=drawn.work,
                 control=state.control,
             )
-            results = in_cohort_order(self.executor.map_clients(self.job, task, active), active)
             decode = functools.partial(
                 decode_update,
                 dim=state.dim,
                 mask=download.mask,
                 codec=self.algorithm.compression.upload,
             )
-            if self.adversary is not None and malicious and self.adversary.attack.crafts:
-                results = iter(  # the omniscient adversary needs the whole cohort
-                    self.adversary.corrupt_round(
-                        list(results),
-                        malicious,
-                        seed=self.seed,
-                        round_=r,
-                        attempt=attempt,
-                        dim=state.dim,
-                        decode=decode,
-                        mask=download.mask,
-                        codec=self.algorithm.compression.upload,
-                    )
-                )
+            results = client_results(
+                self.executor, self.job, task, active, adversary=self.adversary, decode=decode
+            )
             partial: list[str] = []  # clients whose accepted update is partial work
             accepted = partial_work(
                 dp_facts(
@@ -293,7 +281,10 @@ class Federation:
             # what the clients keep (error-feedback residuals) is theirs whatever the server
             # made of their updates; a retry's new cohort sees it (saved with the round)
             ckpt.client_states.update(states)
-            base = round_row(r, attempt, cohort, rows, time.perf_counter() - t0, download)
+            extra = 0 if state.control is None else state.control.nbytes
+            base = round_row(
+                r, attempt, cohort, rows, time.perf_counter() - t0, download, extra_down=extra
+            )
             # simulated attackers that took part (rounds.metrics JSON, history, MLflow)
             attackers = {"num_malicious": len(malicious)} if self.adversary is not None else {}
             if self.population.heterogeneous:  # partial work kept, and stragglers dropped
@@ -301,9 +292,7 @@ class Federation:
             trouble = problems(rows)
             if trouble is not None:
                 self.observer.message(f"round {r + 1}: {trouble}")
-            sent = len(download.payload)  # dropped clients were unavailable: sent nothing
-            if state.control is not None:  # SCAFFOLD's control variate travels with the model
-                sent += state.control.nbytes
+            sent = len(download.payload) + extra  # SCAFFOLD's control travels with the model
             pending["client_updates"].extend(
                 {
                     "round": r + 1,
@@ -336,7 +325,7 @@ class Federation:
             pending["audit"] = [
                 sinks.audit_row("run.stop", self.run_dir.name, {"round": r + 1, "reason": reason})
             ]
-            self._commit(ckpt, state, pending, sinks)
+            commit(ckpt, state, pending, sinks, self.run_dir)
             return reason
 
         new_state, server_metrics = apply_server_step(
@@ -356,6 +345,8 @@ class Federation:
         if download.mask is not None:  # pruned stays pruned, whatever the server optimiser does
             new_state = replace(new_state, params=frozen(new_state.params * download.mask))
         ev = eval_set.evaluate(self.trainer, new_state.params)
+        if self.algorithm.personal is not None:  # each client's own model on its own test split
+            server_metrics.update(self._personal_eval(new_state, eval_set, ckpt.client_states))
         base.update(
             status="completed",
             eval_loss=ev["loss"],
@@ -365,25 +356,9 @@ class Federation:
         )
         pending["rounds"].append(base)
         pending["models"] = [
-            {
-                "round": r + 1,
-                "params": new_state.params.tobytes(),
-                "spec": self.trainer.spec.to_json(),
-                "model_config": json.dumps(self.model_config),
-                "metrics": json.dumps(ev),
-                "accuracy": ev["accuracy"],
-                "loss": ev["loss"],
-                "created_at": now(),
-            }
+            model_row(r, new_state.params, self.trainer.spec, self.model_config, ev)
         ]
-        score = model_score(ev["accuracy"], ev["loss"])
-        if (
-            ckpt.best_accuracy is None
-            or ckpt.best_loss is None
-            or score > model_score(ckpt.best_accuracy, ckpt.best_loss)
-        ):
-            ckpt.best_accuracy, ckpt.best_loss = ev["accuracy"], ev["loss"]
-            ckpt.best_round, ckpt.best_params = r + 1, new_state.params
+        keep_best(ckpt, r + 1, new_state.params, ev)
         record = {**base, **server_metrics, **attackers}
         ckpt.history.append(record)
         for key in ("bytes_up", "bytes_down"):  # the run so far, retried attempts included
@@ -391,27 +366,30 @@ class Federation:
         pending[METRICS_KEY] = [
             {"step": r + 1, **{k: v for k, v in record.items() if isinstance(v, int | float)}}
         ]
-        self._commit(ckpt, new_state, pending, sinks)
+        commit(ckpt, new_state, pending, sinks, self.run_dir)
         self.observer.round_finished(record)
         if self.target_accuracy is not None and ev["accuracy"] >= self.target_accuracy:
             return "target_reached"
         return None
 
-    # -- bookkeeping ----------------------------------------------------------------------
-    def _commit(
-        self,
-        ckpt: Checkpoint,
-        state: ServerState,
-        pending: dict[str, list[dict[str, Any]]],
-        sinks: RunSinks,
-    ) -> None:
-        """Checkpoint with the rows pending, write them, then checkpoint them as written."""
-        ckpt.state, ckpt.pending = state, pending
-        save_checkpoint(ckpt, self.run_dir)
-        sinks.flush(pending)
-        ckpt.pending = {}
-        save_checkpoint(ckpt, self.run_dir, history=False)  # only the pending rows changed
+    def _personal_eval(
+        self, state: ServerState, eval_set: EvalSet, client_states: dict[str, Any]
+    ) -> dict[str, float]:
+        assert self.algorithm.personal is not None
+        return evaluate_personal(
+            self.algorithm.personal,
+            trainer=self.trainer,
+            data=self.data,
+            client_ids=eval_set.clients,
+            global_params=state.params,
+            client_states=client_states,
+            config=self.algorithm.local,
+            seed=self.seed,
+            round_=state.round - 1,
+            mask=self.personal_mask,
+        )
 
+    # -- bookkeeping ----------------------------------------------------------------------
     def _finish(self, ckpt: Checkpoint, sinks: RunSinks, reason: str) -> None:
         ckpt.finished, ckpt.stop_reason = True, reason
         audit = sinks.audit_row(
@@ -424,7 +402,7 @@ class Federation:
                 "best_accuracy": ckpt.best_accuracy,
             },
         )
-        self._commit(ckpt, ckpt.state, {"audit": [audit]}, sinks)
+        commit(ckpt, ckpt.state, {"audit": [audit]}, sinks, self.run_dir)
         self.observer.message(f"stopped: {reason} after {ckpt.state.round} rounds")
 
     def eval_set(self) -> EvalSet:

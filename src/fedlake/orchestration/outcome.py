@@ -9,6 +9,7 @@ import numpy as np
 
 from fedlake.core.state import ServerState
 from fedlake.orchestration.checkpoint import Checkpoint
+from fedlake.orchestration.evaluation import model_score
 
 
 @dataclass
@@ -51,3 +52,15 @@ def still_stopped(ckpt: Checkpoint, rounds: int, target_accuracy: float | None) 
         last = ckpt.history[-1]["eval_accuracy"] if ckpt.history else None
         return target_accuracy is not None and last is not None and last >= target_accuracy
     return False
+
+
+def keep_best(ckpt: Checkpoint, round_: int, params: np.ndarray, ev: dict[str, float]) -> None:
+    """Remember ``params`` as the run's best model when it scores above the best so far."""
+    score = model_score(ev["accuracy"], ev["loss"])
+    if (
+        ckpt.best_accuracy is None
+        or ckpt.best_loss is None
+        or score > model_score(ckpt.best_accuracy, ckpt.best_loss)
+    ):
+        ckpt.best_accuracy, ckpt.best_loss = ev["accuracy"], ev["loss"]
+        ckpt.best_round, ckpt.best_params = round_, params

@@ -10,6 +10,7 @@ import numpy as np
 
 from fedlake.client.workload import STRAGGLER
 from fedlake.core.aggregator import Aggregator
+from fedlake.core.params import ParamSpec
 from fedlake.core.update import ClientUpdate
 from fedlake.orchestration.sinks import now
 from fedlake.orchestration.transport import Download
@@ -22,8 +23,13 @@ def round_row(
     rows: list[dict[str, Any]],
     seconds: float,
     download: Download,
+    *,
+    extra_down: int = 0,
 ) -> dict[str, Any]:
-    """The rounds-table row of attempt ``attempt`` of round ``r`` (0-based), before evaluation."""
+    """The rounds-table row of attempt ``attempt`` of round ``r`` (0-based), before evaluation.
+
+    ``extra_down`` is what each client downloads besides the model (SCAFFOLD's control).
+    """
     status = [row["status"] for row in rows]
     accepted = [row for row in rows if row["status"] == "accepted"]
     weights = np.array([row["num_examples"] for row in accepted], dtype=float)
@@ -34,6 +40,7 @@ def round_row(
     bytes_up = int(sum(row["bytes"] for row in rows))
     senders = sum(1 for row in rows if row["bytes"] > 0)
     float32_up = 4 * download.received.size * senders  # what uncompressed FedAvg sends
+    sent = len(download.payload) + extra_down
     return {
         "round": r + 1,
         "attempt": attempt,
@@ -48,9 +55,9 @@ def round_row(
         "eval_loss": None,
         "eval_accuracy": None,
         "bytes_up": bytes_up,
-        "bytes_down": len(download.payload) * sum(not unavailable(row) for row in rows),
+        "bytes_down": sent * sum(not unavailable(row) for row in rows),
         "upload_ratio": float32_up / bytes_up if bytes_up else None,
-        "download_ratio": download.ratio,
+        "download_ratio": download.ratio * len(download.payload) / sent,
         "duration_s": seconds,
         "metrics": "{}",
         "epsilon": None,  # privacy spent so far (DP runs), at ``delta``
@@ -103,3 +110,23 @@ def retry_message(
         needs = f"{aggregator.name} needs {aggregator.min_updates}"
     then = "stopping" if last else "retrying with a new cohort"
     return f"round {r + 1} attempt {attempt + 1}: only {count} valid updates ({needs}); {then}"
+
+
+def model_row(
+    r: int,
+    params: np.ndarray,
+    spec: ParamSpec,
+    model_config: dict[str, Any],
+    ev: dict[str, float],
+) -> dict[str, Any]:
+    """The models-table row of the global model after round ``r`` (0-based)."""
+    return {
+        "round": r + 1,
+        "params": params.tobytes(),
+        "spec": spec.to_json(),
+        "model_config": json.dumps(model_config),
+        "metrics": json.dumps(ev),
+        "accuracy": ev["accuracy"],
+        "loss": ev["loss"],
+        "created_at": now(),
+    }

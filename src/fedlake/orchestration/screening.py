@@ -7,7 +7,9 @@ from typing import Any
 
 import numpy as np
 
-from fedlake.client.local import ClientFailure, ClientResult
+from fedlake.attacks.adversary import Adversary
+from fedlake.backends.base import Executor
+from fedlake.client.local import ClientFailure, ClientJob, ClientResult, ClientTask
 from fedlake.core.codec import CodecError
 from fedlake.core.update import DELTA, ClientUpdate, finite_number, validate_update
 
@@ -101,3 +103,33 @@ def screen(
             continue
         rows.append(client_row(r, "accepted", None))
         yield r
+
+
+def client_results(
+    executor: Executor,
+    job: ClientJob,
+    task: ClientTask,
+    active: Sequence[str],
+    *,
+    adversary: Adversary | None,
+    decode: Callable[[ClientUpdate], ClientUpdate],
+) -> Iterator[ClientResult]:
+    """The active clients' results in cohort order, after the simulated adversary's crafting."""
+    results = in_cohort_order(executor.map_clients(job, task, active), active)
+    if adversary is None or not task.malicious or not adversary.attack.crafts:
+        return results
+    upload = job.algorithm.compression.upload
+    dim = int(np.asarray(task.params).size)
+    return iter(  # the omniscient adversary needs the whole cohort
+        adversary.corrupt_round(
+            list(results),
+            task.malicious,
+            seed=task.seed,
+            round_=task.round,
+            attempt=task.attempt,
+            dim=dim,
+            decode=decode,
+            mask=task.mask,
+            codec=upload,
+        )
+    )

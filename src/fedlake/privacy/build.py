@@ -73,6 +73,16 @@ def calibrate(
 
 def apply_dp(recipe: Algorithm, dp: DPSettings) -> Algorithm:
     """``recipe`` with the DP mechanism: DP-FedAvg's aggregator, local noise, or DP-SGD."""
+    if recipe.scaffold:
+        raise ValueError(
+            "scaffold cannot run with differential privacy: its control variates would leave "
+            "the clients un-noised (use fedavg or fedprox)"
+        )
+    if recipe.name == "fednova" and dp.mechanism != "dpsgd":
+        raise ValueError(
+            f"fednova cannot run with {dp.mechanism} DP: it needs each client's step count, "
+            "which the mechanism does not protect (use fedavg or fedprox)"
+        )
     if dp.mechanism == "central":
         aggregator = dp_fedavg(
             clip=dp.clip,
