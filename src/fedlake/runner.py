@@ -116,7 +116,7 @@ def make_executor(cfg: RunConfig) -> Executor:
     """The configured executor."""
     if cfg.executor.kind == "process":
         return ProcessExecutor(cfg.executor.workers)
-    return InlineExecutor()
+    return InlineExecutor(chunk=InlineExecutor().chunk if cfg.executor.vectorize else 1)
 
 
 def make_sinks(cfg: RunConfig, run_dir: Path) -> tuple[RunSinks, Path | None]:

@@ -211,6 +211,9 @@ class ExecutorConfig(Section):
 
     kind: Literal["inline", "process"] = "inline"
     workers: int = Field(2, ge=1, le=256)
+    # inline: train each cohort at once where the model allows (same results to float
+    # tolerance); false trains clients one by one, bit-identical to the process executor
+    vectorize: bool = True
 
 
 class LakehouseConfig(Section):

@@ -5,6 +5,7 @@ from fedlake.core.algorithm import Algorithm, LocalConfig
 from fedlake.core.codec import Codec, CodecError, Compression, Pruner
 from fedlake.core.params import ParamSpec, TensorSpec, as_vector, frozen
 from fedlake.core.state import (
+    Aggregated,
     EmptyCohortError,
     ServerState,
     TooFewUpdatesError,
@@ -15,10 +16,12 @@ from fedlake.core.state import (
     server_round,
 )
 from fedlake.core.transform import Transform, chain, identity, scale
-from fedlake.core.update import DELTA, ClientUpdate, validate_update
+from fedlake.core.update import CONTROL, DELTA, ClientUpdate, validate_update
 
 __all__ = [
+    "CONTROL",
     "DELTA",
+    "Aggregated",
     "Aggregator",
     "EmptyCohortError",
     "Algorithm",

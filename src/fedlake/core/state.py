@@ -81,7 +81,7 @@ class Aggregated(NamedTuple):
 
     delta: np.ndarray
     aggregator_state: Any
-    count: int
+    num_updates: int
     weight: float
     control_sum: np.ndarray | None = None
 
@@ -89,7 +89,7 @@ class Aggregated(NamedTuple):
 def aggregate_updates(
     algorithm: Algorithm, state: ServerState, updates: Iterable[ClientUpdate]
 ) -> Aggregated:
-    """Aggregate a cohort: ``(delta, aggregator_state, count, total_weight, control_sum)``.
+    """Aggregate a cohort: ``(delta, aggregator_state, num_updates, weight, control_sum)``.
 
     Linear aggregators consume ``updates`` as a stream in O(d) memory, so it may
     be a generator; non-linear ones materialise the cohort. Every update must be
@@ -189,7 +189,7 @@ def server_round(
         agg.delta,
         agg.aggregator_state,
         control_sum=agg.control_sum,
-        population=agg.count if population is None else population,
+        population=agg.num_updates if population is None else population,
     )
-    metrics.update(num_updates=float(agg.count), total_weight=agg.weight)
+    metrics.update(num_updates=float(agg.num_updates), total_weight=agg.weight)
     return new_state, metrics
