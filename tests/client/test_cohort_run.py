@@ -15,12 +15,12 @@ from toy import decoded
 import fedlake.client.cohort_run as cohort_run
 from fedlake.algorithms import fedavg, fednova, fedprox, personalized, scaffold
 from fedlake.backends.inline import InlineExecutor
-from fedlake.client.local import ClientFailure, ClientJob, ClientTask, ClientUpdate
+from fedlake.client.local import ClientFailure, ClientJob, ClientTask
 from fedlake.client.logreg import LogRegTrainer
 from fedlake.compression.pipeline import compressed
 from fedlake.core.personal import Personalization
 from fedlake.core.state import init_server_state
-from fedlake.core.update import CONTROL
+from fedlake.core.update import CONTROL, ClientUpdate
 from fedlake.data.base import ClientDataset, InMemoryClientData
 from fedlake.data.synthetic import fedprox_synthetic
 from fedlake.orchestration.checkpoint import load_checkpoint

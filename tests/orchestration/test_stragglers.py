@@ -14,18 +14,12 @@ from toy import decoded
 
 from fedlake.algorithms import fedavg, fedprox
 from fedlake.backends.inline import InlineExecutor
-from fedlake.client.local import (
-    CLIENT_RNG,
-    ClientFailure,
-    ClientTask,
-    ClientUpdate,
-    client_key,
-    run_client,
-)
+from fedlake.client.local import CLIENT_RNG, ClientFailure, ClientTask, client_key, run_client
 from fedlake.client.logreg import LogRegTrainer
 from fedlake.client.workload import STRAGGLER, Workload, local_steps
 from fedlake.compression.messages import encode_model
 from fedlake.core.state import round_rng
+from fedlake.core.update import ClientUpdate
 from fedlake.data.synthetic import fedprox_synthetic
 from fedlake.lakehouse.base import MemoryStore
 from fedlake.orchestration.events import NullObserver
