@@ -13,7 +13,10 @@ frameworks around it.
   cohort`` (so exactly ``cohort`` clients train every round), ``fraction_evaluate = 0``
   (no client-side evaluation) and a centralized ``evaluate_fn`` on the concatenated test
   splits of every device (``EvalSet``'s concatenation: the same set fedlake evaluates on).
-  Flower samples with Python's ``random``: it is seeded with the job's seed.
+  Flower samples with Python's ``random``, seeded with the job's seed; the node ids it
+  samples from are random (drawn at registration), so its cohorts still differ from run
+  to run. With ``"replay"`` in the job, Flower samples fedlake's cohorts instead and the
+  clients use fedlake's generators (``ReplaySampler``): a diagnostic run.
 * ClientApp: supernode ``partition-id`` k trains device k of the population; its rng is
   ``np.random.default_rng([seed, round, k])``.
 * Ray backend, ``num_supernodes = population``, each ClientApp ``num_cpus`` CPUs (1 on a
@@ -23,7 +26,8 @@ frameworks around it.
 
 JOB.json: {"src": fedlake's src dir, "population": int, "cohort": int, "rounds": int,
 "alpha": float, "beta": float, "data_seed": int, "seed": int, "lr": float, "epochs": int,
-"batch_size": int, "client_cpus": float, "ray_num_cpus": int, "out": path.json}.
+"batch_size": int, "client_cpus": float, "ray_num_cpus": int, "out": path.json, and
+optionally "replay": {"cohort_tag": int, "client_tag": int}}.
 Writes ``out``: wall time of ``run_simulation`` (Ray's start-up and shut-down included),
 the time the evaluation of each round finished (relative to the call), final accuracy
 and loss, versions.
