@@ -128,7 +128,8 @@ def scaffold_round(x, c, ci, *, lr, steps, population):
         new_ci[cid] = ci[cid] - c + (x - ys[cid]) / (k * lr)
         dci[cid] = new_ci[cid] - ci[cid]
     x_new = x + weighted([ys["a"] - x, ys["b"] - x])
-    c_new = c + (dci["a"] + dci["b"]) / population
+    # |S|/N times the mean control delta, weighted like the deltas (by examples)
+    c_new = c + 2 / population * weighted([dci["a"], dci["b"]])
     return x_new, c_new, new_ci, dci
 
 
@@ -161,7 +162,7 @@ def test_scaffold_first_two_rounds_golden():
     assert np.abs(two_fedavg - state.params).max() > 1e-3
 
 
-def test_scaffold_control_moves_by_sum_over_population_and_uses_actual_steps():
+def test_scaffold_control_moves_by_participation_times_weighted_mean_and_actual_steps():
     lr, k = 0.1, 3
     algo = scaffold(client_lr=lr, local_epochs=k)
     state = init_server_state(algo, START, seed=0)
@@ -178,7 +179,7 @@ def test_scaffold_control_moves_by_sum_over_population_and_uses_actual_steps():
     np.testing.assert_allclose(ups[0].client_state[CONTROL], ci["a"], atol=1e-5)
     new, _ = server_round(algo, state, ups, population=4)
     np.testing.assert_allclose(new.control, c, atol=1e-5)
-    np.testing.assert_allclose(new.control, (ci["a"] + ci["b"]) / 4, atol=1e-5)
+    np.testing.assert_allclose(new.control, 2 / 4 * weighted([ci["a"], ci["b"]]), atol=1e-5)
     np.testing.assert_allclose(new.params, x, rtol=1e-6)
 
 

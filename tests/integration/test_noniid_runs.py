@@ -170,3 +170,21 @@ def test_impossible_combinations_are_refused_when_built(tmp_path, over, message)
         raw[key] = {**raw.get(key, {}), **value}
     with pytest.raises(ConfigError, match=message):
         build_federation(parse_config(raw), observer=NullObserver())
+
+
+def test_fedper_layers_never_leave_the_clients(tmp_path) -> None:
+    model = {"kind": "mlp", "hidden": [8]}  # 60*8+8 shared, 8*10+10 personal ("out")
+    plain = run_experiment(
+        parse_config(config(tmp_path / "a", model=model)), observer=NullObserver()
+    )
+    raw = config(tmp_path / "b", model=model)
+    raw["personalization"] = {"kind": "fedper", "layers": ["out.weight", "out.bias"]}
+    ours = run_experiment(parse_config(raw), observer=NullObserver())
+    up_plain, up_ours = rounds_table(plain)[0]["bytes_up"], rounds_table(ours)[0]["bytes_up"]
+    assert up_ours < up_plain - 4 * 4 * 80  # four clients, at least 90 floats fewer each
+    # the global model's personal layers never move from their initial values
+    first = ours.result.state.params
+    spec_sizes = 60 * 8 + 8
+    init = build_federation(parse_config(raw), observer=NullObserver()).trainer.init_params(0)
+    assert np.array_equal(first[spec_sizes:], init[spec_sizes:])
+    assert not np.array_equal(first[:spec_sizes], init[:spec_sizes])

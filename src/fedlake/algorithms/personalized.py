@@ -12,9 +12,8 @@ def personalized(algorithm: Algorithm, personal: Personalization) -> Algorithm:
     """``algorithm`` whose clients also keep a personal model (or layers) of their own.
 
     Raises:
-        ValueError: a Ditto step size that would diverge (``lam * lr > 2``), or a
-            combination that would leak or break the personal part (local DP, SCAFFOLD
-            with FedPer).
+        ValueError: a Ditto step size that would diverge (``lam * lr > 2``), or FedPer
+            with SCAFFOLD (its control variates would cover the personal layers).
     """
     personal_config(personal, algorithm.local)  # validates Ditto's step against the local lr
     if personal.kind == "fedper" and algorithm.scaffold:

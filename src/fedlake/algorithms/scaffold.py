@@ -21,8 +21,9 @@ def scaffold(
 
     A client seen for the first time starts from ``c_i = 0``; ``c_i+ = c_i - c + (x - y_i)
     / (K lr)`` with K its actual steps (stragglers included); the server moves ``c`` by
-    ``sum(Delta c_i) / N`` for a population of N clients. Downloads and uploads carry one
-    extra model-sized vector.
+    ``|S|/N`` times the mean ``Delta c_i``, weighted like the deltas (by examples when
+    ``weighted``, as in the paper when not), for a cohort S of a population of N.
+    Downloads and uploads carry one extra model-sized vector.
     """
     base = fedavg(
         client_lr=client_lr,

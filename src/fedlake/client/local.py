@@ -249,6 +249,7 @@ def finish_client(
             f"expected {global_params.shape}"
         )
     kept_now: dict[str, Any] = {}
+    sent = upload_mask(task.mask, prep.personal_mask)  # FedPer's layers never leave
     if algorithm.personal is not None:  # FedPer keeps its layers, Ditto its own model
         local, personal_state = finish_personal(
             algorithm.personal,
@@ -272,13 +273,11 @@ def finish_client(
         if not np.isfinite(new_control).all():
             raise ValueError("local training diverged: non-finite control variate")
         encoded[CONTROL], _ = encode_delta(
-            new_control - prep.control, task.mask, None, prep.encode_rng, None
+            new_control - prep.control, sent, None, prep.encode_rng, None
         )
         kept_now[CONTROL] = new_control
     upload_state = algorithm.upload.init(global_params)
     delta, _ = algorithm.upload.update(delta, upload_state, params=global_params, rng=prep.rng)
-    if prep.personal_mask is not None:  # nothing of the personal layers leaves the device
-        delta = np.where(prep.personal_mask, np.float32(0), delta)
     if not np.isfinite(delta).all():  # diverged: nothing worth sending or remembering
         bad = int((~np.isfinite(delta)).sum())
         raise ValueError(
@@ -290,9 +289,7 @@ def finish_client(
         residual = prep.kept.get(RESIDUAL)
         if residual is None or residual.shape != delta.shape:  # first round of this client
             residual = np.zeros_like(delta, dtype=np.float32)
-    payload, residual = encode_delta(
-        delta, task.mask, compression.upload, prep.encode_rng, residual
-    )
+    payload, residual = encode_delta(delta, sent, compression.upload, prep.encode_rng, residual)
     encoded = {DELTA: payload, **encoded}
     if residual is not None:
         kept_now[RESIDUAL] = residual
@@ -345,6 +342,14 @@ def run_client(
         grad_transform=prep.grad_transform(),
     )
     return finish_client(prep, fit, task, trainer, algorithm)
+
+
+def upload_mask(prune: np.ndarray | None, personal: np.ndarray | None) -> np.ndarray | None:
+    """The positions an upload carries: surviving (not pruned) and shared (not personal)."""
+    if personal is None:
+        return prune
+    shared = ~personal
+    return shared if prune is None else prune & shared
 
 
 def _trainable(

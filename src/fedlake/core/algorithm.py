@@ -86,7 +86,7 @@ class Algorithm:
         scaffold: SCAFFOLD's control variates (Karimireddy et al., ICML 2020): the server
             ships its control ``c`` with the model, each client corrects every gradient by
             ``c - c_i``, keeps its own ``c_i`` (option II) and uploads ``Delta c_i``; the
-            server moves ``c`` by the sum of those over the population size.
+            server moves ``c`` by ``|S|/N`` times their mean (weighted like the deltas).
         personal: what clients personalise (fine-tuning, FedPer layers, Ditto), None: nothing.
     """
 

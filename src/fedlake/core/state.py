@@ -11,7 +11,7 @@ import numpy as np
 from fedlake.core.aggregator import Aggregator
 from fedlake.core.algorithm import Algorithm
 from fedlake.core.params import frozen
-from fedlake.core.update import CONTROL, ClientUpdate, validate_update
+from fedlake.core.update import CONTROL, DELTA, ClientUpdate, validate_update
 
 
 @dataclass(frozen=True)
@@ -77,19 +77,22 @@ def enough(aggregator: Aggregator, count: int) -> None:
 
 
 class Aggregated(NamedTuple):
-    """A cohort's aggregate; ``control_sum`` is the sum of SCAFFOLD's ``Delta c_i`` (or None)."""
+    """A cohort's aggregate; ``control_mean``: SCAFFOLD's mean ``Delta c_i`` (else None).
+
+    The control deltas are averaged with the same rule and weights as the deltas.
+    """
 
     delta: np.ndarray
     aggregator_state: Any
     num_updates: int
     weight: float
-    control_sum: np.ndarray | None = None
+    control_mean: np.ndarray | None = None
 
 
 def aggregate_updates(
     algorithm: Algorithm, state: ServerState, updates: Iterable[ClientUpdate]
 ) -> Aggregated:
-    """Aggregate a cohort: ``(delta, aggregator_state, num_updates, weight, control_sum)``.
+    """Aggregate a cohort: ``(delta, aggregator_state, num_updates, weight, control_mean)``.
 
     Linear aggregators consume ``updates`` as a stream in O(d) memory, so it may
     be a generator; non-linear ones materialise the cohort. Every update must be
@@ -100,20 +103,27 @@ def aggregate_updates(
             when there are none).
     """
 
-    control = np.zeros(state.dim, dtype=np.float64) if algorithm.scaffold else None
+    agg = algorithm.aggregator
+    control = None  # SCAFFOLD: the control deltas, averaged with the deltas' own weights
+    if algorithm.scaffold:
+        if agg.fold is None:
+            raise ValueError(f"SCAFFOLD needs a linear aggregator, got {agg.name}")
+        control = agg.fold.start(state.dim)
+        control.state = state.aggregator_state
 
     def checked() -> Iterator[ClientUpdate]:
+        nonlocal control
         for u in updates:
             reason = validate_update(u, state.dim)
             if reason is None and control is not None and CONTROL not in u.vectors:
                 reason = f"missing {CONTROL!r} vector (SCAFFOLD's control variate delta)"
             if reason is not None:
                 raise ValueError(f"invalid update from client {u.client_id!r}: {reason}")
-            if control is not None:
-                np.add(control, u.vectors[CONTROL], out=control)  # in place: O(d) memory
+            if control is not None and agg.fold is not None:
+                as_delta = replace(u, vectors={DELTA: u.vectors[CONTROL]})
+                control = agg.fold.add(control, as_delta)  # in place: O(d) memory
             yield u
 
-    agg = algorithm.aggregator
     count, weight = 0, 0.0
     if agg.linear and agg.fold is not None:
         acc = agg.fold.start(state.dim)
@@ -128,7 +138,10 @@ def aggregate_updates(
         count, weight = len(cohort), float(sum(u.weight for u in cohort))
         enough(agg, count)
         delta, agg_state = agg.aggregate(cohort, state.aggregator_state)
-    return Aggregated(delta, agg_state, count, weight, control)
+    control_mean = None
+    if control is not None and agg.fold is not None and count:
+        control_mean, _ = agg.fold.result(control, state.aggregator_state)
+    return Aggregated(delta, agg_state, count, weight, control_mean)
 
 
 def apply_server_step(
@@ -137,12 +150,13 @@ def apply_server_step(
     delta: np.ndarray,
     aggregator_state: Any,
     *,
-    control_sum: np.ndarray | None = None,
-    population: int | None = None,
+    control_mean: np.ndarray | None = None,
+    participation: float | None = None,
 ) -> tuple[ServerState, dict[str, float]]:
     """Apply the server optimiser to an aggregated delta; returns the next state and metrics.
 
-    SCAFFOLD: ``c += control_sum / population`` (``|S|/N`` times the mean ``Delta c_i``).
+    SCAFFOLD: ``c += participation * control_mean``, with ``participation = |S| / N``
+    (Karimireddy et al., ICML 2020, Algorithm 1: ``c += |S|/N * mean(Delta c_i)``).
     """
     rng = round_rng(state.seed, state.round, SERVER_RNG)
     step, server_state = algorithm.server.update(
@@ -154,10 +168,13 @@ def apply_server_step(
         "step_norm": float(np.linalg.norm(step)),
     }
     if algorithm.scaffold:
-        if control_sum is None or population is None or population < 1:
-            raise ValueError("SCAFFOLD's server step needs the control sum and population size")
+        if control_mean is None or participation is None or not 0 < participation <= 1:
+            raise ValueError(
+                "SCAFFOLD's server step needs the mean control delta and a participation "
+                f"|S|/N in (0, 1], got {participation}"
+            )
         base = np.zeros(state.dim, np.float32) if control is None else control
-        control = frozen((base + control_sum / population).astype(np.float32))
+        control = frozen((base + participation * control_mean).astype(np.float32))
         metrics["control_norm"] = float(np.linalg.norm(control))
     new_state = replace(
         state,
@@ -188,8 +205,8 @@ def server_round(
         state,
         agg.delta,
         agg.aggregator_state,
-        control_sum=agg.control_sum,
-        population=agg.num_updates if population is None else population,
+        control_mean=agg.control_mean,
+        participation=1.0 if population is None else agg.num_updates / population,
     )
     metrics.update(num_updates=float(agg.num_updates), total_weight=agg.weight)
     return new_state, metrics

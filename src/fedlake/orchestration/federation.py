@@ -14,7 +14,7 @@ from typing import Any
 from fedlake.attacks.adversary import Adversary
 from fedlake.backends.base import Executor
 from fedlake.backends.inline import InlineExecutor
-from fedlake.client.local import ClientJob, ClientTask
+from fedlake.client.local import ClientJob, ClientTask, upload_mask
 from fedlake.client.trainer import Trainer
 from fedlake.compression.messages import decode_update
 from fedlake.core.algorithm import Algorithm
@@ -125,6 +125,12 @@ class Federation:
         self.personal_mask = None
         if self.algorithm.personal is not None:  # unknown layers fail here, not in a client
             self.personal_mask = mask_for(self.algorithm.personal, self.trainer.spec)
+            upload = self.algorithm.compression.upload
+            if self.personal_mask is not None and upload is not None and upload.train_positions:
+                raise ValueError(
+                    "FedPer personal layers cannot be combined with a random_mask or "
+                    "structured upload: use topk or quantize uploads"
+                )
         attack = self.adversary.attack if self.adversary is not None else None
         self.job = ClientJob(self.data, self.trainer, self.make_algorithm, attack=attack)
         if self.privacy is not None:
@@ -243,14 +249,18 @@ class Federation:
                 work=drawn.work,
                 control=state.control,
             )
+            sent = upload_mask(download.mask, self.personal_mask)  # what uploads carry
             decode = functools.partial(
-                decode_update,
-                dim=state.dim,
-                mask=download.mask,
-                codec=self.algorithm.compression.upload,
+                decode_update, dim=state.dim, mask=sent, codec=self.algorithm.compression.upload
             )
             results = client_results(
-                self.executor, self.job, task, active, adversary=self.adversary, decode=decode
+                self.executor,
+                self.job,
+                task,
+                active,
+                adversary=self.adversary,
+                decode=decode,
+                mask=sent,
             )
             partial: list[str] = []  # clients whose accepted update is partial work
             accepted = partial_work(
@@ -267,11 +277,11 @@ class Federation:
                 partial,
             )
             try:
-                delta, agg_state, count, _, control_sum = aggregate_updates(
+                delta, agg_state, count, _, control_mean = aggregate_updates(
                     self.algorithm, state, accepted
                 )
             except TooFewUpdatesError:  # none, or fewer than the rule needs: retry
-                delta, agg_state, control_sum = None, None, None
+                delta, agg_state, control_mean = None, None, None
                 count = sum(row["status"] == "accepted" for row in rows)
             if self.privacy is not None:
                 scrub(rows)
@@ -333,8 +343,8 @@ class Federation:
             state,
             delta,
             agg_state,
-            control_sum=control_sum,
-            population=len(self.client_ids),
+            control_mean=control_mean,
+            participation=count / len(self.client_ids),
         )
         if hasattr(agg_state, "metrics"):  # e.g. DP-FedAvg's adaptive clip norm
             server_metrics.update(agg_state.metrics())

@@ -113,8 +113,12 @@ def client_results(
     *,
     adversary: Adversary | None,
     decode: Callable[[ClientUpdate], ClientUpdate],
+    mask: np.ndarray | None,
 ) -> Iterator[ClientResult]:
-    """The active clients' results in cohort order, after the simulated adversary's crafting."""
+    """The active clients' results in cohort order, after the simulated adversary's crafting.
+
+    ``mask`` marks the positions uploads carry (not pruned, not personal).
+    """
     results = in_cohort_order(executor.map_clients(job, task, active), active)
     if adversary is None or not task.malicious or not adversary.attack.crafts:
         return results
@@ -129,7 +133,7 @@ def client_results(
             attempt=task.attempt,
             dim=dim,
             decode=decode,
-            mask=task.mask,
+            mask=mask,
             codec=upload,
         )
     )
