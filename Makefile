@@ -43,7 +43,7 @@ FLWR_VERSION := 1.42.0
 $(FLOWER_STAMP): $(STAMP)
 	test -x $(FLOWER_VENV)/bin/python || $(PY) -m venv $(FLOWER_VENV)
 	$(FLOWER_VENV)/bin/python -m pip install -q --upgrade pip
-	$(FLOWER_VENV)/bin/python -m pip install -q "flwr[simulation]==$(FLWR_VERSION)" "numpy==$$($(BIN)/python -c 'import numpy; print(numpy.__version__)')"
+	$(FLOWER_VENV)/bin/python -m pip install -q "flwr[simulation]==$(FLWR_VERSION)" "numpy==$$($(BIN)/python -c 'import numpy; print(numpy.__version__)')" "numba==$$($(BIN)/python -c 'import numba; print(numba.__version__)')"
 	touch $(FLOWER_STAMP)
 
 # Benchmarks print a table and write bench/results/*.json (plots go to docs/img/).

@@ -13,6 +13,7 @@ import pytest
 from toy import _dim, decoded
 
 import fedlake.client.cohort_run as cohort_run
+import fedlake.client.logreg_kernel as logreg_kernel
 from fedlake.algorithms import fedavg, fednova, fedprox, personalized, scaffold
 from fedlake.backends.inline import InlineExecutor
 from fedlake.client.local import ClientFailure, ClientJob, ClientTask
@@ -37,7 +38,12 @@ RTOL, ATOL = 1e-4, 1e-5
 
 @pytest.fixture
 def shared_fits(monkeypatch):
-    """Counts the cohorts trained as one stacked fit (to prove the fast path ran)."""
+    """Counts the cohorts trained as one stacked fit (to prove the fast path ran).
+
+    Plain logistic regression trains fastest one by one (its compiled loop): these tests
+    turn that loop off so the stacked numpy path is the one exercised.
+    """
+    monkeypatch.setattr(logreg_kernel, "AVAILABLE", False)
     calls = []
     real = cohort_run.fit_cohort
 

@@ -209,11 +209,12 @@ def test_transform_sees_every_step_in_order() -> None:
             cur["params"], prev["params"] - np.float32(0.2) * prev["grad"]
         )
     plain = t.fit(start, x, y, config=cfg, rng=np.random.default_rng(4))
-    assert np.array_equal(res.params, plain.params)
+    # without a transform the compiled loop runs: the same steps, float32 rounding apart
+    np.testing.assert_allclose(res.params, plain.params, rtol=1e-5, atol=1e-6)
     with_identity = t.fit(
         start, x, y, config=cfg, rng=np.random.default_rng(4), grad_transform=identity()
     )
-    assert np.array_equal(with_identity.params, plain.params)
+    assert np.array_equal(with_identity.params, res.params)
 
 
 def test_transform_rewrites_gradient() -> None:

@@ -188,3 +188,32 @@ def test_fedper_layers_never_leave_the_clients(tmp_path) -> None:
     init = build_federation(parse_config(raw), observer=NullObserver()).trainer.init_params(0)
     assert np.array_equal(first[spec_sizes:], init[spec_sizes:])
     assert not np.array_equal(first[:spec_sizes], init[:spec_sizes])
+
+
+def test_scaffold_server_control_stays_the_mean_of_the_clients_through_retries(tmp_path) -> None:
+    from fedlake.core.update import CONTROL
+    from fedlake.orchestration.checkpoint import load_checkpoint
+
+    raw = config(
+        tmp_path,
+        rounds=6,
+        data={"num_clients": 4},
+        algorithm={"name": "scaffold", "aggregator": {"kind": "mean", "uniform": True}},
+        federation={"clients_per_round": 4, "min_clients": 3, "dropout": 0.3, "max_retries": 4},
+    )
+    outcome = run_experiment(parse_config(raw), observer=NullObserver())
+    ckpt = load_checkpoint(outcome.run_dir)
+    assert any(h["status"] == "retry" for h in ckpt.history)  # some attempts were discarded
+    controls = [
+        (ckpt.client_states.get(c) or {}).get(CONTROL, np.zeros(ckpt.state.dim, np.float32))
+        for c in (f"device-{i:03d}" for i in range(4))
+    ]
+    # c moves by sum(Delta c_i)/N over the aggregated clients only: c = mean of all c_i
+    np.testing.assert_allclose(ckpt.state.control, np.mean(controls, axis=0), atol=1e-5)
+
+
+def test_scaffold_survives_a_model_crafting_attack(tmp_path) -> None:
+    raw = config(tmp_path, algorithm={"name": "scaffold"})
+    raw["attack"] = {"kind": "sign_flip", "fraction": 0.25}
+    outcome = run_experiment(parse_config(raw), observer=NullObserver())
+    assert [r["status"] for r in rounds_table(outcome)] == ["completed"] * 3

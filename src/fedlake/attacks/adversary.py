@@ -117,5 +117,6 @@ class Adversary:
             sent = results[i]
             assert isinstance(sent, ClientUpdate)
             vec = np.asarray(delta, dtype=np.float32)
-            results[i] = replace(sent, vectors={}, encoded={DELTA: encode(vec)})
+            # only the model delta is crafted; other payloads (SCAFFOLD's control) travel as sent
+            results[i] = replace(sent, vectors={}, encoded={**sent.encoded, DELTA: encode(vec)})
         return results

@@ -20,7 +20,14 @@ from fedlake.client.trainer import FitResult, LocalConfig
 from fedlake.core.params import FLOAT
 from fedlake.core.transform import Transform
 
-__all__ = ["CohortFit", "CohortSchedule", "draw_schedule", "fit_cohort", "stacked_update"]
+__all__ = [
+    "CohortFit",
+    "CohortSchedule",
+    "draw_schedule",
+    "faster_alone",
+    "fit_cohort",
+    "stacked_update",
+]
 
 
 class CohortFit(Protocol):
@@ -85,6 +92,14 @@ def fit_cohort(
     if m == 0:
         return []
     return fitter(trainer, params, data, configs=configs, rngs=rngs, grad_transform=grad_transform)
+
+
+def faster_alone(trainer: Any, grad_transform: Transform | None) -> bool:
+    """Whether one client at a time beats a stacked cohort: logistic regression without a
+    local step runs a compiled loop (client/logreg_kernel.py) several times faster still."""
+    from fedlake.client import logreg_kernel
+
+    return isinstance(trainer, LogRegTrainer) and grad_transform is None and logreg_kernel.AVAILABLE
 
 
 def _fitter_for(trainer: Any) -> CohortFit | None:

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from fedlake.client.cohort import fit_cohort
+from fedlake.client.cohort import faster_alone, fit_cohort
 from fedlake.client.local import (
     ClientFailure,
     ClientResult,
@@ -16,6 +16,7 @@ from fedlake.client.local import (
     finish_client,
     prepare_client,
 )
+from fedlake.client.trainer import Trainer
 from fedlake.core.transform import Transform, chain
 from fedlake.transforms.local import add_correction
 
@@ -35,11 +36,14 @@ def _stacked_step(preps: Sequence[Prepared], base: Transform | None) -> Transfor
     return fix if base is None else chain(fix, base)
 
 
-def vectorisable(preps: Sequence[Prepared], task: ClientTask) -> bool:
-    """Whether these clients can train as one stacked cohort (same start, same stacked step)."""
+def vectorisable(preps: Sequence[Prepared], task: ClientTask, trainer: Trainer) -> bool:
+    """Whether these clients can train as one stacked cohort (same start, same stacked step)
+    and it pays (a compiled single-client loop can be faster)."""
     if len(preps) < 2:
         return False
     first = preps[0]
+    if faster_alone(trainer, first.grad_transform()):
+        return False
     if first.config.dp is not None:
         return False
     if first.local_step is not None and not first.local_step.stacked:
@@ -70,7 +74,7 @@ def run_cohort(job: ClientJob, task: ClientTask, client_ids: Sequence[str]) -> l
         else:
             preps.append(prep)
     fits = None
-    if vectorisable(preps, task):
+    if vectorisable(preps, task, job.trainer):
         try:
             fits = fit_cohort(
                 job.trainer,

@@ -12,7 +12,13 @@ from typing import Any
 import numpy as np
 
 from fedlake.attacks.base import ATTACK_RNG, POISON, Attack
-from fedlake.client.dp_budget import DP_HISTORY, check_budget, history_of, planned_round
+from fedlake.client.dp_budget import (
+    DP_HISTORY,
+    check_budget,
+    history_of,
+    planned_round,
+    steps_per_epoch,
+)
 from fedlake.client.trainer import FitResult, Trainer
 from fedlake.client.workload import FULL, STRAGGLER, Workload, local_steps
 from fedlake.compression.messages import encode_delta
@@ -140,6 +146,7 @@ class Prepared:
     local_step: Transform | None  # the recipe's step and the pruning mask, not SCAFFOLD's
     trainable: np.ndarray | None
     encode_rng: np.random.Generator
+    total_steps: int = 0  # the full local work, in steps (a straggler does fewer)
     start: np.ndarray | None = None  # where training starts (FedPer: own layers); None: global
     personal_mask: np.ndarray | None = None  # FedPer: the positions that never leave
     control: np.ndarray | None = None  # SCAFFOLD: this client's c_i
@@ -174,7 +181,11 @@ def prepare_client(
     if ds.num_train == 0:
         raise ValueError(f"client {client_id!r} has no training examples")
     config = algorithm.local
-    total = local_steps(ds.num_train, config.batch_size, config.epochs)
+    total = (
+        config.epochs * steps_per_epoch(ds.num_train, config.batch_size)  # DP-SGD's rule
+        if config.dp is not None
+        else local_steps(ds.num_train, config.batch_size, config.epochs)
+    )
     steps = task.work.get(client_id, FULL).steps(total)
     if steps < total:
         if steps == 0 or task.work[client_id].drop_partial:
@@ -222,6 +233,7 @@ def prepare_client(
         trainable,
         encode_rng,
     )
+    prep.total_steps = total
     if algorithm.personal is not None:
         prep.personal_mask = mask_for(algorithm.personal, trainer.spec)
         if prep.personal_mask is not None:
@@ -270,6 +282,8 @@ def finish_client(
         assert task.control is not None
         scale_ = np.float32(1.0 / (fit.steps * prep.config.lr))
         new_control = prep.control - np.asarray(task.control, np.float32) - delta * scale_
+        if sent is not None:  # positions never uploaded (pruned) keep their c_i, like c
+            new_control = np.where(sent, new_control, prep.control)
         if not np.isfinite(new_control).all():
             raise ValueError("local training diverged: non-finite control variate")
         encoded[CONTROL], _ = encode_delta(
@@ -303,9 +317,7 @@ def finish_client(
         "duration_s": time.perf_counter() - prep.t0,
     }
     if prep.config.max_steps is not None:  # a straggler's partial work
-        metrics["work_fraction"] = fit.steps / local_steps(
-            fit.num_examples, prep.config.batch_size, prep.config.epochs
-        )
+        metrics["work_fraction"] = fit.steps / prep.total_steps
     if fit.privacy is not None:  # DP-SGD facts, for the server's privacy ledger
         metrics.update({f"dp_{k}": float(v) for k, v in fit.privacy.items()})
     if algorithm.private_reports:  # local DP: only the noised update leaves the device

@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from fedlake.client import logreg_kernel as kernel
 from fedlake.client.trainer import FitResult, LocalConfig
 from fedlake.core.params import FLOAT, ParamSpec, TensorSpec, as_vector
 from fedlake.core.transform import Transform
@@ -156,12 +157,27 @@ class LogRegTrainer:
         theta = self._check_params(params)
         xs, y, n = self._check_data(x, y)
         lr, bsz, l2 = FLOAT(config.lr), int(config.batch_size), self.l2
+        limit = total_steps(n, config)
+        if grad_transform is None and kernel.AVAILABLE:  # compiled: same steps, ~10x faster
+            per_epoch = -(-n // bsz)
+            order = np.concatenate([rng.permutation(n) for _ in range(-(-limit // per_epoch))])
+            theta, total = kernel.sgd_steps(
+                np.ascontiguousarray(theta, dtype=FLOAT),
+                xs,
+                y.astype(np.int64, copy=False),
+                order,
+                bsz,
+                float(lr),
+                float(l2),
+                limit,
+                self.num_classes,
+            )
+            return FitResult(params=theta, loss=total / limit, num_examples=n, steps=limit)
         targets = one_hot(y, self.num_classes)
         state: Any = None
         if grad_transform is not None:
             state = grad_transform.init(_read_only(theta))
         total, steps = 0.0, 0
-        limit = total_steps(n, config)
         while steps < limit:  # one epoch per pass
             perm = rng.permutation(n)
             xp, tp = xs[perm], targets[perm]

@@ -50,6 +50,8 @@ class AlgorithmConfig(Section):
                 f"{self.name} brings its own averaging; aggregator {self.aggregator.kind!r} "
                 "cannot replace it (use fedavg or fedprox with a robust rule)"
             )
+        if self.name == "fednova" and getattr(self.aggregator, "uniform", None):
+            raise ValueError("fednova weights clients by their examples; uniform does not apply")
         return self
 
     def recipe_options(self) -> dict[str, Any]:
@@ -62,6 +64,8 @@ class AlgorithmConfig(Section):
         if self.server_lr is not None:
             out["server_lr"] = self.server_lr
         out.update({k: getattr(self, k) for k in OPTIONS if getattr(self, k) is not None})
+        if self.name == "scaffold" and getattr(self.aggregator, "uniform", None):
+            out["weighted"] = False  # the paper's uniform averages of deltas and controls
         return out
 
 

@@ -54,6 +54,9 @@ def _num(value: Any) -> float:
         return math.nan
 
 
+MAX_BARS = 60  # rounds drawn as bars in the clients panel; more are drawn as stacked areas
+
+
 def _col(rows: Sequence[Mapping[str, Any]], key: str) -> list[float]:
     return [_num(row.get(key)) for row in rows]
 
@@ -100,10 +103,17 @@ def plot_rounds(rounds: Sequence[Mapping[str, Any]], path: Path, *, title: str) 
         ax.set_title(name)
     ax = axes[1, 0]
     bottom = [0.0] * len(rows)
+    stacks = []
     for key, label, color in CLIENT_BARS:
         values = [0.0 if math.isnan(v) else v for v in _col(rows, key)]
-        ax.bar(x, values, bottom=bottom, width=0.8, label=label, color=color)
+        if len(rows) <= MAX_BARS:
+            ax.bar(x, values, bottom=bottom, width=0.8, label=label, color=color)
+        stacks.append(values)
         bottom = [b + v for b, v in zip(bottom, values, strict=True)]
+    if len(rows) > MAX_BARS:  # hundreds of bars draw slowly and read no better: areas
+        labels = [label for _, label, _ in CLIENT_BARS]
+        colors = [color for _, _, color in CLIENT_BARS]
+        ax.stackplot(x, *stacks, labels=labels, colors=colors, step="mid")
     ax.step(x, _col(rows, "num_sampled"), where="mid", color="black", lw=1, label="sampled")
     ax.set_title("clients per round")
     ax.set_ylim(

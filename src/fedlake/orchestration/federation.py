@@ -28,6 +28,7 @@ from fedlake.core.state import (
     init_server_state,
     round_rng,
 )
+from fedlake.core.update import CONTROL
 from fedlake.data.base import ClientData
 from fedlake.orchestration.checkpoint import Checkpoint, commit, load_checkpoint
 from fedlake.orchestration.draw import draw_attempt
@@ -55,7 +56,12 @@ from fedlake.orchestration.records import (
 from fedlake.orchestration.sampling import CohortSpec, Population, sample_cohort
 from fedlake.orchestration.screening import client_results, problems, screen
 from fedlake.orchestration.sinks import METRICS_KEY, RunSinks
-from fedlake.orchestration.transport import keep_client_states, prepare_download
+from fedlake.orchestration.transport import (
+    accepted_ids,
+    keep_client_states,
+    keep_controls,
+    prepare_download,
+)
 from fedlake.personal.evaluate import evaluate_personal
 from fedlake.privacy.plan import PrivacyPlan
 
@@ -271,6 +277,7 @@ class Federation:
                         rows,
                         on_result=tick,
                         decode=decode,
+                        required=(CONTROL,) if self.algorithm.scaffold else (),
                     ),
                     facts,
                 ),
@@ -289,7 +296,11 @@ class Federation:
                     [row["client_id"] for row in rows if row["status"] in ("accepted", "rejected")]
                 )
             # what the clients keep (error-feedback residuals) is theirs whatever the server
-            # made of their updates; a retry's new cohort sees it (saved with the round)
+            # made of their updates; a retry's new cohort sees it (saved with the round).
+            # SCAFFOLD's c_i counts only if the server adds its Delta c_i to c this attempt.
+            if self.algorithm.scaffold:
+                used = count >= self.min_updates and delta is not None
+                keep_controls(states, ckpt.client_states, accepted_ids(rows) if used else set())
             ckpt.client_states.update(states)
             extra = 0 if state.control is None else state.control.nbytes
             base = round_row(

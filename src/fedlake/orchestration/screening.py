@@ -79,11 +79,13 @@ def screen(
     rows: list[dict[str, Any]],
     on_result: Callable[[], None] | None = None,
     decode: Callable[[ClientUpdate], ClientUpdate] | None = None,
+    required: Sequence[str] = (),
 ) -> Iterator[ClientUpdate]:
     """Yield the valid updates; append a row for every result (accepted, rejected, dropped).
 
     ``decode`` turns an update's wire payloads into vectors; a payload it cannot read
-    (a CodecError) rejects the update with the decoder's reason.
+    (a CodecError) rejects the update with the decoder's reason. An update without one of
+    the ``required`` vectors (SCAFFOLD's control) is rejected too.
     """
     for r in results:
         if on_result is not None:
@@ -98,6 +100,9 @@ def screen(
                 rows.append(client_row(r, "rejected", f"undecodable update: {exc}"))
                 continue
         reason = validate_update(r, dim)
+        missing = [name for name in required if name not in r.vectors]
+        if reason is None and missing:
+            reason = f"missing {missing[0]!r} vector"
         if reason is not None:
             rows.append(client_row(r, "rejected", reason))
             continue

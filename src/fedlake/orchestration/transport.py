@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -13,7 +13,7 @@ from fedlake.compression.messages import decode_model, encode_model
 from fedlake.core.codec import Compression
 from fedlake.core.params import frozen
 from fedlake.core.state import ServerState, round_rng
-from fedlake.core.update import ClientUpdate
+from fedlake.core.update import CONTROL, ClientUpdate
 
 DOWNLOAD_RNG = 6  # purpose tag of the generator of download encoding (stochastic rounding)
 
@@ -54,3 +54,26 @@ def keep_client_states(
         if isinstance(result, ClientUpdate) and result.client_state is not None:
             states[result.client_id] = result.client_state
         yield result
+
+
+def accepted_ids(rows: list[dict[str, Any]]) -> set[str]:
+    """The clients whose update an attempt accepted."""
+    return {row["client_id"] for row in rows if row["status"] == "accepted"}
+
+
+def keep_controls(
+    states: dict[str, Any], previous: Mapping[str, Any], aggregated: set[str]
+) -> None:
+    """SCAFFOLD: keep a client's new ``c_i`` only if the server aggregated its ``Delta c_i``.
+
+    Otherwise (a retried attempt, a rejected update) its previous ``c_i`` stays, so the
+    server's ``c`` remains the mean of the clients' control variates.
+    """
+    for cid, state in list(states.items()):
+        if cid in aggregated or not isinstance(state, Mapping) or CONTROL not in state:
+            continue
+        old = (previous.get(cid) or {}).get(CONTROL)
+        kept = {k: v for k, v in state.items() if k != CONTROL}
+        if old is not None:
+            kept[CONTROL] = old
+        states[cid] = kept or None

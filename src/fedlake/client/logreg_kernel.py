@@ -1,0 +1,97 @@
+"""Compiled local SGD for multinomial logistic regression (numba), the hot loop of logreg clients.
+
+Why our own kernel: an FL client's minibatches are tiny (FedProx's batch of 10 rows,
+60 features, 10 classes), so numpy spends almost all of each step in per-call overhead
+(about 30 us for 12k flops). A compiled loop over the same maths takes a few us per
+step, and every simulated client step goes through it. It computes exactly what
+:func:`fedlake.client.logreg.loss_and_grad` and the SGD update compute (same minibatches,
+same order), in float32 with float64 loss sums; results agree to float tolerance.
+Without numba (an optional speed-up), :data:`AVAILABLE` is False and callers use numpy.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+try:  # numba is a declared dependency, but a platform without a wheel still works
+    from numba import njit
+
+    AVAILABLE = True
+except ImportError:  # pragma: no cover - exercised only where numba cannot be installed
+    AVAILABLE = False
+
+    def njit(*args: Any, **kwargs: Any) -> Any:
+        """Stand-in decorator: the function stays plain Python (callers check AVAILABLE)."""
+        return lambda fn: fn
+
+
+# reassociation lets the compiler vectorise the sums; no nnan/ninf: NaN and Inf stay honest
+@njit(cache=True, nogil=True, fastmath={"reassoc", "contract", "nsz", "arcp"})
+def sgd_steps(
+    theta: np.ndarray,
+    x: np.ndarray,
+    y: np.ndarray,
+    order: np.ndarray,
+    batch: int,
+    lr: float,
+    l2: float,
+    steps: int,
+    num_classes: int,
+) -> tuple[np.ndarray, float]:
+    """``steps`` SGD steps on rows ``order`` (epochs' permutations concatenated); returns
+    the new params and the sum of the minibatch losses."""
+    n, f = x.shape
+    c = num_classes
+    k = c * f
+    out = theta.copy()
+    grad = np.empty_like(out)
+    logits = np.empty(c, dtype=np.float32)
+    per_epoch = (n + batch - 1) // batch
+    lr32 = np.float32(lr)
+    l2_32 = np.float32(l2)
+    total = 0.0
+    for s in range(steps):
+        epoch = s // per_epoch
+        start = (s - epoch * per_epoch) * batch
+        stop = min(start + batch, n)
+        rows = stop - start
+        grad[:] = 0.0
+        loss = 0.0
+        for r in range(start, stop):
+            i = order[epoch * n + r]
+            peak = np.float32(0.0)
+            for j in range(c):
+                z = out[k + j]
+                for q in range(f):
+                    z += out[j * f + q] * x[i, q]
+                logits[j] = z
+                if j == 0 or z > peak:
+                    peak = z
+            shifted_y = logits[y[i]] - peak  # kept before exp: it may underflow to 0
+            norm = np.float32(0.0)
+            for j in range(c):
+                logits[j] = np.exp(logits[j] - peak)
+                norm += logits[j]
+            loss += np.log(norm) - shifted_y
+            for j in range(c):
+                p = logits[j] / norm
+                if j == y[i]:
+                    p -= np.float32(1.0)
+                grad[k + j] += p
+                for q in range(f):
+                    grad[j * f + q] += p * x[i, q]
+        scale = np.float32(1.0 / rows)
+        for j in range(out.size):
+            grad[j] *= scale
+        if l2 != 0.0:
+            sq = 0.0
+            for j in range(k):
+                sq += out[j] * out[j]
+                grad[j] += l2_32 * out[j]
+            loss += 0.5 * l2 * sq * rows
+        for j in range(out.size):
+            out[j] -= lr32 * grad[j]
+        total += loss / rows
+    return out, total
