@@ -381,7 +381,7 @@ def plot(report: dict[str, Any], path: Path) -> None:
                 ax.set_ylabel("training loss")
             if i == len(present) - 1:
                 ax.set_xlabel("# rounds")
-    axes[0][0].legend(fontsize=8)
+    axes[-1][0].legend(fontsize=8)  # the bottom row has every method
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
