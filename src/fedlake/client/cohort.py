@@ -27,6 +27,7 @@ __all__ = [
     "faster_alone",
     "fit_cohort",
     "stacked_update",
+    "thread_safe",
 ]
 
 
@@ -100,6 +101,12 @@ def faster_alone(trainer: Any, grad_transform: Transform | None) -> bool:
     from fedlake.client import logreg_kernel
 
     return isinstance(trainer, LogRegTrainer) and grad_transform is None and logreg_kernel.AVAILABLE
+
+
+def thread_safe(trainer: Any, grad_transform: Transform | None) -> bool:
+    """Whether clients may train on threads at once: the stateless logistic regression on
+    its compiled loop, which releases the GIL (torch trainers hold a module: one at a time)."""
+    return faster_alone(trainer, grad_transform)
 
 
 def _fitter_for(trainer: Any) -> CohortFit | None:

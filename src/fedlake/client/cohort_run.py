@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from fedlake.client.cohort import faster_alone, fit_cohort
+from fedlake.client.cohort import faster_alone, fit_cohort, thread_safe
 from fedlake.client.local import (
     ClientFailure,
     ClientResult,
@@ -22,6 +24,8 @@ from fedlake.transforms.local import add_correction
 
 if TYPE_CHECKING:
     from fedlake.client.local import ClientJob
+
+THREADS = os.cpu_count() or 1  # clients training at once where the trainer releases the GIL
 
 
 def _failure(client_id: str, exc: Exception) -> ClientFailure:
@@ -88,7 +92,13 @@ def run_cohort(job: ClientJob, task: ClientTask, client_ids: Sequence[str]) -> l
         except Exception:  # find the culprit: fresh preparations, one client at a time
             fits = None
             preps = [p for p in (_again(job, task, p.client_id, results) for p in preps) if p]
-    if fits is None:
+    if fits is None and len(preps) > 1 and thread_safe(job.trainer, preps[0].grad_transform()):
+        # the compiled loop releases the GIL: clients train on every core at once, each
+        # from its own generator, so the results do not depend on the interleaving
+        with ThreadPoolExecutor(max_workers=min(THREADS, len(preps))) as pool:
+            done = pool.map(lambda prep: _alone(job, task, prep), preps)
+            results.update((prep.client_id, r) for prep, r in zip(preps, done, strict=True))
+    elif fits is None:
         for prep in preps:
             results[prep.client_id] = _alone(job, task, prep)
     else:

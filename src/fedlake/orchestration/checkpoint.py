@@ -94,9 +94,35 @@ def commit(
     sinks: RunSinks,
     run_dir: Path,
 ) -> None:
-    """Checkpoint with the rows pending, write them, then checkpoint them as written."""
-    ckpt.state, ckpt.pending = state, pending
+    """Checkpoint with the rows pending, write them, then checkpoint them as written.
+
+    With no store and no tracker there is nothing to lose between the two: one save.
+    """
+    ckpt.state = state
+    if sinks.store is None and sinks.tracker is None:
+        ckpt.pending = {}
+        save_checkpoint(ckpt, run_dir)
+        return
+    ckpt.pending = pending
     save_checkpoint(ckpt, run_dir)
     sinks.flush(pending)
     ckpt.pending = {}
     save_checkpoint(ckpt, run_dir, history=False)  # only the pending rows changed
+
+
+def open_sinks(
+    sinks: RunSinks | None, ckpt: Checkpoint, name: str, params: dict[str, Any], *, resume: bool
+) -> RunSinks:
+    """The run's sinks, started: tracker run opened or resumed, rows a kill left replayed,
+    and the start (or resume) in the audit log."""
+    sinks = sinks or RunSinks(run_id=ckpt.run_id)
+    sinks.run_id = ckpt.run_id
+    if sinks.tracker is not None:
+        ckpt.tracker_run_id = sinks.tracker.start(name, params, resume_id=ckpt.tracker_run_id)
+    if ckpt.pending:  # killed between checkpoint and flush: replay, never lose rows
+        sinks.flush(ckpt.pending, replay=True)
+        ckpt.pending = {}
+    action = "resume" if resume else "start"
+    row = sinks.audit_row(f"run.{action}", name, {"round": ckpt.state.round, **params})
+    sinks.flush({"audit": [row]})
+    return sinks

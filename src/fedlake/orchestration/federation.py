@@ -19,7 +19,7 @@ from fedlake.client.trainer import Trainer
 from fedlake.compression.messages import decode_update
 from fedlake.core.algorithm import Algorithm
 from fedlake.core.params import frozen
-from fedlake.core.personal import mask_for
+from fedlake.core.personal import personal_upload_mask
 from fedlake.core.state import (
     ServerState,
     TooFewUpdatesError,
@@ -30,7 +30,7 @@ from fedlake.core.state import (
 )
 from fedlake.core.update import CONTROL
 from fedlake.data.base import ClientData
-from fedlake.orchestration.checkpoint import Checkpoint, commit, load_checkpoint
+from fedlake.orchestration.checkpoint import Checkpoint, commit, load_checkpoint, open_sinks
 from fedlake.orchestration.draw import draw_attempt
 from fedlake.orchestration.evaluation import EvalSet
 from fedlake.orchestration.events import NullObserver, RunObserver
@@ -39,6 +39,7 @@ from fedlake.orchestration.privacy import (
     BUDGET_REASON,
     budget_message,
     budget_refusals,
+    check_first_round,
     dp_facts,
     record_round,
     scrub,
@@ -128,25 +129,12 @@ class Federation:
             # every Poisson round is released (noise alone when nobody answers): a retry
             # would make the sample one the accountant does not assume
             self.min_updates = 0
-        self.personal_mask = None
-        if self.algorithm.personal is not None:  # unknown layers fail here, not in a client
-            self.personal_mask = mask_for(self.algorithm.personal, self.trainer.spec)
-            upload = self.algorithm.compression.upload
-            if self.personal_mask is not None and upload is not None and upload.train_positions:
-                raise ValueError(
-                    "FedPer personal layers cannot be combined with a random_mask or "
-                    "structured upload: use topk or quantize uploads"
-                )
+        # unknown personal layers fail here, not in a client
+        self.personal_mask = personal_upload_mask(self.algorithm, self.trainer.spec)
         attack = self.adversary.attack if self.adversary is not None else None
         self.job = ClientJob(self.data, self.trainer, self.make_algorithm, attack=attack)
         if self.privacy is not None:
-            first = self.privacy.over_budget(self.privacy.projected((), 1))
-            if first is not None:
-                raise ValueError(
-                    f"the privacy budget is exceeded by the first round alone: epsilon "
-                    f"{first.epsilon:.3f} > {self.privacy.budget.epsilon:g} at delta "
-                    f"{self.privacy.budget.delta:g}; raise the noise multiplier or the budget"
-                )
+            check_first_round(self.privacy)
 
     # -- public ---------------------------------------------------------------------------
     def run(self, *, resume: bool = False, stop_after: int | None = None) -> RunResult:
@@ -158,27 +146,7 @@ class Federation:
             params = self.trainer.init_params(self.seed)
             state = init_server_state(self.algorithm, params, seed=self.seed)
             ckpt = Checkpoint(state=state, history=[], run_id=uuid.uuid4().hex[:12])
-        sinks = self.sinks or RunSinks(run_id=ckpt.run_id)
-        sinks.run_id = ckpt.run_id
-        if sinks.tracker is not None:
-            ckpt.tracker_run_id = sinks.tracker.start(
-                self.run_dir.name, self.run_params, resume_id=ckpt.tracker_run_id
-            )
-        if ckpt.pending:  # killed between checkpoint and flush: replay, never lose rows
-            sinks.flush(ckpt.pending, replay=True)
-            ckpt.pending = {}
-        action = "resume" if resume else "start"
-        sinks.flush(
-            {
-                "audit": [
-                    sinks.audit_row(
-                        f"run.{action}",
-                        self.run_dir.name,
-                        {"round": ckpt.state.round, **self.run_params},
-                    )
-                ]
-            }
-        )
+        sinks = open_sinks(self.sinks, ckpt, self.run_dir.name, self.run_params, resume=resume)
         self.observer.run_started(
             total_rounds=self.rounds, start_round=ckpt.state.round, resumed=resume
         )

@@ -74,3 +74,14 @@ def budget_message(plan: PrivacyPlan, spent: PrivacySpent, round_: int) -> str:
         f"{plan.budget.epsilon:g} (delta {plan.budget.delta:g}, {plan.mechanism} DP, "
         f"{spent.accountant}); stopping before it runs"
     )
+
+
+def check_first_round(plan: PrivacyPlan) -> None:
+    """Refuse a run whose budget the first round alone would exceed."""
+    first = plan.over_budget(plan.projected((), 1))
+    if first is not None:
+        raise ValueError(
+            f"the privacy budget is exceeded by the first round alone: epsilon "
+            f"{first.epsilon:.3f} > {plan.budget.epsilon:g} at delta "
+            f"{plan.budget.delta:g}; raise the noise multiplier or the budget"
+        )
