@@ -24,10 +24,8 @@ __all__ = [
     "CohortFit",
     "CohortSchedule",
     "draw_schedule",
-    "faster_alone",
     "fit_cohort",
     "stacked_update",
-    "thread_safe",
 ]
 
 
@@ -87,7 +85,7 @@ def fit_cohort(
     configs = [replace(config, max_steps=cap) for cap in caps]  # validates each cap
     if config.dp is not None or (grad_transform is not None and not grad_transform.stacked):
         return None
-    fitter = _fitter_for(trainer)
+    fitter = _fitter_for(trainer, transformed=grad_transform is not None)
     if fitter is None:
         return None
     if m == 0:
@@ -95,22 +93,12 @@ def fit_cohort(
     return fitter(trainer, params, data, configs=configs, rngs=rngs, grad_transform=grad_transform)
 
 
-def faster_alone(trainer: Any, grad_transform: Transform | None) -> bool:
-    """Whether one client at a time beats a stacked cohort: logistic regression without a
-    local step runs a compiled loop (client/logreg_kernel.py) several times faster still."""
-    from fedlake.client import logreg_kernel
-
-    return isinstance(trainer, LogRegTrainer) and grad_transform is None and logreg_kernel.AVAILABLE
-
-
-def thread_safe(trainer: Any, grad_transform: Transform | None) -> bool:
-    """Whether clients may train on threads at once: the stateless logistic regression on
-    its compiled loop, which releases the GIL (torch trainers hold a module: one at a time)."""
-    return faster_alone(trainer, grad_transform)
-
-
-def _fitter_for(trainer: Any) -> CohortFit | None:
+def _fitter_for(trainer: Any, *, transformed: bool) -> CohortFit | None:
     if isinstance(trainer, LogRegTrainer):
+        from fedlake.client import logreg_kernel
+
+        if logreg_kernel.AVAILABLE and not transformed:  # compiled, one client per core
+            return _compiled_logreg_cohort
         from fedlake.client.logreg_cohort import fit_logreg_cohort
 
         return fit_logreg_cohort
@@ -224,3 +212,23 @@ def stacked_update(
     if new.shape != grads.shape:
         raise ValueError(f"grad_transform must return shape {grads.shape}, got {new.shape}")
     return new, state
+
+
+def _compiled_logreg_cohort(
+    trainer: LogRegTrainer,
+    params: np.ndarray,
+    data: Sequence[tuple[np.ndarray, np.ndarray]],
+    *,
+    configs: Sequence[LocalConfig],
+    rngs: Sequence[np.random.Generator],
+    grad_transform: Transform | None,
+) -> list[FitResult]:
+    """Logistic regression without a local step: each client's compiled loop (the same as
+    its ``fit``), all clients' loops spread over the cores (they release the GIL)."""
+    from fedlake.client import logreg_kernel
+
+    jobs = [
+        trainer.compiled_job(params, x, y, config, rng)
+        for (x, y), config, rng in zip(data, configs, rngs, strict=True)
+    ]
+    return logreg_kernel.run_many(jobs)

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from fedlake.client.cohort import faster_alone, fit_cohort, thread_safe
+from fedlake.client.cohort import fit_cohort
 from fedlake.client.local import (
     ClientFailure,
     ClientResult,
@@ -18,14 +16,11 @@ from fedlake.client.local import (
     finish_client,
     prepare_client,
 )
-from fedlake.client.trainer import Trainer
 from fedlake.core.transform import Transform, chain
 from fedlake.transforms.local import add_correction
 
 if TYPE_CHECKING:
     from fedlake.client.local import ClientJob
-
-THREADS = os.cpu_count() or 1  # clients training at once where the trainer releases the GIL
 
 
 def _failure(client_id: str, exc: Exception) -> ClientFailure:
@@ -40,14 +35,11 @@ def _stacked_step(preps: Sequence[Prepared], base: Transform | None) -> Transfor
     return fix if base is None else chain(fix, base)
 
 
-def vectorisable(preps: Sequence[Prepared], task: ClientTask, trainer: Trainer) -> bool:
-    """Whether these clients can train as one stacked cohort (same start, same stacked step)
-    and it pays (a compiled single-client loop can be faster)."""
+def vectorisable(preps: Sequence[Prepared], task: ClientTask) -> bool:
+    """Whether these clients can train as one cohort (same start, same stacked step)."""
     if len(preps) < 2:
         return False
     first = preps[0]
-    if faster_alone(trainer, first.grad_transform()):
-        return False
     if first.config.dp is not None:
         return False
     if first.local_step is not None and not first.local_step.stacked:
@@ -78,7 +70,7 @@ def run_cohort(job: ClientJob, task: ClientTask, client_ids: Sequence[str]) -> l
         else:
             preps.append(prep)
     fits = None
-    if vectorisable(preps, task, job.trainer):
+    if vectorisable(preps, task):
         try:
             fits = fit_cohort(
                 job.trainer,
@@ -92,13 +84,7 @@ def run_cohort(job: ClientJob, task: ClientTask, client_ids: Sequence[str]) -> l
         except Exception:  # find the culprit: fresh preparations, one client at a time
             fits = None
             preps = [p for p in (_again(job, task, p.client_id, results) for p in preps) if p]
-    if fits is None and len(preps) > 1 and thread_safe(job.trainer, preps[0].grad_transform()):
-        # the compiled loop releases the GIL: clients train on every core at once, each
-        # from its own generator, so the results do not depend on the interleaving
-        with ThreadPoolExecutor(max_workers=min(THREADS, len(preps))) as pool:
-            done = pool.map(lambda prep: _alone(job, task, prep), preps)
-            results.update((prep.client_id, r) for prep, r in zip(preps, done, strict=True))
-    elif fits is None:
+    if fits is None:
         for prep in preps:
             results[prep.client_id] = _alone(job, task, prep)
     else:

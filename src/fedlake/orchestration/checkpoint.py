@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -58,18 +59,36 @@ def history_json(history: list[dict[str, Any]]) -> bytes:
     return f"[\n{lines}\n]\n".encode()
 
 
+HISTORY_EVERY_S = 1.0  # history.json is refreshed at most this often during a run
+_history_written: dict[Path, float] = {}  # run folder -> when its history.json was written
+
+
 def save_checkpoint(ckpt: Checkpoint, run_dir: Path, *, history: bool = True) -> Path:
     """Write ``ckpt`` atomically, and its history as JSON beside it (for reports and people).
 
     ``history=False`` skips the JSON when the caller knows it has not changed since the
-    last save (e.g. a save that only clears the pending rows).
+    last save (e.g. a save that only clears the pending rows). During a run the JSON is
+    refreshed at most every second (rewriting it every round of a fast simulation cost
+    more than the rounds); a finished run's is always complete.
     """
+    now = time.monotonic()
+    if (
+        history
+        and not ckpt.finished
+        and now - _history_written.get(run_dir, -1e9) < HISTORY_EVERY_S
+    ):
+        history = False
     if history:
-        # derived from the checkpoint, rewritten from it on every save: no fsync needed
-        _write_atomically(run_dir / HISTORY, history_json(ckpt.history), durable=False)
+        write_history(ckpt, run_dir)
     return _write_atomically(
         run_dir / CHECKPOINT, pickle.dumps(ckpt, protocol=pickle.HIGHEST_PROTOCOL)
     )
+
+
+def write_history(ckpt: Checkpoint, run_dir: Path) -> None:
+    """Write the run's history.json now (derived from the checkpoint: no fsync needed)."""
+    _history_written[run_dir] = time.monotonic()
+    _write_atomically(run_dir / HISTORY, history_json(ckpt.history), durable=False)
 
 
 def load_checkpoint(run_dir: Path) -> Checkpoint | None:

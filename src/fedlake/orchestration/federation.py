@@ -30,7 +30,13 @@ from fedlake.core.state import (
 )
 from fedlake.core.update import CONTROL
 from fedlake.data.base import ClientData
-from fedlake.orchestration.checkpoint import Checkpoint, commit, load_checkpoint, open_sinks
+from fedlake.orchestration.checkpoint import (
+    Checkpoint,
+    commit,
+    load_checkpoint,
+    open_sinks,
+    write_history,
+)
 from fedlake.orchestration.draw import draw_attempt
 from fedlake.orchestration.evaluation import EvalSet
 from fedlake.orchestration.events import NullObserver, RunObserver
@@ -173,6 +179,7 @@ class Federation:
             self._finish(ckpt, sinks, "max_rounds")
             return result_of(ckpt)
         finally:
+            write_history(ckpt, self.run_dir)  # however the call ends, the JSON is current
             self.executor.close()
 
     # -- one round ------------------------------------------------------------------------
