@@ -136,4 +136,7 @@ def run_many(jobs: Sequence[Job]) -> list[FitResult]:
         return [run(job) for job in jobs]
     if _POOL is None:
         _POOL = ThreadPoolExecutor(max_workers=THREADS, thread_name_prefix="fedlake-logreg")
-    return list(_POOL.map(run, jobs))
+    # longest first, so one big client does not finish alone after the others
+    order = sorted(range(len(jobs)), key=lambda i: -jobs[i].steps * len(jobs[i].theta))
+    done = dict(zip(order, _POOL.map(run, [jobs[i] for i in order]), strict=True))
+    return [done[i] for i in range(len(jobs))]

@@ -76,7 +76,8 @@ def plot_rounds(rounds: Sequence[Mapping[str, Any]], path: Path, *, title: str) 
     if not rows:
         raise ValueError("no rounds to plot")
     x = [int(row["round"]) for row in rows]
-    fig = Figure(figsize=(15, 8.5), layout="constrained")
+    fig = Figure(figsize=(15, 8.5))
+    fig.subplots_adjust(left=0.05, right=0.98, bottom=0.07, top=0.91, wspace=0.18, hspace=0.22)
     fig.suptitle(f"{title}: {len(rows)} rounds", fontsize=14)
     axes = fig.subplots(2, 3, sharex=True)
     best = best_row(rows)
