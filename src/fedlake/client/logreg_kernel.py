@@ -27,7 +27,7 @@ try:  # numba is a declared dependency, but a platform without a wheel still wor
 except ImportError:  # pragma: no cover - exercised only where numba cannot be installed
     AVAILABLE = False
 
-    def njit(*args: Any, **kwargs: Any) -> Any:
+    def njit(*args: Any, **kwargs: Any) -> Any:  # type: ignore[no-redef]
         """Stand-in decorator: the function stays plain Python (callers check AVAILABLE)."""
         return lambda fn: fn
 

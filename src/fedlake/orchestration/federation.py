@@ -288,12 +288,12 @@ class Federation:
             trouble = problems(rows)
             if trouble is not None:
                 self.observer.message(f"round {r + 1}: {trouble}")
-            sent = len(download.payload) + extra  # SCAFFOLD's control travels with the model
+            down = len(download.payload) + extra  # SCAFFOLD's control travels with the model
             pending["client_updates"].extend(
                 {
                     "round": r + 1,
                     "attempt": attempt,
-                    "bytes_down": 0 if unavailable(row) else sent,
+                    "bytes_down": 0 if unavailable(row) else down,
                     **row,
                 }
                 for row in rows
