@@ -3,9 +3,19 @@ Decentralized Data", AISTATS 2017)."""
 
 from __future__ import annotations
 
+from typing import TypedDict
+
 from fedlake.aggregators.mean import weighted_mean
 from fedlake.core.algorithm import Algorithm, LocalConfig
 from fedlake.transforms.server import server_sgd
+
+
+class LocalOptions(TypedDict, total=False):
+    """Local-training options every recipe takes (FedAvg's defaults when omitted)."""
+
+    client_lr: float
+    local_epochs: int
+    batch_size: int
 
 
 def fedavg(

@@ -5,31 +5,24 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from typing_extensions import Unpack
+
 from fedlake.aggregators.fednova import fednova as fednova_rule
-from fedlake.algorithms.fedavg import fedavg
+from fedlake.algorithms.fedavg import LocalOptions, fedavg
 from fedlake.core.algorithm import Algorithm
 from fedlake.transforms.local import proximal
 
 
-def fednova(
-    *,
-    mu: float = 0.0,
-    client_lr: float = 0.1,
-    local_epochs: int = 1,
-    batch_size: int = 32,
-    server_lr: float = 1.0,
-) -> Algorithm:
+def fednova(*, mu: float = 0.0, server_lr: float = 1.0, **local: Unpack[LocalOptions]) -> Algorithm:
     """Normalised averaging: each delta divided by its client's local progress (steps).
 
     With ``mu > 0`` clients also use FedProx's proximal term, and the normalisation
     uses the matching ``a_i``.
     """
-    base = fedavg(
-        client_lr=client_lr, local_epochs=local_epochs, batch_size=batch_size, server_lr=server_lr
-    )
+    base = fedavg(server_lr=server_lr, **local)
     return replace(
         base,
         name="fednova",
-        aggregator=fednova_rule(client_lr=client_lr, mu=mu),
+        aggregator=fednova_rule(client_lr=base.local.lr, mu=mu),
         local_step=proximal(mu) if mu else None,
     )

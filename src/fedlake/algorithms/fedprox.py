@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from fedlake.algorithms.fedavg import fedavg
+from typing_extensions import Unpack
+
+from fedlake.algorithms.fedavg import LocalOptions, fedavg
 from fedlake.core.algorithm import Algorithm
 from fedlake.transforms.local import proximal
 
@@ -13,18 +15,10 @@ from fedlake.transforms.local import proximal
 def fedprox(
     *,
     mu: float = 0.01,
-    client_lr: float = 0.1,
-    local_epochs: int = 1,
-    batch_size: int = 32,
     server_lr: float = 1.0,
     weighted: bool = True,
+    **local: Unpack[LocalOptions],
 ) -> Algorithm:
     """FedAvg whose clients minimise ``f_i(w) + mu/2 ||w - w_global||^2`` (partial work kept)."""
-    base = fedavg(
-        client_lr=client_lr,
-        local_epochs=local_epochs,
-        batch_size=batch_size,
-        server_lr=server_lr,
-        weighted=weighted,
-    )
+    base = fedavg(server_lr=server_lr, weighted=weighted, **local)
     return replace(base, name="fedprox", local_step=proximal(mu))

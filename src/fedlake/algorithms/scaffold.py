@@ -5,17 +5,14 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from fedlake.algorithms.fedavg import fedavg
+from typing_extensions import Unpack
+
+from fedlake.algorithms.fedavg import LocalOptions, fedavg
 from fedlake.core.algorithm import Algorithm
 
 
 def scaffold(
-    *,
-    client_lr: float = 0.1,
-    local_epochs: int = 1,
-    batch_size: int = 32,
-    server_lr: float = 1.0,
-    weighted: bool = True,
+    *, server_lr: float = 1.0, weighted: bool = True, **local: Unpack[LocalOptions]
 ) -> Algorithm:
     """Local steps corrected by ``c - c_i``; control variates kept per client between rounds.
 
@@ -25,11 +22,5 @@ def scaffold(
     ``weighted``, as in the paper when not), for a cohort S of a population of N.
     Downloads and uploads carry one extra model-sized vector.
     """
-    base = fedavg(
-        client_lr=client_lr,
-        local_epochs=local_epochs,
-        batch_size=batch_size,
-        server_lr=server_lr,
-        weighted=weighted,
-    )
+    base = fedavg(server_lr=server_lr, weighted=weighted, **local)
     return replace(base, name="scaffold", scaffold=True)

@@ -134,6 +134,19 @@ class CohortSchedule:
         """Whether sorting left the clients in their original order."""
         return bool(np.array_equal(self.order, np.arange(len(self.order))))
 
+    def results(self, stack: np.ndarray, totals: np.ndarray) -> list[FitResult]:
+        """Each client's FitResult, in the original order, from the sorted stacked rows."""
+        out: dict[int, FitResult] = {}
+        for j, i in enumerate(self.order):
+            steps = int(self.steps[j])
+            out[int(i)] = FitResult(
+                params=np.array(stack[j], dtype=FLOAT),
+                loss=float(totals[j] / steps),
+                num_examples=int(self.n[j]),
+                steps=steps,
+            )
+        return [out[i] for i in range(len(self.order))]
+
     def active(self, t: int) -> int:
         """How many clients take a step ``t`` (0-based): a prefix of the sorted clients."""
         return int(np.count_nonzero(self.steps > t))

@@ -103,13 +103,4 @@ def fit_logreg_cohort(
             g = g[:a]
         stack[:a] -= lr * g
         totals[:a] += loss
-    results: dict[int, FitResult] = {}
-    for j, i in enumerate(schedule.order):
-        steps = int(schedule.steps[j])
-        results[int(i)] = FitResult(
-            params=stack[j].copy(),
-            loss=float(totals[j] / steps),
-            num_examples=int(schedule.n[j]),
-            steps=steps,
-        )
-    return [results[i] for i in range(m)]
+    return schedule.results(stack, totals)

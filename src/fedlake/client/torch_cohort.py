@@ -138,13 +138,4 @@ def fit_torch_cohort(
                 stack[:a].add_(g, alpha=-lr)
             totals[:a] += loss.numpy()
         module.eval()
-    results: dict[int, FitResult] = {}
-    for j, i in enumerate(schedule.order):
-        steps = int(schedule.steps[j])
-        results[int(i)] = FitResult(
-            params=stack_np[j].copy(),
-            loss=float(totals[j] / steps),
-            num_examples=int(schedule.n[j]),
-            steps=steps,
-        )
-    return [results[i] for i in range(m)]
+    return schedule.results(stack_np, totals)
