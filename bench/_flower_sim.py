@@ -2,11 +2,11 @@
 
 Runs with the Flower interpreter (.venv-flower/bin/python, which has ``flwr[simulation]``
 and so Ray; Flower is not installed in .venv, where it would downgrade protobuf and break
-MLflow). The clients train with fedlake's own numpy code: ``LogRegTrainer`` and the
-FedProx Synthetic generator are imported from fedlake's sources (``src`` on the path,
-also through PYTHONPATH for Ray's workers; their import chain needs only numpy), so the
-per-client computation is the same on both sides and the comparison measures the
-frameworks around it.
+MLflow). The clients train with fedlake's own code: ``LogRegTrainer`` (its numba-compiled
+loop; .venv-flower has the same numba) and the FedProx Synthetic generator are imported
+from fedlake's sources (``src`` on the path, also through PYTHONPATH for Ray's workers;
+their import chain needs numpy and numba only), so the per-client computation is the same
+on both sides and the comparison measures the frameworks around it.
 
 * ServerApp: Flower's message-API ``FedAvg`` (``flwr.serverapp.strategy``), weighted by
   ``num-examples``, ``fraction_train = cohort / population`` with ``min_train_nodes =
@@ -77,7 +77,7 @@ def population(alpha: float, beta: float, devices: int, seed: int) -> Any:
 
 
 def train(msg: Message, context: Context) -> Message:
-    """Local SGD of supernode ``partition-id``'s device, with fedlake's numpy trainer."""
+    """Local SGD of supernode ``partition-id``'s device, with fedlake's trainer."""
     cfg = msg.content["config"]
     k = int(context.node_config["partition-id"])
     data = population(

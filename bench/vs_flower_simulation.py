@@ -249,6 +249,8 @@ WARM_UP = (
     "x = np.zeros((4, 2), np.float32); y = np.array([0, 1, 0, 1])\n"
     "LogRegTrainer(2, 2).fit(np.zeros(6, np.float32), x, y, config=LocalConfig(),"
     " rng=np.random.default_rng(0))\n"
+    "import fedlake.client.logreg_kernel as k\n"
+    "assert k.AVAILABLE, 'numba is missing: this side would run the slow numpy loop'\n"
 )
 
 
@@ -438,7 +440,7 @@ def markdown(report: dict[str, Any]) -> str:
         f"seed {spec['seed']}. {m['platform']}, {m['cpus']} CPUs; BLAS 1 thread on both "
         f"sides; both run fedlake's compiled logreg client loop (numba, compiled once before "
         f"timing: {report.get('compile_s', 0):.1f} s). fedlake: one process, inline executor "
-        f"(clients on 2 threads), lakehouse off. Flower "
+        f"(clients on {m['cpus']} threads), lakehouse off. Flower "
         f"{fl.get('flwr', '-')} simulation, Ray {fl.get('ray', '-')}, {RAY_NUM_CPUS} CPUs, "
         f"num_cpus = {CLIENT_CPUS} per client ({RAY_NUM_CPUS // CLIENT_CPUS} clients at once).",
         "",

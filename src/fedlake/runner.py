@@ -337,7 +337,7 @@ def run_experiment(
     version = report = None
     try:
         result = federation.run(resume=resume, stop_after=stop_after)
-        history_path = run_dir / HISTORY  # written with every checkpoint
+        history_path = run_dir / HISTORY  # current when federation.run returns
         if result.history:
             from fedlake.lakehouse.report import plot_rounds
 

@@ -306,3 +306,50 @@ def test_fedper_falls_back_to_one_by_one_and_keeps_personal_layers(shared_fits):
     own = {cid: states[cid][PERSONAL] for cid in cohort}
     assert len({v.tobytes() for v in own.values()}) == len(cohort)
     assert all(np.abs(v).max() > 0 for v in own.values())
+
+
+# -- the compiled logistic-regression cohort (plain recipes: no local step) ---------------
+
+
+def test_compiled_cohort_equals_one_by_one_bit_for_bit(tmp_path):
+    assert logreg_kernel.AVAILABLE  # numba is a dependency
+    fast = run(tmp_path / "fast", RECIPES["fedavg"], InlineExecutor())
+    slow = run(tmp_path / "slow", RECIPES["fedavg"], InlineExecutor(chunk=1))
+    # each client runs the same compiled loop on the same draws, only on a thread pool
+    assert fast[0].state.params.tobytes() == slow[0].state.params.tobytes()
+
+
+def test_compiled_cohort_isolates_bad_clients():
+    data = with_clients({"bad": bad_labels(), "nan": nan_features()})
+    job = ClientJob(data, TRAINER, RECIPES["fedavg"])
+    cohort = [IDS[0], "bad", IDS[1], "nan", IDS[3]]
+    fast, slow = results_both_ways(job, task_for(job.algorithm), cohort)
+    assert isinstance(fast[1], ClientFailure) and "labels must be in [0, 10)" in fast[1].reason
+    assert isinstance(fast[3], ClientFailure) and "diverged" in fast[3].reason
+    for f, s in zip(fast, slow, strict=True):
+        assert type(f) is type(s)
+        if isinstance(f, ClientUpdate):
+            assert f.encoded == s.encoded
+
+
+def test_a_forked_child_gets_its_own_thread_pool():
+    import multiprocessing as mp
+
+    x = np.random.default_rng(0).normal(size=(40, 60)).astype(np.float32)
+    y = np.arange(40) % 10
+    from fedlake.core.algorithm import LocalConfig
+
+    cfg = LocalConfig(epochs=1, batch_size=10, lr=0.1)
+    jobs = [
+        TRAINER.compiled_job(np.zeros(610, np.float32), x, y, cfg, np.random.default_rng(i))
+        for i in range(4)
+    ]
+    logreg_kernel.run_many(jobs)  # the parent's pool exists now
+    ctx = mp.get_context("fork")
+    child = ctx.Process(target=logreg_kernel.run_many, args=(jobs,))
+    child.start()
+    child.join(timeout=60)
+    alive = child.is_alive()
+    if alive:
+        child.kill()
+    assert not alive and child.exitcode == 0

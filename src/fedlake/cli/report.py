@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated
 
@@ -22,14 +21,13 @@ def report(
 ) -> None:
     """Print a run's summary and write a PNG plot of its metrics per round."""
     from fedlake.lakehouse.report import plot_rounds, summary_rows
-    from fedlake.orchestration.checkpoint import HISTORY
+    from fedlake.orchestration.checkpoint import HISTORY, read_history
     from fedlake.runner import REPORT_FILE
 
     with friendly_errors(debug):
-        path = run / HISTORY
-        if not path.exists():
+        history = read_history(run)
+        if history is None:
             fail(f"{run} is not a fedlake run folder (no {HISTORY})")
-        history = json.loads(path.read_text())
         if not history:
             fail(f"{run} has no completed round yet")
         png = plot_rounds(history, out or run / REPORT_FILE, title=run.name)

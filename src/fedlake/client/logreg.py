@@ -154,12 +154,12 @@ class LogRegTrainer:
                 "DP-SGD needs a torch model (mlp, cnn1d); logreg has no per-sample gradient "
                 f"path (got dp={config.dp}): use central or local DP instead"
             )
+        if grad_transform is None and kernel.AVAILABLE:  # compiled: same steps, ~10x faster
+            return kernel.run(self.compiled_job(params, x, y, config, rng))
         theta = self._check_params(params)
         xs, y, n = self._check_data(x, y)
         lr, bsz, l2 = FLOAT(config.lr), int(config.batch_size), self.l2
         limit = total_steps(n, config)
-        if grad_transform is None and kernel.AVAILABLE:  # compiled: same steps, ~10x faster
-            return kernel.run(self.compiled_job(theta, xs, y, config, rng))
         targets = one_hot(y, self.num_classes)
         state: Any = None
         if grad_transform is not None:

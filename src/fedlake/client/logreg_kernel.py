@@ -32,9 +32,7 @@ except ImportError:  # pragma: no cover - exercised only where numba cannot be i
         return lambda fn: fn
 
 
-# reassociation lets the compiler vectorise the sums; no nnan/ninf: NaN and Inf stay honest
-@njit(cache=True, nogil=True, fastmath={"reassoc", "contract", "nsz", "arcp"})
-def sgd_steps(
+def _sgd_steps(
     theta: np.ndarray,
     x: np.ndarray,
     y: np.ndarray,
@@ -102,6 +100,14 @@ def sgd_steps(
     return out, total
 
 
+# reassociation lets the compiler vectorise the sums; no nnan/ninf: NaN and Inf stay honest
+FASTMATH = {"reassoc", "contract", "nsz", "arcp"}
+try:  # the machine code is cached beside the sources (or in NUMBA_CACHE_DIR)
+    sgd_steps = njit(cache=True, nogil=True, fastmath=FASTMATH)(_sgd_steps)
+except RuntimeError:  # no writable cache location (read-only install): compile per process
+    sgd_steps = njit(cache=False, nogil=True, fastmath=FASTMATH)(_sgd_steps)
+
+
 class Job(NamedTuple):
     """One client's checked inputs of :func:`sgd_steps` (see ``LogRegTrainer.compiled_job``)."""
 
@@ -118,12 +124,31 @@ class Job(NamedTuple):
 
 def run(job: Job) -> FitResult:
     """Run one client's compiled local training."""
-    theta, total = sgd_steps(*job)
+    # writable inputs always: numba compiles (and caches) one variant per array flag set
+    theta, total = sgd_steps(np.array(job.theta), np.require(job.x, requirements="W"), *job[2:])
     return FitResult(params=theta, loss=total / job.steps, num_examples=len(job.y), steps=job.steps)
 
 
-THREADS = os.cpu_count() or 1
+def _threads() -> int:
+    """Cores this process may use (affinity-aware), or ``FEDLAKE_CLIENT_THREADS``."""
+    forced = os.environ.get("FEDLAKE_CLIENT_THREADS")
+    if forced and forced.isdigit() and int(forced) >= 1:
+        return int(forced)
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+THREADS = _threads()
 _POOL: ThreadPoolExecutor | None = None  # one per process, created on first use
+
+
+def _forget_pool() -> None:
+    """A forked child inherits the pool object but not its threads: start a new one."""
+    global _POOL
+    _POOL = None
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pool)
 
 
 def run_many(jobs: Sequence[Job]) -> list[FitResult]:

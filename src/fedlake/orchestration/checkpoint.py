@@ -61,6 +61,8 @@ def history_json(history: list[dict[str, Any]]) -> bytes:
 
 HISTORY_EVERY_S = 1.0  # history.json is refreshed at most this often during a run
 _history_written: dict[Path, float] = {}  # run folder -> when its history.json was written
+_history_behind: dict[Path, int] = {}  # run folder -> rounds its last checkpoint holds, when
+# history.json was left behind by the throttle
 
 
 def save_checkpoint(ckpt: Checkpoint, run_dir: Path, *, history: bool = True) -> Path:
@@ -77,18 +79,48 @@ def save_checkpoint(ckpt: Checkpoint, run_dir: Path, *, history: bool = True) ->
         and not ckpt.finished
         and now - _history_written.get(run_dir, -1e9) < HISTORY_EVERY_S
     ):
+        _history_behind[run_dir] = len(ckpt.history)
         history = False
     if history:
-        write_history(ckpt, run_dir)
+        _history_written[run_dir] = now
+        _history_behind.pop(run_dir, None)
+        _write_atomically(run_dir / HISTORY, history_json(ckpt.history), durable=False)
     return _write_atomically(
         run_dir / CHECKPOINT, pickle.dumps(ckpt, protocol=pickle.HIGHEST_PROTOCOL)
     )
 
 
-def write_history(ckpt: Checkpoint, run_dir: Path) -> None:
-    """Write the run's history.json now (derived from the checkpoint: no fsync needed)."""
-    _history_written[run_dir] = time.monotonic()
-    _write_atomically(run_dir / HISTORY, history_json(ckpt.history), durable=False)
+def catch_up_history(ckpt: Checkpoint, run_dir: Path) -> None:
+    """Bring history.json up to the last saved checkpoint if the throttle left it behind.
+
+    Only rounds a checkpoint holds are written (never rows of an unsaved round), and a
+    failure to write is ignored: the checkpoint is the record, and :func:`read_history`
+    prefers it when it is newer.
+    """
+    saved = _history_behind.pop(run_dir, None)
+    if saved is None:
+        return
+    try:
+        _write_atomically(run_dir / HISTORY, history_json(ckpt.history[:saved]), durable=False)
+        _history_written[run_dir] = time.monotonic()
+    except OSError:
+        pass
+
+
+def read_history(run_dir: Path) -> list[dict[str, Any]] | None:
+    """A run folder's history: history.json, or the checkpoint's when that is newer (a run
+    killed within a second of its last rounds); None when the folder has neither."""
+    path, ckpt_path = run_dir / HISTORY, run_dir / CHECKPOINT
+    if ckpt_path.exists() and (
+        not path.exists() or ckpt_path.stat().st_mtime > path.stat().st_mtime
+    ):
+        ckpt = load_checkpoint(run_dir)
+        if ckpt is not None:
+            return list(ckpt.history)
+    if not path.exists():
+        return None
+    history: list[dict[str, Any]] = json.loads(path.read_text())
+    return history
 
 
 def load_checkpoint(run_dir: Path) -> Checkpoint | None:

@@ -32,10 +32,10 @@ from fedlake.core.update import CONTROL
 from fedlake.data.base import ClientData
 from fedlake.orchestration.checkpoint import (
     Checkpoint,
+    catch_up_history,
     commit,
     load_checkpoint,
     open_sinks,
-    write_history,
 )
 from fedlake.orchestration.draw import draw_attempt
 from fedlake.orchestration.evaluation import EvalSet
@@ -179,7 +179,7 @@ class Federation:
             self._finish(ckpt, sinks, "max_rounds")
             return result_of(ckpt)
         finally:
-            write_history(ckpt, self.run_dir)  # however the call ends, the JSON is current
+            catch_up_history(ckpt, self.run_dir)  # however the call ends, the JSON is current
             self.executor.close()
 
     # -- one round ------------------------------------------------------------------------
