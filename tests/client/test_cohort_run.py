@@ -311,12 +311,17 @@ def test_fedper_falls_back_to_one_by_one_and_keeps_personal_layers(shared_fits):
 # -- the compiled logistic-regression cohort (plain recipes: no local step) ---------------
 
 
-def test_compiled_cohort_equals_one_by_one_bit_for_bit(tmp_path):
+@pytest.mark.parametrize("name", ["fedavg", "fedprox", "scaffold"])
+def test_compiled_cohort_equals_one_by_one_bit_for_bit(tmp_path, name):
     assert logreg_kernel.AVAILABLE  # numba is a dependency
-    fast = run(tmp_path / "fast", RECIPES["fedavg"], InlineExecutor())
-    slow = run(tmp_path / "slow", RECIPES["fedavg"], InlineExecutor(chunk=1))
-    # each client runs the same compiled loop on the same draws, only on a thread pool
+    population = Population(stragglers=0.5)  # partial work too
+    fast = run(tmp_path / "fast", RECIPES[name], InlineExecutor(), population=population)
+    slow = run(tmp_path / "slow", RECIPES[name], InlineExecutor(chunk=1), population=population)
+    # each client runs the same compiled loop (its proximal term and SCAFFOLD correction
+    # inside it) on the same draws, only on a thread pool
     assert fast[0].state.params.tobytes() == slow[0].state.params.tobytes()
+    if name == "scaffold":
+        assert fast[0].state.control.tobytes() == slow[0].state.control.tobytes()
 
 
 def test_compiled_cohort_isolates_bad_clients():

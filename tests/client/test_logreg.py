@@ -214,7 +214,8 @@ def test_transform_sees_every_step_in_order() -> None:
     with_identity = t.fit(
         start, x, y, config=cfg, rng=np.random.default_rng(4), grad_transform=identity()
     )
-    assert np.array_equal(with_identity.params, res.params)
+    # identity() is an affine step: compiled like the plain fit, bit for bit
+    assert np.array_equal(with_identity.params, plain.params)
 
 
 def test_transform_rewrites_gradient() -> None:

@@ -66,3 +66,39 @@ def test_nan_features_are_not_hidden(monkeypatch) -> None:
         np.zeros(32, np.float32), x, y, config=LocalConfig(), rng=np.random.default_rng(0)
     )
     assert not np.isfinite(fast.params).all()  # the client round rejects it as diverged
+
+
+@pytest.mark.parametrize("kind", ["proximal", "correction", "both", "anchored"])
+def test_affine_local_steps_compile_to_the_same_numbers(monkeypatch, kind) -> None:
+    from fedlake.core.transform import chain
+    from fedlake.transforms.local import add_correction, proximal
+
+    x, y = data(45)
+    trainer = LogRegTrainer(7, 4)
+    start = np.random.default_rng(3).normal(size=32).astype(np.float32)
+    other = np.random.default_rng(4).normal(size=32).astype(np.float32)
+    step = {
+        "proximal": proximal(0.7),
+        "correction": add_correction(0.1 * other),
+        "both": chain(add_correction(0.1 * other), proximal(0.7)),
+        "anchored": proximal(0.5, anchor=other),
+    }[kind]
+    assert step.affine is not None
+    config = LocalConfig(epochs=3, batch_size=8, lr=0.1, max_steps=14)
+    rng_a, rng_b = np.random.default_rng(5), np.random.default_rng(5)
+    fast = trainer.fit(start, x, y, config=config, rng=rng_a, grad_transform=step)
+    with monkeypatch.context() as m:
+        m.setattr(kernel, "AVAILABLE", False)  # the numpy loop calls the transform each step
+        slow = trainer.fit(start, x, y, config=config, rng=rng_b, grad_transform=step)
+    np.testing.assert_allclose(fast.params, slow.params, rtol=1e-5, atol=1e-6)
+    assert fast.loss == pytest.approx(slow.loss, rel=1e-5)
+    assert rng_a.integers(1 << 62) == rng_b.integers(1 << 62)
+
+
+def test_a_masked_step_is_not_affine_and_runs_in_numpy() -> None:
+    from fedlake.compression.pruning import mask_gradients
+    from fedlake.core.transform import chain
+    from fedlake.transforms.local import proximal
+
+    assert chain(proximal(0.1), mask_gradients(np.ones(32, bool))).affine is None
+    assert chain(proximal(0.1), proximal(0.2)).affine is None  # two pulls: no closed form

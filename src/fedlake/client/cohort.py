@@ -18,7 +18,7 @@ import numpy as np
 from fedlake.client.logreg import LogRegTrainer, total_steps
 from fedlake.client.trainer import FitResult, LocalConfig
 from fedlake.core.params import FLOAT
-from fedlake.core.transform import Transform
+from fedlake.core.transform import Affine, Transform
 
 __all__ = [
     "CohortFit",
@@ -85,7 +85,8 @@ def fit_cohort(
     configs = [replace(config, max_steps=cap) for cap in caps]  # validates each cap
     if config.dp is not None or (grad_transform is not None and not grad_transform.stacked):
         return None
-    fitter = _fitter_for(trainer, transformed=grad_transform is not None)
+    affine = None if grad_transform is None else grad_transform.affine
+    fitter = _fitter_for(trainer, compilable=grad_transform is None or affine is not None)
     if fitter is None:
         return None
     if m == 0:
@@ -93,11 +94,11 @@ def fit_cohort(
     return fitter(trainer, params, data, configs=configs, rngs=rngs, grad_transform=grad_transform)
 
 
-def _fitter_for(trainer: Any, *, transformed: bool) -> CohortFit | None:
+def _fitter_for(trainer: Any, *, compilable: bool) -> CohortFit | None:
     if isinstance(trainer, LogRegTrainer):
         from fedlake.client import logreg_kernel
 
-        if logreg_kernel.AVAILABLE and not transformed:  # compiled, one client per core
+        if logreg_kernel.AVAILABLE and compilable:  # compiled, one client per core
             return _compiled_logreg_cohort
         from fedlake.client.logreg_cohort import fit_logreg_cohort
 
@@ -236,12 +237,21 @@ def _compiled_logreg_cohort(
     rngs: Sequence[np.random.Generator],
     grad_transform: Transform | None,
 ) -> list[FitResult]:
-    """Logistic regression without a local step: each client's compiled loop (the same as
-    its ``fit``), all clients' loops spread over the cores (they release the GIL)."""
+    """Logistic regression with no or an affine local step: each client's compiled loop (the
+    same as its ``fit``), all clients' loops spread over the cores (they release the GIL)."""
     from fedlake.client import logreg_kernel
 
-    jobs = [
-        trainer.compiled_job(params, x, y, config, rng)
-        for (x, y), config, rng in zip(data, configs, rngs, strict=True)
-    ]
+    step = Affine() if grad_transform is None else grad_transform.affine
+    assert step is not None
+    jobs = []
+    for i, ((x, y), config, rng) in enumerate(zip(data, configs, rngs, strict=True)):
+        own = Affine(step.mu, _row(step.anchor, i), _row(step.offset, i))  # this client's
+        jobs.append(trainer.compiled_job(params, x, y, config, rng, affine=own))
     return logreg_kernel.run_many(jobs)
+
+
+def _row(vec: np.ndarray | None, i: int) -> np.ndarray | None:
+    """Client ``i``'s row of a stacked (m, d) vector; a (d,) vector is everyone's."""
+    if vec is None or np.ndim(vec) == 1:
+        return vec
+    return np.asarray(vec)[i]

@@ -11,7 +11,7 @@ import numpy as np
 from fedlake.client import logreg_kernel as kernel
 from fedlake.client.trainer import FitResult, LocalConfig
 from fedlake.core.params import FLOAT, ParamSpec, TensorSpec, as_vector
-from fedlake.core.transform import Transform
+from fedlake.core.transform import Affine, Transform
 
 __all__ = [
     "LogRegTrainer",
@@ -154,8 +154,9 @@ class LogRegTrainer:
                 "DP-SGD needs a torch model (mlp, cnn1d); logreg has no per-sample gradient "
                 f"path (got dp={config.dp}): use central or local DP instead"
             )
-        if grad_transform is None and kernel.AVAILABLE:  # compiled: same steps, ~10x faster
-            return kernel.run(self.compiled_job(params, x, y, config, rng))
+        affine = Affine() if grad_transform is None else grad_transform.affine
+        if affine is not None and kernel.AVAILABLE:  # compiled: same steps, ~10x faster
+            return kernel.run(self.compiled_job(params, x, y, config, rng, affine=affine))
         theta = self._check_params(params)
         xs, y, n = self._check_data(x, y)
         lr, bsz, l2 = FLOAT(config.lr), int(config.batch_size), self.l2
@@ -186,9 +187,12 @@ class LogRegTrainer:
         y: np.ndarray,
         config: LocalConfig,
         rng: np.random.Generator,
+        *,
+        affine: Affine | None = None,
     ) -> kernel.Job:
         """Checked inputs of the compiled loop, with this client's minibatch order drawn from
-        ``rng`` exactly as :meth:`fit` draws it (one permutation per epoch begun)."""
+        ``rng`` exactly as :meth:`fit` draws it (one permutation per epoch begun), and its
+        affine local step (``affine.offset`` of this client alone: shape (d,))."""
         if config.dp is not None:
             raise ValueError(f"DP-SGD needs a torch model, got dp={config.dp}")
         theta = np.ascontiguousarray(self._check_params(params), dtype=FLOAT)
@@ -197,6 +201,12 @@ class LogRegTrainer:
         limit = total_steps(n, config)
         per_epoch = -(-n // bsz)
         order = np.concatenate([rng.permutation(n) for _ in range(-(-limit // per_epoch))])
+        step = affine or Affine()
+        for name, vec in (("anchor", step.anchor), ("offset", step.offset)):
+            if vec is not None and np.shape(vec) != theta.shape:
+                raise ValueError(
+                    f"the local step's {name} is shaped {np.shape(vec)}, the params {theta.shape}"
+                )
         return kernel.Job(
             theta,
             xs,
@@ -207,6 +217,9 @@ class LogRegTrainer:
             float(self.l2),
             limit,
             self.num_classes,
+            float(step.mu),
+            step.anchor,
+            step.offset,
         )
 
     def predict(self, params: np.ndarray, x: np.ndarray) -> np.ndarray:

@@ -42,9 +42,17 @@ def _sgd_steps(
     l2: float,
     steps: int,
     num_classes: int,
+    mu: float,
+    anchor: np.ndarray,
+    offset: np.ndarray,
+    use_offset: bool,
 ) -> tuple[np.ndarray, float]:
     """``steps`` SGD steps on rows ``order`` (epochs' permutations concatenated); returns
-    the new params and the sum of the minibatch losses."""
+    the new params and the sum of the minibatch losses.
+
+    Every gradient becomes ``g + mu * (w - anchor) + offset`` (the last when
+    ``use_offset``): FedProx's proximal term and SCAFFOLD's correction.
+    """
     n, f = x.shape
     c = num_classes
     k = c * f
@@ -54,6 +62,7 @@ def _sgd_steps(
     per_epoch = (n + batch - 1) // batch
     lr32 = np.float32(lr)
     l2_32 = np.float32(l2)
+    mu32 = np.float32(mu)
     total = 0.0
     for s in range(steps):
         epoch = s // per_epoch
@@ -94,6 +103,12 @@ def _sgd_steps(
                 sq += out[j] * out[j]
                 grad[j] += l2_32 * out[j]
             loss += 0.5 * l2 * sq * rows
+        if mu != 0.0:
+            for j in range(out.size):
+                grad[j] += mu32 * (out[j] - anchor[j])
+        if use_offset:
+            for j in range(out.size):
+                grad[j] += offset[j]
         for j in range(out.size):
             out[j] -= lr32 * grad[j]
         total += loss / rows
@@ -120,12 +135,32 @@ class Job(NamedTuple):
     l2: float
     steps: int
     num_classes: int
+    mu: float = 0.0
+    anchor: np.ndarray | None = None  # None: the start params
+    offset: np.ndarray | None = None
 
 
 def run(job: Job) -> FitResult:
     """Run one client's compiled local training."""
     # writable inputs always: numba compiles (and caches) one variant per array flag set
-    theta, total = sgd_steps(np.array(job.theta), np.require(job.x, requirements="W"), *job[2:])
+    theta = np.array(job.theta, dtype=np.float32)
+    anchor = theta.copy() if job.anchor is None else np.array(job.anchor, dtype=np.float32)
+    offset = np.zeros(0, np.float32) if job.offset is None else np.array(job.offset, np.float32)
+    theta, total = sgd_steps(
+        theta,
+        np.require(job.x, requirements="W"),
+        job.y,
+        job.order,
+        job.batch,
+        job.lr,
+        job.l2,
+        job.steps,
+        job.num_classes,
+        float(job.mu),
+        anchor,
+        offset,
+        job.offset is not None,
+    )
     return FitResult(params=theta, loss=total / job.steps, num_examples=len(job.y), steps=job.steps)
 
 

@@ -6,7 +6,7 @@ Used for client local steps (e.g. FedProx on gradients), upload processing
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple, Protocol
 
 import numpy as np
@@ -20,6 +20,18 @@ class UpdateFn(Protocol):
     ) -> tuple[np.ndarray, Any]: ...
 
 
+class Affine(NamedTuple):
+    """A local step that is ``g + mu * (w - anchor) + offset`` (anchor None: the start params).
+
+    A compiled trainer may run such a step inside its own loop instead of calling
+    ``update``; ``offset`` is ``(d,)`` or one row per client ``(m, d)``.
+    """
+
+    mu: float = 0.0
+    anchor: np.ndarray | None = None
+    offset: np.ndarray | None = None
+
+
 class Transform(NamedTuple):
     """A pair of pure functions; ``state`` is explicit, immutable and returned.
 
@@ -27,11 +39,32 @@ class Transform(NamedTuple):
     ``(m, d)`` gradients and params (``init`` then gets the stacked start params),
     draws nothing from ``rng`` and keeps its state constant across steps; vectorised
     cohort training uses only such transforms (others fall back to per-client loops).
+    ``affine``, when set, states what ``update`` computes in closed form (FedProx's and
+    SCAFFOLD's local steps), so a compiled trainer can apply it without calling back.
     """
 
     init: Callable[[np.ndarray], Any]
     update: UpdateFn
     stacked: bool = False
+    affine: Affine | None = None
+
+
+def combined(parts: Sequence[Affine | None]) -> Affine | None:
+    """The one affine step of a chain of them, or None (a non-affine part, two anchors)."""
+    if any(p is None for p in parts):
+        return None
+    steps = [p for p in parts if p is not None]
+    pulls = [p for p in steps if p.mu]
+    if len(pulls) > 1:
+        return None
+    offsets = [p.offset for p in steps if p.offset is not None]
+    offset = None
+    if offsets:
+        offset = offsets[0]
+        for o in offsets[1:]:
+            offset = offset + o
+    pull = pulls[0] if pulls else Affine()
+    return Affine(pull.mu, pull.anchor, offset)
 
 
 def identity() -> Transform:
@@ -45,7 +78,7 @@ def identity() -> Transform:
     ) -> tuple[np.ndarray, None]:
         return vec, state
 
-    return Transform(init, update, stacked=True)
+    return Transform(init, update, stacked=True, affine=Affine())
 
 
 def scale(factor: float) -> Transform:
@@ -80,4 +113,5 @@ def chain(*transforms: Transform) -> Transform:
             new_states.append(s)
         return vec, tuple(new_states)
 
-    return Transform(init, update, stacked=all(t.stacked for t in transforms))
+    stacked = all(t.stacked for t in transforms)
+    return Transform(init, update, stacked=stacked, affine=combined([t.affine for t in transforms]))

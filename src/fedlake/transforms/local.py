@@ -7,7 +7,7 @@ from numbers import Real
 
 import numpy as np
 
-from fedlake.core.transform import Transform
+from fedlake.core.transform import Affine, Transform
 
 
 def _non_negative(name: str, value: float) -> float:
@@ -44,7 +44,7 @@ def proximal(mu: float, *, anchor: np.ndarray | None = None) -> Transform:
             return vec, state
         return vec + factor * (params - state), state
 
-    return Transform(init, update, stacked=True)
+    return Transform(init, update, stacked=True, affine=Affine(mu, fixed, None))
 
 
 def add_correction(correction: np.ndarray) -> Transform:
@@ -69,4 +69,4 @@ def add_correction(correction: np.ndarray) -> Transform:
     ) -> tuple[np.ndarray, None]:
         return vec + corr, state
 
-    return Transform(init, update, stacked=True)
+    return Transform(init, update, stacked=True, affine=Affine(0.0, None, corr))
