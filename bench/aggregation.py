@@ -58,6 +58,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _git import git_state  # bench/, beside this script
 from rich.console import Console
 from rich.table import Table
 
@@ -153,21 +154,13 @@ def code_state() -> dict[str, Any]:
     """Which code was measured: HEAD, the aggregation sources' uncommitted changes, a hash."""
     import hashlib
 
-    def git(*cmd: str) -> str:
-        proc = subprocess.run(["git", *cmd], cwd=ROOT, capture_output=True, text=True)
-        return proc.stdout.strip() if proc.returncode == 0 else ""
-
     paths = ["src/fedlake/aggregators", "src/fedlake/core/aggregator.py"]
     files = sorted(ROOT.glob("src/fedlake/aggregators/*.py")) + [ROOT / paths[1]]
     digest = hashlib.sha256()
     for path in files:
         digest.update(path.read_bytes())
-    changed = git("status", "--porcelain", "--", *paths).splitlines()
-    return {
-        "head": git("rev-parse", "HEAD"),
-        "uncommitted": [line.strip() for line in changed],
-        "sources_sha256": digest.hexdigest()[:16],
-    }
+    head, changed = git_state(ROOT, *paths)
+    return {"head": head, "uncommitted": changed, "sources_sha256": digest.hexdigest()[:16]}
 
 
 def target_repeats(n: int, d: int, kind: str) -> int:

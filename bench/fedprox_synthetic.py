@@ -48,12 +48,13 @@ import math  # noqa: E402
 import multiprocessing as mp  # noqa: E402
 import platform  # noqa: E402
 import statistics  # noqa: E402
-import subprocess  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
+
+from _git import git_state  # noqa: E402  (bench/, beside this script)
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results" / "fedprox_synthetic.json"
@@ -402,13 +403,8 @@ def plot(report: dict[str, Any], path: Path) -> None:
 
 def git_head() -> dict[str, Any]:
     """The commit measured and whether src/ or this script had uncommitted changes."""
-
-    def git(*cmd: str) -> str:
-        proc = subprocess.run(["git", *cmd], cwd=ROOT, capture_output=True, text=True)
-        return proc.stdout.strip() if proc.returncode == 0 else ""
-
-    changed = git("status", "--porcelain", "--", "src", "bench/fedprox_synthetic.py")
-    return {"head": git("rev-parse", "HEAD"), "uncommitted": changed.splitlines()}
+    head, changed = git_state(ROOT, "src", "bench/fedprox_synthetic.py")
+    return {"head": head, "uncommitted": changed}
 
 
 def jobs_of(quick: bool, seeds: list[int]) -> list[dict[str, Any]]:

@@ -61,6 +61,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from _git import git_state  # bench/, beside this script
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results" / "vs_flower_simulation.json"
 HELPER = ROOT / "bench" / "_flower_sim.py"
@@ -368,17 +370,8 @@ def fedlake_tags(src: Path) -> dict[str, int]:
 
 def code_state(src: Path) -> dict[str, Any]:
     """Which fedlake was measured: ``src``, its checkout's HEAD and uncommitted changes."""
-
-    def git(*cmd: str) -> str:
-        proc = subprocess.run(["git", *cmd], cwd=src, capture_output=True, text=True)
-        return proc.stdout.strip() if proc.returncode == 0 else ""
-
-    changed = git("status", "--porcelain", "--", ".").splitlines()
-    return {
-        "src": str(src),
-        "head": git("rev-parse", "HEAD"),
-        "uncommitted_src": [line.strip() for line in changed],
-    }
+    head, changed = git_state(src, ".")
+    return {"src": str(src), "head": head, "uncommitted_src": changed}
 
 
 def flower_versions(python: Path) -> dict[str, str] | None:

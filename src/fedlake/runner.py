@@ -30,6 +30,7 @@ from fedlake.config import (
     options,
     parse_config,
 )
+from fedlake.config.algorithm import OWN_AVERAGING
 from fedlake.core.algorithm import Algorithm
 from fedlake.core.personal import Personalization, mask_for
 from fedlake.orchestration.checkpoint import CHECKPOINT, HISTORY
@@ -169,9 +170,6 @@ def aggregator_options(algo: AlgorithmConfig, *, attackers: int | None) -> dict[
             )
         spec["f"] = attackers
     return spec
-
-
-OWN_AVERAGING = ("scaffold", "fednova")  # recipes whose aggregation is part of the algorithm
 
 
 def build_recipe(

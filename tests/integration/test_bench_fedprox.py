@@ -14,8 +14,10 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def bench_module(monkeypatch):
-    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    threads = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+    for var in (*threads, "FEDLAKE_CLIENT_THREADS"):
         monkeypatch.setenv(var, "1")  # the script pins them on import: restored afterwards
+    monkeypatch.syspath_prepend(str(ROOT / "bench"))  # its helpers, as when run as a script
     spec = importlib.util.spec_from_file_location(
         "fedprox_bench", ROOT / "bench/fedprox_synthetic.py"
     )

@@ -13,11 +13,11 @@ from fedlake.client.local import (
     ClientResult,
     ClientTask,
     Prepared,
+    corrected,
     finish_client,
     prepare_client,
 )
-from fedlake.core.transform import Transform, chain
-from fedlake.transforms.local import add_correction
+from fedlake.core.transform import Transform
 
 if TYPE_CHECKING:
     from fedlake.client.local import ClientJob
@@ -31,8 +31,7 @@ def _stacked_step(preps: Sequence[Prepared], base: Transform | None) -> Transfor
     """The cohort's local step on stacked params: SCAFFOLD corrections row by row, then ``base``."""
     if preps[0].correction is None:
         return base
-    fix = add_correction(np.stack([p.correction for p in preps]))  # type: ignore[misc]
-    return fix if base is None else chain(fix, base)
+    return corrected(base, np.stack([p.correction for p in preps]))  # type: ignore[misc]
 
 
 def vectorisable(preps: Sequence[Prepared], task: ClientTask) -> bool:

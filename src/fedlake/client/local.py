@@ -146,7 +146,7 @@ class Prepared:
     local_step: Transform | None  # the recipe's step and the pruning mask, not SCAFFOLD's
     trainable: np.ndarray | None
     encode_rng: np.random.Generator
-    total_steps: int = 0  # the full local work, in steps (a straggler does fewer)
+    total_steps: int  # the full local work, in steps (a straggler does fewer)
     start: np.ndarray | None = None  # where training starts (FedPer: own layers); None: global
     personal_mask: np.ndarray | None = None  # FedPer: the positions that never leave
     control: np.ndarray | None = None  # SCAFFOLD: this client's c_i
@@ -159,10 +159,15 @@ class Prepared:
 
     def grad_transform(self) -> Transform | None:
         """The local step of this client alone (with its SCAFFOLD correction)."""
-        if self.correction is None:
-            return self.local_step
-        fix = add_correction(self.correction)
-        return fix if self.local_step is None else chain(fix, self.local_step)
+        return corrected(self.local_step, self.correction)
+
+
+def corrected(step: Transform | None, correction: np.ndarray | None) -> Transform | None:
+    """``step`` after SCAFFOLD's gradient correction (one client's (d,) or a stack's (m, d))."""
+    if correction is None:
+        return step
+    fix = add_correction(correction)
+    return fix if step is None else chain(fix, step)
 
 
 def prepare_client(
@@ -219,21 +224,21 @@ def prepare_client(
         masked = mask_gradients(trainable)
         local_step = masked if local_step is None else chain(local_step, masked)
     prep = Prepared(
-        client_id,
-        t0,
-        rng,
-        x,
-        y,
-        claimed,
-        kept,
-        history,
-        global_params,
-        config,
-        local_step,
-        trainable,
-        encode_rng,
+        client_id=client_id,
+        t0=t0,
+        rng=rng,
+        x=x,
+        y=y,
+        claimed=claimed,
+        kept=kept,
+        history=history,
+        global_params=global_params,
+        config=config,
+        local_step=local_step,
+        trainable=trainable,
+        encode_rng=encode_rng,
+        total_steps=total,
     )
-    prep.total_steps = total
     if algorithm.personal is not None:
         prep.personal_mask = mask_for(algorithm.personal, trainer.spec)
         if prep.personal_mask is not None:

@@ -10,6 +10,7 @@ import numpy as np
 
 from fedlake.client import logreg_kernel as kernel
 from fedlake.client.trainer import FitResult, LocalConfig
+from fedlake.client.workload import local_steps
 from fedlake.core.params import FLOAT, ParamSpec, TensorSpec, as_vector
 from fedlake.core.transform import Affine, Transform
 
@@ -75,7 +76,7 @@ def loss_and_grad(
 
 def total_steps(n: int, config: LocalConfig) -> int:
     """Minibatch steps of local SGD on ``n`` rows: every epoch's batches, capped by max_steps."""
-    steps = int(config.epochs) * -(-n // int(config.batch_size))
+    steps = local_steps(n, config.batch_size, config.epochs)
     return steps if config.max_steps is None else min(steps, int(config.max_steps))
 
 

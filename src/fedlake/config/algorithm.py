@@ -12,6 +12,7 @@ from fedlake.config.section import Section
 RecipeName = Literal[
     "fedavg", "fedprox", "scaffold", "fednova", "fedavgm", "fedadagrad", "fedadam", "fedyogi"
 ]
+OWN_AVERAGING = ("scaffold", "fednova")  # recipes whose aggregation is part of the algorithm
 # the recipe options beyond the common four, and the recipes that take each
 OPTIONS: dict[str, tuple[str, ...]] = {
     "mu": ("fedprox", "fednova"),
@@ -45,7 +46,7 @@ class AlgorithmConfig(Section):
                 raise ValueError(
                     f"algorithm.{option} applies to {', '.join(recipes)}, not {self.name}"
                 )
-        if self.name in ("scaffold", "fednova") and self.aggregator.kind != "mean":
+        if self.name in OWN_AVERAGING and self.aggregator.kind != "mean":
             raise ValueError(
                 f"{self.name} brings its own averaging; aggregator {self.aggregator.kind!r} "
                 "cannot replace it (use fedavg or fedprox with a robust rule)"

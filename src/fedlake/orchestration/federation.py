@@ -277,18 +277,28 @@ class Federation:
                 used = count >= self.min_updates and delta is not None
                 keep_controls(states, ckpt.client_states, accepted_ids(rows) if used else set())
             ckpt.client_states.update(states)
-            extra = 0 if state.control is None else state.control.nbytes
+            control_bytes = 0 if state.control is None else state.control.nbytes
             base = round_row(
-                r, attempt, cohort, rows, time.perf_counter() - t0, download, extra_down=extra
+                r,
+                attempt,
+                cohort,
+                rows,
+                time.perf_counter() - t0,
+                download,
+                extra_down=control_bytes,
             )
-            # simulated attackers that took part (rounds.metrics JSON, history, MLflow)
-            attackers = {"num_malicious": len(malicious)} if self.adversary is not None else {}
+            # rounds.metrics JSON, history and MLflow get these too
+            counts: dict[str, int] = {}  # simulated attackers and stragglers
+            if self.adversary is not None:
+                counts["num_malicious"] = len(malicious)
             if self.population.heterogeneous:  # partial work kept, and stragglers dropped
-                attackers.update(straggler_counts(rows, partial))
+                counts.update(straggler_counts(rows, partial))
             trouble = problems(rows)
             if trouble is not None:
                 self.observer.message(f"round {r + 1}: {trouble}")
-            down = len(download.payload) + extra  # SCAFFOLD's control travels with the model
+            down = (
+                len(download.payload) + control_bytes
+            )  # SCAFFOLD's control travels with the model
             pending["client_updates"].extend(
                 {
                     "round": r + 1,
@@ -348,14 +358,14 @@ class Federation:
             eval_loss=ev["loss"],
             eval_accuracy=ev["accuracy"],
             duration_s=time.perf_counter() - t0,
-            metrics=json.dumps({**server_metrics, "eval_examples": ev["examples"], **attackers}),
+            metrics=json.dumps({**server_metrics, "eval_examples": ev["examples"], **counts}),
         )
         pending["rounds"].append(base)
         pending["models"] = [
             model_row(r, new_state.params, self.trainer.spec, self.model_config, ev)
         ]
         keep_best(ckpt, r + 1, new_state.params, ev)
-        record = {**base, **server_metrics, **attackers}
+        record = {**base, **server_metrics, **counts}
         ckpt.history.append(record)
         for key in ("bytes_up", "bytes_down"):  # the run so far, retried attempts included
             record[f"total_{key}"] = int(sum(h[key] for h in ckpt.history))
