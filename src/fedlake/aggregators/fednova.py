@@ -30,7 +30,7 @@ from fedlake.core.update import ClientUpdate, finite_number
 STEPS = "steps"
 
 
-def local_steps(update: ClientUpdate) -> float:
+def reported_steps(update: ClientUpdate) -> float:
     """The client's ``metrics["steps"]`` (τ_i), or a ValueError naming the client."""
     raw = update.metrics.get(STEPS)
     steps = finite_number(raw)
@@ -83,7 +83,7 @@ def fednova(*, client_lr: float = 0.1, mu: float = 0.0) -> Aggregator:
         )
 
     def a_of(u: ClientUpdate) -> float:
-        return norm_a(local_steps(u), client_lr=eta, mu=prox)
+        return norm_a(reported_steps(u), client_lr=eta, mu=prox)
 
     def scaled(
         total: np.ndarray, weight: float, progress: float, ref: float, uniform: bool
