@@ -14,8 +14,14 @@ from fedlake.config import parse_config, read_raw
 
 def run(
     config: Annotated[
-        Path, typer.Option("--config", "-c", help="Run config (TOML or YAML); see examples/.")
-    ] = Path("examples/activity_fedavg.toml"),
+        Path | None,
+        typer.Option(
+            "--config",
+            "-c",
+            help="Run config (TOML or YAML); see examples/. Default: the packaged "
+            "cross-device activity federation (examples/activity_fedavg.toml), from any folder.",
+        ),
+    ] = None,
     resume: Annotated[
         bool,
         typer.Option(
@@ -57,6 +63,10 @@ def run(
     report.png.
     """
     with friendly_errors(debug):
+        if config is None:
+            from fedlake.defaults import default_config_path
+
+            config = default_config_path()
         raw = apply_overrides(
             read_raw(config),
             {
