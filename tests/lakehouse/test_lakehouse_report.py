@@ -115,3 +115,34 @@ def test_best_round_breaks_accuracy_ties_by_lower_loss():
     assert best_row(rows)["round"] == 2
     assert dict(summary_rows(rows))["best accuracy"] == "0.9000 (round 2)"
     assert best_row([{"round": 1, "eval_accuracy": None}]) is None
+
+
+def _traffic(bytes_up, upload_ratio, senders=3):
+    return {
+        "round": 1,
+        "attempt": 0,
+        "status": "completed",
+        "num_completed": senders,
+        "num_rejected": 0,
+        "eval_accuracy": 0.5,
+        "bytes_up": bytes_up,
+        "bytes_down": bytes_up,
+        "upload_ratio": upload_ratio,
+        "download_ratio": upload_ratio,
+    }
+
+
+def test_summary_says_when_headers_dominate_a_tiny_models_traffic():
+    # an 8-parameter logistic model: 32 float32 bytes + the 36-byte header per upload
+    rows = dict(summary_rows([_traffic(3 * 68, (3 * 32) / (3 * 68))]))
+    assert rows["uplink vs float32"] == "2.12x larger"  # the honest count stays
+    assert rows["  headers"] == (
+        "36 bytes of each 68-byte upload (53%): a ~8-parameter model pays mostly for framing"
+    )
+
+
+def test_summary_has_no_header_note_for_models_of_realistic_size():
+    # 10,000 parameters: the header is 0.09% of the message
+    rows = dict(summary_rows([_traffic(3 * 40_036, (3 * 40_000) / (3 * 40_036))]))
+    assert "  headers" not in rows
+    assert rows["uplink vs float32"] == "0.999x (uncompressed, headers included)"

@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from fedlake.compression.wire import HEADER_BYTES
 from fedlake.orchestration.evaluation import model_score
 
 __all__ = ["best_row", "final_rounds", "plot_rounds", "summary_rows"]
@@ -189,6 +190,36 @@ def _ratio(rows: Sequence[Mapping[str, Any]], key: str, ratio: str) -> str:
     return f"{factor:.1f}x smaller" if factor > 1 else f"{1 / factor:.2f}x larger"
 
 
+def header_note(rows: Sequence[Mapping[str, Any]]) -> str | None:
+    """Why a tiny model's traffic exceeds float32: the fixed header is most of each upload.
+
+    The byte counts stay honest (every header counted); this only says, when the
+    ``HEADER_BYTES``-byte payload header is half or more of the mean upload message,
+    that framing rather than values sets the traffic, and how many parameters the
+    model has (float32 bytes the uploads stand for / messages / 4). None otherwise.
+    """
+    sent = f32 = messages = 0.0
+    for row in rows:
+        b, r = _num(row.get("bytes_up")), _num(row.get("upload_ratio"))
+        if math.isnan(b) or math.isnan(r) or b <= 0:
+            continue
+        # the clients that uploaded: accepted or rejected updates (failed ones send nothing)
+        senders = _num(row.get("num_completed")) + _num(row.get("num_rejected"))
+        if math.isnan(senders) or senders <= 0:
+            continue
+        sent, f32, messages = sent + b, f32 + b * r, messages + senders
+    if not messages:
+        return None
+    mean = sent / messages
+    if 0.5 * mean > HEADER_BYTES:
+        return None
+    params = f32 / messages / 4
+    return (
+        f"{HEADER_BYTES} bytes of each {mean:.0f}-byte upload "
+        f"({HEADER_BYTES / mean:.0%}): a ~{params:.0f}-parameter model pays mostly for framing"
+    )
+
+
 def summary_rows(rounds: Sequence[Mapping[str, Any]]) -> list[tuple[str, str]]:
     """(label, value) rows summarising a run: accuracy, losses, traffic, time, client drop-outs."""
     rows = final_rounds(rounds)
@@ -224,6 +255,7 @@ def summary_rows(rounds: Sequence[Mapping[str, Any]]) -> list[tuple[str, str]]:
         ("bytes down (total)", _fmt_bytes(total("bytes_down"))),
         ("uplink vs float32", _ratio(attempts, "bytes_up", "upload_ratio")),
         ("downlink vs float32", _ratio(attempts, "bytes_down", "download_ratio")),
+        *([("  headers", note)] if (note := header_note(attempts)) else []),
         ("duration (total)", f"{total_s:.2f} s"),
         ("duration (mean per round)", f"{total_s / len(rows):.2f} s" if durations else "n/a"),
         ("clients dropped (total)", f"{total('num_dropped'):.0f}"),
