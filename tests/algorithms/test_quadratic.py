@@ -160,8 +160,10 @@ def test_unweighted_scaffold_minimises_the_plain_sum():
 
 
 def test_weighted_scaffold_minimises_the_example_weighted_objective():
-    # scaffold(weighted=True) (the default) averages the model deltas by examples but moves
-    # c by the unweighted sum(Delta c_i) / N; its fixed point is then the *unweighted*
-    # optimum, whatever the example counts, unlike FedAvg's weighted=True above.
+    # scaffold(weighted=True) (the default) averages the model deltas and the control
+    # deltas Delta c_i with the same example weights, so c tracks the weighted mean of the
+    # clients' c_i and the fixed point is the *example-weighted* optimum, as for FedAvg's
+    # weighted=True above. (Moving c by the unweighted sum(Delta c_i) / N instead, as an
+    # earlier version did, misses the weighted optimum: this test caught it.)
     state = run_weighted(scaffold(client_lr=ETA, local_epochs=K), rounds=60)
     np.testing.assert_allclose(state.params, weighted_optimum(PROBLEMS, EXAMPLES), atol=1e-5)

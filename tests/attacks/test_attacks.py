@@ -81,6 +81,15 @@ def test_alie_sends_mean_minus_z_std_of_the_honest_updates():
     np.testing.assert_allclose(out[0], [1 - z, 2 - 2 * z], rtol=1e-6)
 
 
+def test_alie_uses_the_population_std_of_the_honest_updates():
+    # three honest updates: population std sqrt(2/3) * 3 = 2.449..., sample std 3
+    honest = [[0.0], [3.0], [6.0]]
+    out = craft(ALittleIsEnough(z=1.0), [[9.0]], honest)
+    spread = np.std(np.array(honest), ddof=0)
+    np.testing.assert_allclose(out, [[3.0 - spread]], rtol=1e-6)
+    assert abs(out[0, 0] - (3.0 - np.std(np.array(honest), ddof=1))) > 0.5
+
+
 def test_ipm_sends_minus_epsilon_times_the_honest_mean():
     out = craft(InnerProductManipulation(epsilon=0.5), [[9.0, 9.0]], [[0.0, 2.0], [2.0, 2.0]])
     np.testing.assert_allclose(out, [[-0.5, -1.0]])
