@@ -10,7 +10,14 @@ from typing import Any
 from fedlake.compression.wire import HEADER_BYTES
 from fedlake.orchestration.evaluation import model_score
 
-__all__ = ["best_row", "final_rounds", "plot_rounds", "summary_rows"]
+__all__ = [
+    "best_row",
+    "final_rounds",
+    "header_note",
+    "plot_rounds",
+    "summary_rows",
+    "traffic_factor",
+]
 
 CLIENT_BARS = (  # stacked per round; together they make up the sampled cohort
     ("num_completed", "completed", "tab:green"),
@@ -175,16 +182,21 @@ def _last(rows: Sequence[Mapping[str, Any]], key: str) -> str:
     return "n/a"
 
 
-def _ratio(rows: Sequence[Mapping[str, Any]], key: str, ratio: str) -> str:
-    """``12.3x smaller`` over the whole run: float32 bytes the traffic stands for / bytes sent."""
+def traffic_factor(rows: Sequence[Mapping[str, Any]], key: str, ratio: str) -> float | None:
+    """Float32 bytes the traffic ``key`` stands for / bytes sent over ``rows`` (None: none)."""
     sent = f32 = 0.0
     for row in rows:
         b, r = _num(row.get(key)), _num(row.get(ratio))
         if not (math.isnan(b) or math.isnan(r)) and b > 0:
             sent, f32 = sent + b, f32 + b * r
-    if not sent:
+    return f32 / sent if sent else None
+
+
+def _ratio(rows: Sequence[Mapping[str, Any]], key: str, ratio: str) -> str:
+    """``12.3x smaller`` over the whole run: float32 bytes the traffic stands for / bytes sent."""
+    factor = traffic_factor(rows, key, ratio)
+    if factor is None:
         return "n/a"
-    factor = f32 / sent
     if abs(factor - 1) < 0.05:  # float32 itself: only the messages' headers differ
         return f"{factor:.3f}x (uncompressed, headers included)"
     return f"{factor:.1f}x smaller" if factor > 1 else f"{1 / factor:.2f}x larger"
