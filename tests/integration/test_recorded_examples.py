@@ -1,0 +1,66 @@
+"""README's and docs' example numbers are recorded runs, and the code still produces them.
+
+bench/examples.py runs every example the README quotes and writes
+bench/results/examples.json; both tables are rendered from it. These tests fail when a
+table was edited by hand or left stale, and when an example's outcome (stop reason, stop
+round, accuracy, byte ratios) is no longer what was recorded. On the machine kind that
+recorded them the outcome must be the same to the printed digit (runs are bit-for-bit
+reproducible there); on another kind (other convolution or BLAS kernels sum floats in
+another order) within a tolerance that still catches a real regression.
+"""
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _bench():
+    spec = importlib.util.spec_from_file_location("examples_bench", ROOT / "bench/examples.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+BENCH = _bench()
+RECORDED = json.loads(BENCH.RESULTS.read_text())
+EXACT = ("stop_reason", "rounds", "final_accuracy", "best_accuracy", "best_round",
+         "upload_factor", "download_factor")  # fmt: skip
+
+
+@pytest.mark.parametrize(("path", "table"), [(BENCH.README, "readme"), (BENCH.DOC, "results")])
+def test_tables_are_rendered_from_the_recorded_runs(path, table):
+    assert BENCH.section(path.read_text(), table) == BENCH.render(RECORDED, table=table), (
+        f"{path.name}'s examples table differs from bench/results/examples.json: "
+        "run python bench/examples.py --write"
+    )
+
+
+def test_every_example_is_recorded():
+    assert sorted(RECORDED["runs"]) == sorted(e.key for e in BENCH.EXAMPLES)
+
+
+def _close(got, want):
+    """Another machine kind: same stop reason, stop round and accuracy near the recorded."""
+    assert got["stop_reason"] == want["stop_reason"]
+    assert abs(got["rounds"] - want["rounds"]) <= max(5, want["rounds"] // 5)
+    assert got["final_accuracy"] == pytest.approx(want["final_accuracy"], abs=0.02)
+    for key in ("upload_factor", "download_factor"):
+        assert got[key] == pytest.approx(want[key], rel=0.02)
+
+
+@pytest.mark.parametrize("example", BENCH.EXAMPLES, ids=lambda e: e.key)
+def test_example_still_produces_its_recorded_numbers(example, tmp_path):
+    want = RECORDED["runs"][example.key]
+    # without MLflow and Delta (faster): the sinks must not change what is trained
+    got = BENCH.run_example(example, output_dir=tmp_path, lakehouse=False)
+    if BENCH.machine_kind() == RECORDED["machine_kind"]:
+        assert {k: got[k] for k in EXACT} == {k: want[k] for k in EXACT}
+    else:
+        _close(got, want)
