@@ -10,19 +10,17 @@ import math
 from typing import Literal
 
 import dp_accounting
+from scipy import optimize
 
 from fedlake.privacy.accounting import (
     ACCOUNTANTS,
     Accountant,
     PrivacySpent,
-    _accountant,
     _check_choice,
     _check_delta,
     _epsilon_of_groups,
-    _events,
     _GroupKey,
     _key,
-    _relation,
     _require,
     _resolve,
     epsilon,
@@ -49,8 +47,9 @@ def noise_for_epsilon(
 ) -> float:
     """The smallest ledger noise multiplier whose epsilon at ``delta`` is <= the target.
 
-    Brent's method (``dp_accounting.calibrate_dp_mechanism``) over the accountant, to a
-    relative tolerance of 1e-3, on the side that meets the target.
+    Brent's method over :func:`~fedlake.privacy.accounting.epsilon`'s accountants (the
+    PLD one on its per-ledger grid), to a relative tolerance of 1e-3, on the side that
+    meets the target.
     """
     _require(target_epsilon > 0, f"target_epsilon must be > 0, got {target_epsilon}")
     _check_delta(delta)
@@ -74,7 +73,6 @@ def noise_for_epsilon(
         return {(z, *_key(template)[1:]): total}
 
     used = _resolve(groups(1.0), accountant)
-    relation_ = _relation(groups(1.0))
     if used == "pld" and sampling == "none":  # exact: k Gaussians are one at z / sqrt(k)
         one = dp_accounting.get_sigma_gaussian(target_epsilon, delta)
         return float(one * math.sqrt(total)) * (1 + 1e-9)  # on the side that meets it
@@ -91,16 +89,11 @@ def noise_for_epsilon(
         if lo < 1e-3:
             return lo  # the target allows (almost) no noise
         lo, hi = lo / 2, lo
-    return float(
-        dp_accounting.calibrate_dp_mechanism(
-            lambda: _accountant(used, relation_),
-            lambda z: _events(groups(z), used),
-            target_epsilon,
-            delta,
-            dp_accounting.ExplicitBracketInterval(lo, hi),
-            tol=1e-3 * lo,
-        )
-    )
+    tol = 1e-3 * lo
+    z = float(optimize.brentq(lambda z: spent(z) - target_epsilon, lo, hi, xtol=tol))
+    while spent(z) > target_epsilon:  # the root is within tol: step to the side that meets it
+        z = min(hi, z + tol)
+    return z
 
 
 def central_entry(
