@@ -66,12 +66,14 @@ def _open(path: str, format: str, client_column: str) -> tuple[Any, tuple[int, .
         meta = _loads(table.metadata().description)
         return table.to_pyarrow_dataset(), meta
     key = pa.schema([pa.field(client_column, pa.string())])
+    kind: Any = format
+    if format == "csv":  # an empty text field is a missing value, as it is for numbers
+        options = _import("pyarrow.csv").ConvertOptions(strings_can_be_null=True)
+        kind = ds.CsvFileFormat(convert_options=options)
     try:  # keep client ids such as "007" as strings when the table is partitioned by client
-        data = ds.dataset(
-            path, format=format, partitioning=ds.HivePartitioning.discover(schema=key)
-        )
+        data = ds.dataset(path, format=kind, partitioning=ds.HivePartitioning.discover(schema=key))
     except pa.ArrowInvalid:
-        data = ds.dataset(path, format=format, partitioning="hive")
+        data = ds.dataset(path, format=kind, partitioning="hive")
     meta = _loads((data.schema.metadata or {}).get(_SHAPE_KEY.encode(), b"null"), bare=True)
     sidecar = os.path.join(path, _SIDECAR)
     if meta is None and format == "csv" and os.path.isfile(sidecar):

@@ -38,7 +38,7 @@ def _category(value: Any) -> str | None:
     if isinstance(value, bytes):
         return value.decode("utf-8", errors="replace")
     text = str(value)
-    return None if text in ("<NA>", "NaT") else text
+    return None if text.strip() in ("", "<NA>", "NaT") else text
 
 
 def as_categorical(values: Any) -> np.ndarray:
