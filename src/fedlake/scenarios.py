@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fedlake.client.trainer import Trainer
 from fedlake.config import (
@@ -16,20 +16,32 @@ from fedlake.config import (
 )
 from fedlake.data.base import ClientData
 
+if TYPE_CHECKING:
+    from fedlake.data.preprocess import FeaturePipeline
+    from fedlake.data.sources import TableClientData
+
+PREPROCESSING_KEY = "preprocessing"  # the model config's entry holding the feature pipeline
+
 
 @dataclass(frozen=True)
 class Scenario:
-    """Data, the shape of one example, and the number of classes."""
+    """Data, the shape of one example, the number of classes and the feature pipeline."""
 
     data: ClientData
     input_shape: tuple[int, ...]
     num_classes: int
+    preprocessing: FeaturePipeline | None = None
 
 
-def build_data(cfg: RunConfig) -> Scenario:
-    """The ClientData of ``cfg.data`` with its example shape and class count."""
+def build_data(cfg: RunConfig, *, stored: FeaturePipeline | None = None) -> Scenario:
+    """The ClientData of ``cfg.data`` with its example shape and class count.
+
+    A table's feature pipeline is fitted from its clients' summaries, or is ``stored``
+    (the one a resumed run was trained with).
+    """
     d = cfg.data
     data: ClientData
+    pipeline = None
     if isinstance(d, ActivityData):
         from fedlake.data.activity import ACTIVITIES, ActivityPopulation
 
@@ -59,14 +71,57 @@ def build_data(cfg: RunConfig) -> Scenario:
     elif isinstance(d, TableData):
         from fedlake.data.sources import TableClientData
 
-        data = TableClientData(
-            d.path, format=d.format, client_column=d.client_column, label_column=d.label_column
+        table = TableClientData(
+            d.path,
+            format=d.format,
+            client_column=d.client_column,
+            label_column=d.label_column,
+            feature_columns=d.feature_columns,
+            categorical=d.categorical,
         )
+        pipeline = stored if stored is not None else table_pipeline(d, table, seed=cfg.seed)
+        data = table.with_pipeline(pipeline)
         num_classes = d.num_classes
     else:  # pragma: no cover - the config union is closed
         raise TypeError(f"unknown data section {type(d).__name__}")
     first = data.load(data.client_ids()[0])
-    return Scenario(data, tuple(int(s) for s in first.x_train.shape[1:]), num_classes)
+    shape = tuple(int(s) for s in first.x_train.shape[1:])
+    return Scenario(data, shape, num_classes, preprocessing=pipeline)
+
+
+def table_pipeline(d: TableData, table: TableClientData, *, seed: int) -> FeaturePipeline | None:
+    """The pipeline of a table scenario (None: its features are used as they are).
+
+    ``preprocess = "auto"`` fits one for tables of scalar columns unless the table was
+    written by :func:`write_client_table` (its features are model-ready, with a stored
+    shape). ``"none"`` refuses categories, pointing at ``"auto"``.
+    """
+    from fedlake.data.preprocess import PipelineOptions, fit_federated
+
+    if d.preprocess == "none" or table.has_lists or table.stored_shape:
+        if table.needs_preprocessing():
+            names = [c for c, k in table.kinds.items() if k == "categorical"]
+            why = "preprocess = 'none'" if d.preprocess == "none" else "its stored feature shape"
+            raise ValueError(
+                f"columns {names} hold categories, which the table's features cannot take "
+                f"with {why}; set preprocess = 'auto' or encode them as numbers"
+            )
+        return None
+    options = PipelineOptions(
+        missing_indicator=d.missing_indicator,
+        max_categories=d.max_categories,
+        hash_buckets=d.hash_buckets,
+        min_category_count=d.min_category_count,
+        bins=d.bins,
+    )
+    return fit_federated(
+        table,
+        options,
+        seed=seed,
+        epsilon=d.summary_epsilon,
+        mechanism=d.summary_noise,
+        delta=d.summary_delta,
+    )
 
 
 def model_config(model: ModelConfig, scenario: Scenario) -> dict[str, Any]:
@@ -80,6 +135,8 @@ def model_config(model: ModelConfig, scenario: Scenario) -> dict[str, Any]:
         cfg["hidden"] = list(model.hidden)
     if model.channels is not None:
         cfg["channels"] = list(model.channels)
+    if scenario.preprocessing is not None:
+        cfg[PREPROCESSING_KEY] = scenario.preprocessing.to_json()
     return cfg
 
 
@@ -87,7 +144,7 @@ def build_trainer(config: dict[str, Any]) -> Trainer:
     """A trainer from a model config made by :func:`model_config`."""
     from fedlake.models.registry import build_trainer as build
 
-    opts = dict(config)
+    opts = {k: v for k, v in config.items() if k != PREPROCESSING_KEY}
     for key in ("hidden", "channels"):
         if key in opts:
             opts[key] = tuple(opts[key])

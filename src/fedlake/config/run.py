@@ -14,6 +14,7 @@ from fedlake.config.algorithm import AlgorithmConfig, PersonalizationConfig
 from fedlake.config.privacy import PrivacyConfig
 from fedlake.config.robustness import AttackConfig, AttackEvalConfig
 from fedlake.config.section import Section
+from fedlake.config.table import TableData
 
 
 class ActivityData(Section):
@@ -53,17 +54,6 @@ class SklearnData(Section):
     partition: Literal["iid", "dirichlet", "quantity_skew"] = "dirichlet"
     alpha: float = Field(0.5, gt=0)
     test_fraction: float = Field(0.2, gt=0, lt=1)
-
-
-class TableData(Section):
-    """A Delta/Parquet/CSV table with a client_id column (data stays in the table)."""
-
-    scenario: Literal["table"]
-    path: str
-    format: Literal["delta", "parquet", "csv"] = "delta"
-    client_column: str = "client_id"
-    label_column: str = "label"
-    num_classes: int = Field(..., ge=2)
 
 
 DataConfig = Annotated[
@@ -198,6 +188,9 @@ class FederationConfig(Section):
     device_speed: float = Field(100.0, gt=0, allow_inf_nan=False)
     speed_spread: float = Field(0.5, ge=0, allow_inf_nan=False)
     eval_clients: int | None = Field(None, ge=1)
+    # simulation only: after the run, train the same model on all clients' pooled train
+    # rows (rounds x local_epochs epochs) and compare on the same test rows
+    pooled_baseline: bool = False
 
     @model_validator(mode="after")
     def _one_cohort_rule(self) -> FederationConfig:

@@ -8,16 +8,20 @@ extras, imported when a table is opened or written.
 
 from __future__ import annotations
 
+import copy
 import json
 import os
-from collections.abc import Iterator, Sequence
+import zlib
+from collections.abc import Sequence
 from math import prod
 from typing import Any
 
 import numpy as np
 
-from fedlake.data.base import ClientData, ClientDataset
+from fedlake.data.base import ClientDataset
 from fedlake.data.partition import hash_split
+from fedlake.data.preprocess.columns import Kind, as_categorical, as_numeric
+from fedlake.data.preprocess.pipeline import FeaturePipeline
 
 __all__ = ["TABLE_FORMATS", "TableClientData", "write_client_table"]
 
@@ -62,12 +66,14 @@ def _open(path: str, format: str, client_column: str) -> tuple[Any, tuple[int, .
         meta = _loads(table.metadata().description)
         return table.to_pyarrow_dataset(), meta
     key = pa.schema([pa.field(client_column, pa.string())])
+    kind: Any = format
+    if format == "csv":  # an empty text field is a missing value, as it is for numbers
+        options = _import("pyarrow.csv").ConvertOptions(strings_can_be_null=True)
+        kind = ds.CsvFileFormat(convert_options=options)
     try:  # keep client ids such as "007" as strings when the table is partitioned by client
-        data = ds.dataset(
-            path, format=format, partitioning=ds.HivePartitioning.discover(schema=key)
-        )
+        data = ds.dataset(path, format=kind, partitioning=ds.HivePartitioning.discover(schema=key))
     except pa.ArrowInvalid:
-        data = ds.dataset(path, format=format, partitioning="hive")
+        data = ds.dataset(path, format=kind, partitioning="hive")
     meta = _loads((data.schema.metadata or {}).get(_SHAPE_KEY.encode(), b"null"), bare=True)
     sidecar = os.path.join(path, _SIDECAR)
     if meta is None and format == "csv" and os.path.isfile(sidecar):
@@ -108,6 +114,8 @@ class TableClientData:
         split_column: str | None = "split",
         feature_shape: Sequence[int] | None = None,
         test_fraction: float = 0.2,
+        categorical: Sequence[str] = (),
+        pipeline: FeaturePipeline | None = None,
     ) -> None:
         _check_format(format)
         if not 0.0 <= test_fraction < 1.0:
@@ -138,14 +146,60 @@ class TableClientData:
         lists = [c for c in self.feature_columns if _is_list(schema.field(c).type)]
         if lists and len(self.feature_columns) > 1:
             raise ValueError(
-                f"list feature column {lists[0]!r} must be the only feature column, "
-                f"got {list(self.feature_columns)}"
+                f"list feature column {lists[0]!r} must be the only feature column (a list "
+                "holds a whole feature vector and cannot be mixed with scalar columns; "
+                f"leave it out of data.feature_columns), got {list(self.feature_columns)}"
             )
         shape = feature_shape if feature_shape is not None else stored
         if shape is not None and (not shape or any(int(s) < 1 for s in shape)):
             raise ValueError(f"feature_shape must be positive integers, got {feature_shape}")
         self.feature_shape = None if shape is None else tuple(int(s) for s in shape)
+        self.stored_shape = stored is not None  # written by write_client_table: model-ready
+        unknown = sorted(set(categorical) - set(self.feature_columns))
+        if unknown:
+            raise ValueError(
+                f"categorical columns {unknown} are not feature columns; "
+                f"features: {', '.join(self.feature_columns)}"
+            )
+        self.categorical = tuple(categorical)
+        self.kinds: dict[str, Kind] = {}
+        if not lists:
+            for c in self.feature_columns:
+                self.kinds[c] = _kind(schema.field(c).type, c, forced=c in self.categorical)
+        self.pipeline = pipeline
+        if pipeline is not None:
+            self._check_pipeline(pipeline)
         self._ids: list[str] | None = None
+
+    @property
+    def has_lists(self) -> bool:
+        """Whether the features are one list column (a flattened vector per row)."""
+        return not self.kinds
+
+    def needs_preprocessing(self) -> bool:
+        """Whether a column holds categories (text, bools) or the table has null features."""
+        return any(k == "categorical" for k in self.kinds.values())
+
+    def with_pipeline(self, pipeline: FeaturePipeline | None) -> TableClientData:
+        """The same table whose rows go through ``pipeline`` when loaded."""
+        if pipeline is not None:
+            self._check_pipeline(pipeline)
+        out = copy.copy(self)
+        out.__dict__.pop("_cache", None)
+        out.pipeline = pipeline
+        return out
+
+    def _check_pipeline(self, pipeline: FeaturePipeline) -> None:
+        if self.has_lists:
+            raise ValueError("preprocessing applies to scalar feature columns, not a list column")
+        if self.feature_shape is not None and prod(self.feature_shape) != pipeline.width:
+            raise ValueError(
+                f"feature_shape {self.feature_shape} does not fit the pipeline's "
+                f"{pipeline.width} features"
+            )
+        missing = sorted(set(pipeline.input_columns) - set(self.feature_columns))
+        if missing:
+            raise ValueError(f"the pipeline reads columns {missing} the table does not have")
 
     def _dataset(self) -> tuple[Any, tuple[int, ...] | None]:
         cache = self.__dict__.get("_cache")
@@ -170,8 +224,8 @@ class TableClientData:
             self._ids = sorted({str(k) for k in keys})
         return list(self._ids)
 
-    def load(self, client_id: str) -> ClientDataset:
-        """Read one client's rows and split them into train and test."""
+    def _read(self, client_id: str) -> Any:
+        """One client's rows (label, features, split) as a pyarrow table."""
         pa, pc = _import("pyarrow"), _import("pyarrow.compute")
         data, _ = self._dataset()
         kind = data.schema.field(self.client_column).type
@@ -184,8 +238,9 @@ class TableClientData:
         table = data.to_table(columns=columns, filter=pc.field(self.client_column) == value)
         if table.num_rows == 0:
             raise KeyError(f"unknown client id {client_id!r} in the table at {self.path}")
-        y = _numbers(table.column(self.label_column), self.label_column).astype(np.int64)
-        x = self._features(table)
+        return table
+
+    def _test_mask(self, table: Any, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         if self.split_column:
             split = np.asarray(table.column(self.split_column).to_pylist(), dtype=object)
             bad = set(split.tolist()) - {"train", "test"}
@@ -194,9 +249,44 @@ class TableClientData:
                     f"split column {self.split_column!r} must hold 'train' or "
                     f"'test', got {sorted(map(str, bad))[:3]}"
                 )
-            test = split == "test"
-        else:
-            test = hash_split(x, y, test_fraction=self.test_fraction)
+            return np.asarray(split == "test")
+        return hash_split(x, y, test_fraction=self.test_fraction)
+
+    def _raw(self, table: Any) -> dict[str, np.ndarray]:
+        """The feature columns as float64 (NaN missing) or category strings (None missing)."""
+        out = {}
+        for c in self.feature_columns:
+            values = table.column(c).to_pylist()
+            if self.kinds[c] == "numeric":
+                out[c] = as_numeric(np.asarray(values, dtype=object), name=c)
+            else:
+                out[c] = as_categorical(values)
+        return out
+
+    def _raw_split(self, client_id: str) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
+        table = self._read(client_id)
+        y = _numbers(table.column(self.label_column), self.label_column).astype(np.int64)
+        raw = self._raw(table)
+        test = self._test_mask(table, _row_keys(raw, len(y)), y)
+        return raw, y, test
+
+    def raw_columns(self, client_id: str) -> dict[str, np.ndarray]:
+        """The raw feature columns of one client's training rows (what its summary reads)."""
+        if self.has_lists:
+            raise ValueError("raw columns are for scalar feature columns, not a list column")
+        raw, _, test = self._raw_split(client_id)
+        return {c: v[~test] for c, v in raw.items()}
+
+    def load(self, client_id: str) -> ClientDataset:
+        """Read one client's rows and split them into train and test."""
+        if self.pipeline is not None:
+            raw, y, test = self._raw_split(client_id)
+            x = self._shaped(self.pipeline.transform(raw, rows=len(y)))
+            return ClientDataset(x[~test], y[~test], x[test], y[test])
+        table = self._read(client_id)
+        y = _numbers(table.column(self.label_column), self.label_column).astype(np.int64)
+        x = self._features(table)
+        test = self._test_mask(table, x, y)
         return ClientDataset(x[~test], y[~test], x[test], y[test])
 
     def _features(self, table: Any) -> np.ndarray:
@@ -212,7 +302,10 @@ class TableClientData:
             x = _numbers(chunk.flatten(), self.feature_columns[0]).reshape(n, -1)
         else:
             x = np.stack([_numbers(table.column(c), c) for c in self.feature_columns], axis=1)
-        x = x.astype(np.float32, copy=False)
+        return self._shaped(x.astype(np.float32, copy=False))
+
+    def _shaped(self, x: np.ndarray) -> np.ndarray:
+        n = len(x)
         if self.feature_shape is not None:
             if prod(self.feature_shape) != x.shape[1]:
                 raise ValueError(
@@ -230,6 +323,45 @@ def _is_list(kind: Any) -> bool:
     return bool(
         pa.types.is_list(kind) or pa.types.is_large_list(kind) or pa.types.is_fixed_size_list(kind)
     )
+
+
+def _kind(kind: Any, name: str, *, forced: bool) -> Kind:
+    """How a scalar column is read: numbers or categories; refuses columns it cannot use."""
+    pa = _import("pyarrow")
+    t = pa.types
+    if t.is_null(kind):
+        raise ValueError(
+            f"column {name!r} is entirely null; fill it or leave it out of the features"
+        )
+    if t.is_temporal(kind):
+        raise ValueError(
+            f"column {name!r} holds dates or times ({kind}); convert it to a number, "
+            "e.g. days since 2000-01-01 or days since the member joined"
+        )
+    if t.is_dictionary(kind) or t.is_string(kind) or t.is_large_string(kind) or t.is_boolean(kind):
+        return "categorical"
+    if t.is_integer(kind) or t.is_floating(kind) or t.is_decimal(kind):
+        return "categorical" if forced else "numeric"
+    raise ValueError(
+        f"column {name!r} of type {kind} cannot be used as a feature; "
+        "features are numbers, text/bool categories, or one list column of numbers"
+    )
+
+
+def _row_keys(raw: dict[str, np.ndarray], n: int) -> np.ndarray:
+    """Each row's raw values as float32 (categories by CRC32, missing as -0.5) for the split.
+
+    A table of plain numbers hashes exactly as its unprocessed rows do, so preprocessing
+    does not move rows between train and test.
+    """
+    cols = []
+    for values in raw.values():
+        if values.dtype == object:
+            values = np.array(
+                [-0.5 if v is None else float(zlib.crc32(v.encode("utf-8"))) for v in values]
+            )
+        cols.append(np.where(np.isnan(values), -0.5, values))
+    return np.stack(cols, axis=1).astype(np.float32) if cols else np.zeros((n, 0), np.float32)
 
 
 def _numbers(column: Any, name: str) -> np.ndarray:
@@ -256,102 +388,5 @@ def _partition_values(data: Any, column: str) -> list[Any] | None:
     return keys
 
 
-def write_client_table(
-    data: ClientData,
-    path: str | os.PathLike[str],
-    *,
-    format: str = "delta",
-    partition_by_client: bool = True,
-    overwrite: bool = False,
-) -> None:
-    """Export every client of ``data`` to a table readable by :class:`TableClientData`.
-
-    Columns: ``client_id``, ``split`` ("train"/"test"), ``label`` (int64) and
-    the flattened float32 features, as one list column ``features`` (delta,
-    parquet) or scalar columns ``f0``, ``f1``, ... (csv). The feature shape is
-    stored with the table (Delta description, Parquet schema metadata, or a
-    ``_fedlake.json`` file beside the CSV files). Clients are streamed one at a
-    time, so memory stays at one client.
-    """
-    _check_format(format)
-    pa, ds = _import("pyarrow"), _import("pyarrow.dataset")
-    path = os.fspath(path)
-    ids = data.client_ids()
-    if len(ids) == 0:
-        raise ValueError("data has no clients to write")
-    shape = tuple(int(s) for s in data.load(ids[0]).x_train.shape[1:])
-    width = prod(shape)
-    if format == "csv":
-        cols = [pa.field(f"f{j}", pa.float32()) for j in range(width)]
-    else:
-        cols = [pa.field("features", pa.list_(pa.float32(), width))]
-    head = [
-        pa.field("client_id", pa.string()),
-        pa.field("split", pa.string()),
-        pa.field("label", pa.int64()),
-    ]
-    schema = pa.schema(head + cols, metadata={_SHAPE_KEY: json.dumps(list(shape))})
-
-    def batches() -> Iterator[Any]:
-        for cid in ids:
-            d = data.load(cid)
-            x = np.concatenate([d.x_train, d.x_test]).astype(np.float32)
-            if x.shape[1:] != shape:
-                raise ValueError(
-                    f"client {cid!r} has feature shape {x.shape[1:]}, expected {shape}"
-                )
-            if len(x) == 0:
-                raise ValueError(f"client {cid!r} has no examples; a table cannot hold it")
-            flat = x.reshape(len(x), width)
-            split = ["train"] * d.num_train + ["test"] * d.num_test
-            arrays = [
-                pa.array([str(cid)] * len(x)),
-                pa.array(split),
-                pa.array(np.concatenate([d.y_train, d.y_test]).astype(np.int64)),
-            ]
-            if format == "csv":
-                arrays += [pa.array(flat[:, j]) for j in range(width)]
-            else:
-                arrays.append(pa.FixedSizeListArray.from_arrays(pa.array(flat.ravel()), width))
-            yield pa.RecordBatch.from_arrays(arrays, schema=schema)
-
-    reader = pa.RecordBatchReader.from_batches(schema, batches())
-    description = json.dumps({_SHAPE_KEY: list(shape)})
-    if format == "delta":
-        deltalake = _import("deltalake")
-        if not overwrite and _is_local(path) and deltalake.DeltaTable.is_deltatable(path):
-            raise FileExistsError(f"a Delta table already exists at {path}; pass overwrite=True")
-        deltalake.write_deltalake(
-            path,
-            reader,
-            partition_by=["client_id"] if partition_by_client else None,
-            mode="overwrite" if overwrite else "error",
-            schema_mode="overwrite" if overwrite else None,
-            description=description,
-        )
-        table = deltalake.DeltaTable(path)
-        if table.metadata().description != description:  # an overwrite keeps the old one
-            table.alter.set_table_description(description)
-        return
-    if overwrite:
-        raise ValueError(
-            f"overwrite=True needs format='delta' (a transactional overwrite); "
-            f"remove {path} before writing {format}"
-        )
-    if os.path.exists(path) and (not os.path.isdir(path) or os.listdir(path)):
-        raise FileExistsError(f"{path} already exists and is not an empty folder")
-    partitioning = None
-    if partition_by_client:
-        partitioning = ds.partitioning(pa.schema([head[0]]), flavor="hive")
-    ds.write_dataset(
-        reader,
-        path,
-        format=format,
-        partitioning=partitioning,
-        max_partitions=2**31 - 1,
-        existing_data_behavior="overwrite_or_ignore",
-        preserve_order=True,
-    )
-    if format == "csv":
-        with open(os.path.join(path, _SIDECAR), "w") as f:
-            f.write(description)
+# the writer lives in its own module; re-exported here, where it has always been imported from
+from fedlake.data.table_write import write_client_table  # noqa: E402
