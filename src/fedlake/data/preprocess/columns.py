@@ -8,6 +8,7 @@ and at serving time.
 from __future__ import annotations
 
 import math
+import sys
 from typing import Any, Literal
 
 import numpy as np
@@ -20,6 +21,9 @@ KINDS: tuple[Kind, ...] = ("numeric", "categorical")
 
 def _missing(value: Any) -> bool:
     if value is None:
+        return True
+    pd = sys.modules.get("pandas")  # pandas' NA can only exist once pandas is imported
+    if pd is not None and value is pd.NA:
         return True
     try:
         return isinstance(value, float | np.floating) and not math.isfinite(float(value))
@@ -48,7 +52,7 @@ def as_categorical(values: Any) -> np.ndarray:
 
 
 def as_numeric(values: Any, *, name: str = "column") -> np.ndarray:
-    """A float64 array, NaN where the value is missing (None, NaN or infinite).
+    """A float64 array, NaN where the value is missing (None, pandas NA, NaN or infinite).
 
     Raises:
         ValueError: a value is neither a number nor missing (e.g. a string).
@@ -63,7 +67,7 @@ def as_numeric(values: Any, *, name: str = "column") -> np.ndarray:
                 out[i] = np.nan
                 continue
             try:
-                if isinstance(v, str | bytes | bool):
+                if isinstance(v, str | bytes | bool | np.bool_):
                     raise TypeError
                 out[i] = float(v)
             except (TypeError, ValueError):
