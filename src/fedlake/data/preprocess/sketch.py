@@ -56,7 +56,8 @@ class Sketch:
     def quantiles(self, qs: Iterable[float]) -> list[float]:
         """Approximate quantiles (negative counts from DP noise count as zero)."""
         reps, counts = self.values()
-        cum = np.cumsum(np.clip(counts, 0.0, None))
+        held = counts > 0  # an empty bucket (the zero one, or noised below 0) holds no value
+        reps, cum = reps[held], np.cumsum(counts[held])
         total = cum[-1] if len(cum) else 0.0
         if total <= 0:
             raise ValueError("a sketch with no values has no quantiles")
