@@ -7,6 +7,11 @@ are not released) come back within ``relative_accuracy`` of the true values.
 
 Reference: C. Masson, J. E. Rim and H. K. Lee, "DDSketch: a fast and fully-mergeable
 quantile sketch with relative-error guarantees", VLDB 2019.
+
+Written here rather than taken from the ``ddsketch`` package (3.0.1): that one keeps
+counts in an offset-indexed internal list, adds values one Python call at a time and
+serialises only to protobuf. We need each bucket's count by index, to add DP noise to it
+(counts may go negative), a JSON form and one vectorised pass per column: these ~100 lines.
 """
 
 from __future__ import annotations
