@@ -4,8 +4,8 @@ What the guarantee covers: one client's summary is epsilon-DP (Laplace) or
 (epsilon, delta)-DP (Gaussian) with respect to adding or removing one of that
 client's rows, for the *values* of its counts: missing counts, sketch bucket counts
 and category counts. A row adds one to exactly one count per column, so the
-sensitivity is the number of columns (L1) or its square root (L2). Sums and sums
-of squares are not released under DP (their sensitivity is unbounded without
+sensitivity is the number of columns (L1) or its square root (L2). Sums and squared
+deviations are not released under DP (their sensitivity is unbounded without
 clipping); the server takes means and variances from the noisy sketches instead.
 Not covered: *which* keys appear (category names, occupied sketch buckets) is
 released as is; rare categories are folded into "other" on the server
@@ -100,7 +100,7 @@ def noisy_summary(
                 negative=noisy_map(sk.negative),
                 zero=float(sk.zero + noise(1)[0]),
             )
-            cols.append(replace(col, missing=missing, sketch=sketch, total=None, total_sq=None))
+            cols.append(replace(col, missing=missing, sketch=sketch, total=None, sq_dev=None))
         else:
             other = float(col.other + noise(1)[0])
             cols.append(

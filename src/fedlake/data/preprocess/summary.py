@@ -2,8 +2,8 @@
 
 :func:`summarise` runs on a client over its own training rows; :func:`merge` runs on
 the server and is exact: merging per-client summaries gives the summary of the
-pooled rows (counts and sketches exactly, sums up to float rounding), whatever
-the order. Summaries are small and JSON-able (:meth:`ClientSummary.to_json`).
+pooled rows (counts and sketches exactly, sums and squared deviations up to float
+rounding), whatever the order. Summaries are small and JSON-able (:meth:`ClientSummary.to_json`).
 """
 
 from __future__ import annotations
@@ -25,14 +25,19 @@ MAX_CATEGORIES_SENT = 1000  # a client sends its most frequent categories, the r
 
 @dataclass(frozen=True)
 class ColumnSummary:
-    """One column's statistics. ``total``/``total_sq`` are None when not released (DP)."""
+    """One column's statistics. ``total``/``sq_dev`` are None when not released (DP).
+
+    ``sq_dev`` is the sum of squared deviations from the column's own mean, not a raw sum
+    of squares: ``sum(x^2)/n - mean^2`` loses every digit of the variance when the mean
+    is large against the spread (values near 1e8 with unit spread, or a constant 0.1).
+    """
 
     name: str
     kind: Kind
     missing: float = 0.0
     sketch: Sketch | None = None  # numeric
     total: float | None = None
-    total_sq: float | None = None
+    sq_dev: float | None = None
     categories: Mapping[str, float] = field(default_factory=dict)  # categorical
     other: float = 0.0  # categorical: rows in categories a client did not name
 
@@ -45,9 +50,8 @@ class ColumnSummary:
 
     def moments(self) -> tuple[float, float]:
         """Mean and variance: from the sums when released, else from the sketch."""
-        if self.total is not None and self.total_sq is not None and self.count > 0:
-            mean = self.total / self.count
-            return mean, max(self.total_sq / self.count - mean * mean, 0.0)
+        if self.total is not None and self.sq_dev is not None and self.count > 0:
+            return self.total / self.count, max(self.sq_dev / self.count, 0.0)
         if self.sketch is None:
             raise ValueError(f"column {self.name!r} is not numeric")
         return self.sketch.moments()
@@ -89,7 +93,7 @@ class ClientSummary:
                     "negative": [[k, v] for k, v in sorted(c.sketch.negative.items())],
                     "zero": c.sketch.zero,
                 }
-                item["total"], item["total_sq"] = c.total, c.total_sq
+                item["total"], item["sq_dev"] = c.total, c.sq_dev
             else:
                 item["categories"] = dict(sorted(c.categories.items()))
                 item["other"] = c.other
@@ -124,7 +128,7 @@ class ClientSummary:
                     missing=float(c["missing"]),
                     sketch=sketch,
                     total=None if c.get("total") is None else float(c["total"]),
-                    total_sq=None if c.get("total_sq") is None else float(c["total_sq"]),
+                    sq_dev=None if c.get("sq_dev") is None else float(c["sq_dev"]),
                     categories={str(k): float(v) for k, v in c.get("categories", {}).items()},
                     other=float(c.get("other", 0.0)),
                 )
@@ -150,7 +154,7 @@ def _summarise_column(
             missing=float(len(x) - len(ok)),
             sketch=sketch_of(ok, relative_accuracy=relative_accuracy),
             total=float(ok.sum()),
-            total_sq=float((ok * ok).sum()),
+            sq_dev=float(((ok - ok.mean()) ** 2).sum()) if len(ok) else 0.0,
         )
     cats = as_categorical(values)
     present = np.array([v for v in cats.tolist() if v is not None], dtype=object)
@@ -175,7 +179,7 @@ def summarise(
 ) -> ClientSummary:
     """Summarise one client's columns (numbers: float/int arrays; categories: anything else).
 
-    Pure and client-side: the result holds counts, sums, sums of squares, missing
+    Pure and client-side: the result holds counts, sums, squared deviations, missing
     counts, a quantile sketch per numeric column and category counts, no row.
     """
     if max_categories_sent < 1:
@@ -196,6 +200,26 @@ def summarise(
     )
 
 
+def _pooled_moments(parts: list[ColumnSummary]) -> tuple[float | None, float | None]:
+    """Sum and squared deviations of the pooled rows (None when a part withholds them).
+
+    Reference: T. F. Chan, G. H. Golub and R. J. LeVeque, "Algorithms for computing the
+    sample variance: analysis and recommendations", The American Statistician, 1983.
+    """
+    if any(p.total is None or p.sq_dev is None for p in parts):
+        return None, None
+    n = mean = sq_dev = 0.0
+    for p in parts:
+        k = p.count
+        if k <= 0 or p.total is None or p.sq_dev is None:
+            continue
+        delta = p.total / k - mean
+        n += k
+        mean += delta * k / n
+        sq_dev += p.sq_dev + delta * delta * (n - k) * k / n
+    return float(sum(p.total for p in parts if p.total is not None)), sq_dev
+
+
 def _merge_column(parts: list[ColumnSummary]) -> ColumnSummary:
     first = parts[0]
     kinds = {p.kind for p in parts}
@@ -205,14 +229,13 @@ def _merge_column(parts: list[ColumnSummary]) -> ColumnSummary:
         )
     missing = float(sum(p.missing for p in parts))
     if first.kind == "numeric":
-        sums = [p.total for p in parts]
-        squares = [p.total_sq for p in parts]
+        total, sq_dev = _pooled_moments(parts)
         return replace(
             first,
             missing=missing,
             sketch=merge_sketches(p.sketch for p in parts if p.sketch is not None),
-            total=None if None in sums else float(sum(s for s in sums if s is not None)),
-            total_sq=None if None in squares else float(sum(s for s in squares if s is not None)),
+            total=total,
+            sq_dev=sq_dev,
         )
     cats: dict[str, float] = {}
     for p in parts:
