@@ -187,6 +187,11 @@ class FeaturePipeline:
         return cls(columns=tuple(steps), source=dict(data.get("source", {})))
 
 
+# A column whose spread is below this fraction of its mean is constant: that spread is the
+# mean's float rounding, and dividing by it would blow any other value up to ~1e9.
+CONSTANT = 1e-9
+
+
 def _numeric_step(col: ColumnSummary, options: PipelineOptions) -> ColumnStep:
     mean, var = col.moments()
     std = math.sqrt(var)
@@ -198,7 +203,7 @@ def _numeric_step(col: ColumnSummary, options: PipelineOptions) -> ColumnStep:
         name=col.name,
         kind="numeric",
         mean=float(mean),
-        scale=float(std) if std > 1e-12 else 1.0,
+        scale=float(std) if std > CONSTANT * max(abs(mean), 1e-3) else 1.0,
         indicator=options.missing_indicator and col.missing >= 0.5,
         edges=edges,
     )
