@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from fedlake.client.trainer import Trainer
@@ -15,12 +15,11 @@ from fedlake.config import (
     TableData,
 )
 from fedlake.data.base import ClientData
+from fedlake.data.preprocess.pipeline import MODEL_CONFIG_KEY
 
 if TYPE_CHECKING:
     from fedlake.data.preprocess import FeaturePipeline
     from fedlake.data.sources import TableClientData
-
-PREPROCESSING_KEY = "preprocessing"  # the model config's entry holding the feature pipeline
 
 
 @dataclass(frozen=True)
@@ -33,11 +32,11 @@ class Scenario:
     preprocessing: FeaturePipeline | None = None
 
 
-def build_data(cfg: RunConfig, *, stored: FeaturePipeline | None = None) -> Scenario:
-    """The ClientData of ``cfg.data`` with its example shape and class count.
+def build_data(cfg: RunConfig) -> Scenario:
+    """The ClientData of ``cfg.data`` with its example shape, class count and pipeline.
 
-    A table's feature pipeline is fitted from its clients' summaries, or is ``stored``
-    (the one a resumed run was trained with).
+    A table's feature pipeline is fitted from its clients' summaries (deterministic in
+    the seed: a resumed run fits the same one).
     """
     d = cfg.data
     data: ClientData
@@ -79,7 +78,7 @@ def build_data(cfg: RunConfig, *, stored: FeaturePipeline | None = None) -> Scen
             feature_columns=d.feature_columns,
             categorical=d.categorical,
         )
-        pipeline = stored if stored is not None else table_pipeline(d, table, seed=cfg.seed)
+        pipeline = table_pipeline(d, table, seed=cfg.seed)
         data = table.with_pipeline(pipeline)
         num_classes = d.num_classes
     else:  # pragma: no cover - the config union is closed
@@ -114,7 +113,7 @@ def table_pipeline(d: TableData, table: TableClientData, *, seed: int) -> Featur
         min_category_count=d.min_category_count,
         bins=d.bins,
     )
-    return fit_federated(
+    fitted = fit_federated(
         table,
         options,
         seed=seed,
@@ -122,6 +121,7 @@ def table_pipeline(d: TableData, table: TableClientData, *, seed: int) -> Featur
         mechanism=d.summary_noise,
         delta=d.summary_delta,
     )
+    return replace(fitted, input_types=table.input_types())
 
 
 def model_config(model: ModelConfig, scenario: Scenario) -> dict[str, Any]:
@@ -136,7 +136,7 @@ def model_config(model: ModelConfig, scenario: Scenario) -> dict[str, Any]:
     if model.channels is not None:
         cfg["channels"] = list(model.channels)
     if scenario.preprocessing is not None:
-        cfg[PREPROCESSING_KEY] = scenario.preprocessing.to_json()
+        cfg[MODEL_CONFIG_KEY] = scenario.preprocessing.to_json()
     return cfg
 
 
@@ -144,7 +144,7 @@ def build_trainer(config: dict[str, Any]) -> Trainer:
     """A trainer from a model config made by :func:`model_config`."""
     from fedlake.models.registry import build_trainer as build
 
-    opts = {k: v for k, v in config.items() if k != PREPROCESSING_KEY}
+    opts = {k: v for k, v in config.items() if k != MODEL_CONFIG_KEY}
     for key in ("hidden", "channels"):
         if key in opts:
             opts[key] = tuple(opts[key])

@@ -176,6 +176,26 @@ class TableClientData:
         """Whether the features are one list column (a flattened vector per row)."""
         return not self.kinds
 
+    def input_types(self) -> dict[str, str]:
+        """Each scalar feature column's type as the table holds it (the served signature's)."""
+        pa = _import("pyarrow")
+        t = pa.types
+        data, _ = self._dataset()
+        out = {}
+        for c in self.kinds:
+            kind = data.schema.field(c).type
+            if t.is_dictionary(kind):
+                kind = kind.value_type
+            if t.is_boolean(kind):
+                out[c] = "boolean"
+            elif t.is_integer(kind):
+                out[c] = "long"
+            elif t.is_floating(kind) or t.is_decimal(kind):
+                out[c] = "double"
+            else:
+                out[c] = "string"
+        return out
+
     def needs_preprocessing(self) -> bool:
         """Whether a column holds categories (text, bools) or the table has null features."""
         return any(k == "categorical" for k in self.kinds.values())

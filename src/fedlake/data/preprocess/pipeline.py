@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import zlib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -21,10 +21,20 @@ import numpy as np
 from fedlake.data.preprocess.columns import KINDS, Kind, as_categorical, as_numeric
 from fedlake.data.preprocess.summary import ClientSummary, ColumnSummary
 
-__all__ = ["ColumnStep", "FeaturePipeline", "PipelineOptions", "fit_pipeline"]
+__all__ = [
+    "INPUT_TYPES",
+    "MODEL_CONFIG_KEY",
+    "ColumnStep",
+    "FeaturePipeline",
+    "PipelineOptions",
+    "fit_pipeline",
+]
 
 FORMAT = 1
 OTHER, MISSING = "other", "missing"
+MODEL_CONFIG_KEY = "preprocessing"  # the model config's entry holding the pipeline's JSON
+# How a raw column arrives at prediction time (MLflow column types): what the table held.
+INPUT_TYPES = ("double", "long", "string", "boolean")
 
 
 @dataclass(frozen=True)
@@ -108,10 +118,31 @@ class ColumnStep:
 
 @dataclass(frozen=True)
 class FeaturePipeline:
-    """Raw columns in, float32 features out; ``source`` says what it was fitted from."""
+    """Raw columns in, float32 features out; ``source`` says what it was fitted from.
+
+    ``input_types`` maps each raw column to the type it arrives in (one of
+    :data:`INPUT_TYPES`, as the training table held it; default ``double`` for numeric
+    and ``string`` for categorical columns): the served model's signature.
+    """
 
     columns: tuple[ColumnStep, ...]
     source: Mapping[str, Any]
+    input_types: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        bad = {c: t for c, t in self.input_types.items() if t not in INPUT_TYPES}
+        unknown = sorted(set(self.input_types) - set(self.input_columns))
+        if bad or unknown:
+            raise ValueError(
+                f"input_types must map the pipeline's columns to one of {INPUT_TYPES}; "
+                f"got {bad or unknown}"
+            )
+
+    def input_type(self, name: str) -> str:
+        """The type column ``name`` arrives in at prediction time."""
+        step = next(c for c in self.columns if c.name == name)
+        default = "double" if step.kind == "numeric" else "string"
+        return self.input_types.get(name, default)
 
     @property
     def width(self) -> int:
@@ -159,7 +190,12 @@ class FeaturePipeline:
             else:
                 item.update(vocabulary=list(c.vocabulary), hashed=c.hashed)
             cols.append(item)
-        return {"format": FORMAT, "columns": cols, "source": dict(self.source)}
+        return {
+            "format": FORMAT,
+            "columns": cols,
+            "source": dict(self.source),
+            "input_types": dict(self.input_types),
+        }
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> FeaturePipeline:
@@ -184,7 +220,11 @@ class FeaturePipeline:
                     hashed=int(c.get("hashed", 0)),
                 )
             )
-        return cls(columns=tuple(steps), source=dict(data.get("source", {})))
+        return cls(
+            columns=tuple(steps),
+            source=dict(data.get("source", {})),
+            input_types={str(k): str(v) for k, v in data.get("input_types", {}).items()},
+        )
 
 
 # A column whose spread is below this fraction of its mean is constant: that spread is the
