@@ -4,7 +4,10 @@ The saved model holds three artifacts (``params.npy``, ``spec.json``,
 ``model_config.json``) and a copy of the ``fedlake`` package, so loading it needs
 only numpy (and torch for torch model kinds), not a fedlake install. Its
 signature takes float64 rows of ``prod(input_shape)`` features (the numpy and
-Spark default) and returns int64 class indices.
+Spark default) and returns int64 class indices; a model trained on a table with a
+feature pipeline (``model_config["preprocessing"]``) takes the table's raw columns by
+name instead (numbers, category text, missing values) and applies the pipeline it
+was trained with.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from fedlake.data.preprocess.pipeline import MODEL_CONFIG_KEY, FeaturePipeline
 from fedlake.lakehouse.mlflow_tracker import import_mlflow
 from fedlake.lakehouse.schemas import params_to_bytes
 
@@ -27,7 +31,7 @@ mlflow = import_mlflow()
 
 from mlflow.pyfunc import PythonModel  # noqa: E402  (after telemetry is switched off)
 
-__all__ = ["FedlakeModel", "model_signature", "pip_requirements", "save_pyfunc"]
+__all__ = ["FedlakeModel", "input_example", "model_signature", "pip_requirements", "save_pyfunc"]
 
 ARTIFACTS = {"params": "params.npy", "spec": "spec.json", "model_config": "model_config.json"}
 # Models from code: MLflow runs this script at load time instead of unpickling an object.
@@ -51,12 +55,16 @@ class FedlakeModel(PythonModel):
         self.spec_json = Path(context.artifacts["spec"]).read_text()
         self.model_config = json.loads(Path(context.artifacts["model_config"]).read_text())
         self.input_shape = tuple(int(s) for s in self.model_config["input_shape"])
+        self.pipeline = _pipeline(self.model_config)
         self.trainer = build_trainer(**_trainer_kwargs(self.model_config))
 
     def predict(
         self, context: Any, model_input: np.ndarray, params: dict[str, Any] | None = None
     ) -> np.ndarray:
-        """Class indices (n,) for rows of features (array or DataFrame; flat rows are reshaped)."""
+        """Class indices (n,): raw columns by name (a DataFrame) through the pipeline, if
+        the model has one, else rows of features (array or DataFrame; flat rows reshaped)."""
+        if self.pipeline is not None:
+            return self._predict_raw(model_input)
         x = np.asarray(
             model_input.to_numpy() if hasattr(model_input, "to_numpy") else model_input,
             dtype=np.float32,
@@ -69,25 +77,75 @@ class FedlakeModel(PythonModel):
                 f"expected rows of {width} features (input_shape {self.input_shape}), "
                 f"got an input of shape {x.shape}"
             )
+        return self._classes(x)
+
+    def _classes(self, x: np.ndarray) -> np.ndarray:
         probs = self.trainer.predict(self.params, x.reshape(len(x), *self.input_shape))
         return np.asarray(probs).argmax(axis=1).astype(np.int64)
 
+    def _predict_raw(self, model_input: Any) -> np.ndarray:
+        assert self.pipeline is not None
+        if not hasattr(model_input, "columns"):
+            raise ValueError(
+                "this model takes its raw columns by name (a DataFrame with "
+                f"{', '.join(self.pipeline.input_columns)}), got {type(model_input).__name__}"
+            )
+        columns = {c: model_input[c].to_numpy() for c in model_input.columns}
+        return self._classes(self.pipeline.transform(columns, rows=len(model_input)))
+
+
+def _pipeline(model_config: Mapping[str, Any]) -> FeaturePipeline | None:
+    raw = model_config.get(MODEL_CONFIG_KEY)
+    return None if raw is None else FeaturePipeline.from_json(raw)
+
 
 def _trainer_kwargs(model_config: Mapping[str, Any]) -> dict[str, Any]:
-    """JSON lists back to tuples, as the registry's options expect."""
-    return {k: tuple(v) if isinstance(v, list) else v for k, v in model_config.items()}
+    """JSON lists back to tuples, as the registry's options expect (the pipeline left out)."""
+    return {
+        k: tuple(v) if isinstance(v, list) else v
+        for k, v in model_config.items()
+        if k != MODEL_CONFIG_KEY
+    }
 
 
 def model_signature(model_config: Mapping[str, Any]) -> Any:
-    """Tensor signature: float64 rows of ``prod(input_shape)`` features in, int64 classes out."""
+    """Signature: the pipeline's raw columns by name (optional: missing is allowed), or
+    float64 rows of ``prod(input_shape)`` features; int64 classes out."""
     from mlflow.models import ModelSignature
-    from mlflow.types.schema import Schema, TensorSpec
+    from mlflow.types.schema import ColSpec, Schema, TensorSpec
 
+    outputs = Schema([TensorSpec(np.dtype(np.int64), (-1,))])
+    pipeline = _pipeline(model_config)
+    if pipeline is not None:
+        cols: list[ColSpec | TensorSpec] = [
+            ColSpec(pipeline.input_type(c), c, required=False) for c in pipeline.input_columns
+        ]
+        return ModelSignature(inputs=Schema(cols), outputs=outputs)
     width = prod(int(s) for s in model_config["input_shape"])
     return ModelSignature(
-        inputs=Schema([TensorSpec(np.dtype(np.float64), (-1, width))]),
-        outputs=Schema([TensorSpec(np.dtype(np.int64), (-1,))]),
+        inputs=Schema([TensorSpec(np.dtype(np.float64), (-1, width))]), outputs=outputs
     )
+
+
+def input_example(model_config: Mapping[str, Any]) -> Any:
+    """One row the model accepts: zeros, or (with a pipeline) typical raw values by name."""
+    pipeline = _pipeline(model_config)
+    if pipeline is None:
+        return np.zeros((1, prod(int(s) for s in model_config["input_shape"])))
+    import pandas as pd
+
+    row: dict[str, Any] = {}
+    for step in pipeline.columns:
+        kind = pipeline.input_type(step.name)
+        if step.kind == "numeric":
+            row[step.name] = round(step.mean) if kind == "long" else step.mean
+        elif kind == "boolean":
+            row[step.name] = True
+        elif kind == "long":
+            row[step.name] = int(step.vocabulary[0]) if step.vocabulary else 0
+        else:
+            row[step.name] = step.vocabulary[0] if step.vocabulary else ""
+    return pd.DataFrame([row])
 
 
 def pip_requirements(model_config: Mapping[str, Any]) -> list[str]:
@@ -142,7 +200,7 @@ def save_pyfunc(
             python_model=str(script),
             artifacts={key: str(f) for key, f in files.items()},
             signature=model_signature(model_config),
-            input_example=np.zeros((1, prod(int(s) for s in model_config["input_shape"]))),
+            input_example=input_example(model_config),
             pip_requirements=pip_requirements(model_config),
             code_paths=[str(code)] if code is not None else None,
         )
