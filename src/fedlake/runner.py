@@ -39,6 +39,7 @@ from fedlake.orchestration.federation import CohortTooSmallError, Federation, Ru
 from fedlake.orchestration.sampling import CohortSpec, Population
 from fedlake.orchestration.sinks import RunSinks
 from fedlake.privacy.build import DPSettings, apply_dp
+from fedlake.run_baseline import PooledBaseline, pooled_baseline
 from fedlake.run_privacy import build_privacy, privacy_line
 from fedlake.scenarios import build_data, build_trainer, model_config
 
@@ -67,6 +68,7 @@ class RunOutcome:
     model_version: str | None
     lakehouse_root: Path | None
     archived: Path | None
+    baseline: PooledBaseline | None = None
 
 
 def run_dir_of(cfg: RunConfig) -> Path:
@@ -332,7 +334,7 @@ def run_experiment(
     sinks, lake_root = make_sinks(cfg, run_dir)
     federation.sinks = sinks
     status = "FAILED"
-    version = report = None
+    version = report = baseline = None
     try:
         result = federation.run(resume=resume, stop_after=stop_after)
         history_path = run_dir / HISTORY  # current when federation.run returns
@@ -340,14 +342,24 @@ def run_experiment(
             from fedlake.lakehouse.report import plot_rounds
 
             report = plot_rounds(result.history, run_dir / REPORT_FILE, title=cfg.name)
+        # under DP the last model, not the best by (un-noised) evaluation on the
+        # clients' own test splits: picking by it would be an unaccounted release
+        chosen = result.state.params if federation.privacy else result.best_params
+        finished = chosen is not None and result.stop_reason != "paused"
+        if finished and cfg.federation.pooled_baseline:
+            observer.message("pooled baseline: training the same model on all clients' rows")
+            # the last round's model against pooled training's last: neither picked by
+            # the test rows they are compared on
+            last = result.state.params
+            baseline = run_pooled_baseline(cfg, federation, last, rounds=result.state.round)
+            baseline_path = baseline.write(run_dir)
         if sinks.tracker is not None:
             sinks.tracker.log_artifact(history_path)
             if report is not None:
                 sinks.tracker.log_artifact(report)
-            # under DP the last model, not the best by (un-noised) evaluation on the
-            # clients' own test splits: picking by it would be an unaccounted release
-            chosen = result.state.params if federation.privacy else result.best_params
-            if chosen is not None and result.stop_reason != "paused":
+            if baseline is not None:
+                sinks.tracker.log_artifact(baseline_path)
+            if finished:
                 version = sinks.tracker.register_model(
                     chosen,
                     federation.trainer.spec.to_json(),
@@ -373,4 +385,22 @@ def run_experiment(
         model_version=version,
         lakehouse_root=lake_root,
         archived=archived,
+        baseline=baseline,
+    )
+
+
+def run_pooled_baseline(
+    cfg: RunConfig, federation: Federation, params: Any, *, rounds: int
+) -> PooledBaseline:
+    """Pooled training with the run's local settings, ``rounds x local_epochs`` epochs."""
+    from fedlake.core.algorithm import LocalConfig
+
+    algo = cfg.algorithm
+    return pooled_baseline(
+        federation.trainer,
+        federation.data,
+        params,
+        epochs=max(rounds, 1) * algo.local_epochs,
+        config=LocalConfig(batch_size=algo.batch_size, lr=algo.client_lr),
+        seed=cfg.seed,
     )

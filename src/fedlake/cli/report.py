@@ -22,6 +22,7 @@ def report(
     """Print a run's summary and write a PNG plot of its metrics per round."""
     from fedlake.lakehouse.report import plot_rounds, summary_rows
     from fedlake.orchestration.checkpoint import HISTORY, read_history
+    from fedlake.run_baseline import baseline_rows, read_baseline
     from fedlake.runner import REPORT_FILE
 
     with friendly_errors(debug):
@@ -31,6 +32,9 @@ def report(
         if not history:
             fail(f"{run} has no completed round yet")
         png = plot_rounds(history, out or run / REPORT_FILE, title=run.name)
+        baseline = read_baseline(run)
+        extra = baseline_rows(baseline) if baseline is not None else []
         print_table(
-            [*summary_rows(history), ("plot", str(png))], title=f"fedlake report {run.name}"
+            [*summary_rows(history), *extra, ("plot", str(png))],
+            title=f"fedlake report {run.name}",
         )

@@ -90,6 +90,7 @@ def _run(cfg: Any, *, resume: bool, quiet: bool) -> None:
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
     from fedlake.cli.progress import QuietObserver, RichObserver
     from fedlake.lakehouse.report import summary_rows
+    from fedlake.run_baseline import baseline_rows
     from fedlake.runner import run_experiment
 
     if quiet:
@@ -99,6 +100,8 @@ def _run(cfg: Any, *, resume: bool, quiet: bool) -> None:
             outcome = run_experiment(cfg, resume=resume, observer=obs)
     res = outcome.result
     rows = [("stop reason", res.stop_reason), *summary_rows(res.history)]
+    if outcome.baseline is not None:
+        rows += baseline_rows(outcome.baseline)
     if outcome.archived is not None:
         rows.append(("previous run moved to", str(outcome.archived)))
     rows.append(("run folder", str(outcome.run_dir)))
