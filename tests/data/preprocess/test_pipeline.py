@@ -90,7 +90,9 @@ def test_a_constant_column_is_centred_not_blown_up() -> None:
     for value in (123456.789, 0.1, 0.0, -7.0):
         pipe = fit_pipeline(summarise({"x": np.full(1000, value)}))
         assert pipe.columns[0].scale == 1.0
-        assert pipe.transform({"x": [value, value + 1.0]})[:, 0] == pytest.approx([0.0, 1.0], abs=1e-9)
+        assert pipe.transform({"x": [value, value + 1.0]})[:, 0] == pytest.approx(
+            [0.0, 1.0], abs=1e-9
+        )
 
 
 def test_a_tiny_but_real_spread_is_still_scaled() -> None:
@@ -213,6 +215,21 @@ def test_a_column_gone_after_dp_noise_is_refused_with_why() -> None:
     noisy = replace(s, columns=(gone,), epsilon=0.5, mechanism="laplace")
     with pytest.raises(ValueError, match=r"no values left after the summaries' DP noise"):
         fit_pipeline(noisy)
+
+
+def test_input_types_are_validated() -> None:
+    pipe = _fit(_clubs())
+    typed = replace(pipe, input_types={"visits": "long", "plan": "boolean"})
+    assert typed.input_type("visits") == "long" and pipe.input_type("plan") == "string"
+    assert pipe.input_type("visits") == "double"
+    assert FeaturePipeline.from_json(json.loads(json.dumps(typed.to_json()))) == typed
+    with pytest.raises(ValueError, match=r"one of \('double', 'long', 'string', 'boolean'\)"):
+        replace(pipe, input_types={"visits": "int"})
+    with pytest.raises(ValueError, match=r"got \['age'\]"):
+        replace(pipe, input_types={"age": "double"})
+    # Regression: an unknown column raised a bare StopIteration.
+    with pytest.raises(KeyError, match="no column 'age' in the pipeline"):
+        pipe.input_type("age")
 
 
 def test_column_step_features_order() -> None:

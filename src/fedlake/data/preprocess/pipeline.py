@@ -140,7 +140,11 @@ class FeaturePipeline:
 
     def input_type(self, name: str) -> str:
         """The type column ``name`` arrives in at prediction time."""
-        step = next(c for c in self.columns if c.name == name)
+        step = next((c for c in self.columns if c.name == name), None)
+        if step is None:
+            raise KeyError(
+                f"no column {name!r} in the pipeline; it reads {list(self.input_columns)}"
+            )
         default = "double" if step.kind == "numeric" else "string"
         return self.input_types.get(name, default)
 
