@@ -109,7 +109,7 @@ def test_the_pipeline_is_fitted_from_summaries_of_the_training_rows(tmp_path) ->
     for col in ("age", "visits", "tenure"):  # standardised over every club's training rows
         z = train[:, names.index(col)]
         assert abs(z.mean()) < 1e-3 and z.std() == pytest.approx(1.0, rel=1e-3)
-    assert {"plan=basic", "plan=plus", "plan=family", "plan=missing", "sleep=missing"} <= set(names)
+    assert {"plan=basic", "plan=plus", "plan=family", "plan:missing", "sleep:missing"} <= set(names)
     rows = pd.read_csv(csv)
     train_rows = sum(len(sc.data.load(c).y_train) for c in sc.data.client_ids())
     assert pipe.source["rows"] == train_rows < len(rows)  # test rows are not summarised

@@ -67,7 +67,7 @@ def test_standardised_over_the_pooled_training_rows() -> None:
 
 def test_missing_numbers_become_zero_with_an_indicator() -> None:
     pipe = _fit(_clubs())
-    assert pipe.feature_names[:2] == ("visits", "visits=missing")
+    assert pipe.feature_names[:2] == ("visits", "visits:missing")
     out = pipe.transform(
         {"visits": [np.nan, None, pipe.columns[0].mean, 1e3], "plan": ["gold"] * 4}
     )
@@ -123,8 +123,8 @@ def test_bins_collapse_repeated_edges() -> None:
 
 def test_one_hot_with_other_and_missing_slots() -> None:
     pipe = _fit(_clubs(), min_category_count=1)
-    names = [n for n in pipe.feature_names if n.startswith("plan=")]
-    assert names == ["plan=basic", "plan=gold", "plan=student", "plan=other", "plan=missing"]
+    names = [n for n in pipe.feature_names if n.startswith("plan")]
+    assert names == ["plan=basic", "plan=gold", "plan=student", "plan:other", "plan:missing"]
     out = pipe.transform({"plan": ["gold", None, "platinum", "basic", float("nan")]})
     hot = _one_hot(out, pipe.feature_names, "plan=")
     assert hot.argmax(axis=1).tolist() == [1, 4, 3, 0, 4]  # unseen "platinum": other
@@ -143,7 +143,7 @@ def test_more_frequent_values_than_max_categories_are_hashed() -> None:
     pipe = fit_pipeline(summarise({"u": users}), PipelineOptions(max_categories=20, hash_buckets=8))
     step = pipe.columns[0]
     assert step.hashed == 8 and step.vocabulary == ()
-    assert pipe.feature_names == tuple(f"u=#{j}" for j in range(8)) + ("u=missing",)
+    assert pipe.feature_names == tuple(f"u:#{j}" for j in range(8)) + ("u:missing",)
     out = pipe.transform({"u": ["u1", "u1", "never-seen", None]})
     assert (out.sum(axis=1) == 1.0).all() and out[3, -1] == 1.0
     assert (out[0] == out[1]).all()  # the same value always lands in the same bucket
@@ -234,9 +234,21 @@ def test_input_types_are_validated() -> None:
 
 def test_column_step_features_order() -> None:
     step = ColumnStep(name="v", kind="numeric", indicator=True, edges=(1.0,))
-    assert step.features == ("v", "v=missing", "v:bin0", "v:bin1")
+    assert step.features == ("v", "v:missing", "v:bin0", "v:bin1")
     assert step.transform([0.5, 1.0, None]).tolist() == [
         [0.5, 0.0, 1.0, 0.0],
         [1.0, 0.0, 0.0, 1.0],  # an edge belongs to the bin above it
         [0.0, 1.0, 0.0, 0.0],
     ]
+
+
+def test_a_category_named_like_a_slot_keeps_its_own_feature():
+    from fedlake.data.preprocess import fit_pipeline, summarise
+
+    values = np.array(["other"] * 6 + ["missing"] * 6 + ["gold"] * 6, dtype=object)
+    pipe = fit_pipeline(summarise({"plan": values}))
+    names = pipe.feature_names
+    assert len(set(names)) == len(names)
+    assert names == ("plan=gold", "plan=missing", "plan=other", "plan:other", "plan:missing")
+    x = pipe.transform({"plan": np.array(["other", None, "bronze"], dtype=object)})
+    assert x.tolist() == [[0, 0, 1, 0, 0], [0, 0, 0, 0, 1], [0, 0, 0, 1, 0]]

@@ -75,15 +75,23 @@ class ColumnStep:
 
     @property
     def features(self) -> tuple[str, ...]:
-        """Names of the features this column produces, in order."""
+        """Names of the features this column produces, in order.
+
+        ``name=value`` is a category's one-hot slot; ``name:slot`` is one the pipeline
+        made (missing, other, a hash bucket, a bin), so a category that is literally
+        called "other" or "missing" keeps a name of its own.
+        """
         n = self.name
         if self.kind == "numeric":
-            names = [n] + ([f"{n}=missing"] if self.indicator else [])
+            names = [n] + ([f"{n}:{MISSING}"] if self.indicator else [])
             if self.edges:
                 names += [f"{n}:bin{j}" for j in range(len(self.edges) + 1)]
             return tuple(names)
-        slots = [f"#{j}" for j in range(self.hashed)] if self.hashed else list(self.vocabulary)
-        return tuple(f"{n}={s}" for s in [*slots, *([] if self.hashed else [OTHER]), MISSING])
+        if self.hashed:
+            slots = [f"{n}:#{j}" for j in range(self.hashed)]
+        else:
+            slots = [f"{n}={v}" for v in self.vocabulary] + [f"{n}:{OTHER}"]
+        return (*slots, f"{n}:{MISSING}")
 
     def transform(self, values: Any) -> np.ndarray:
         """Features (n, len(features)) of this column's raw values."""
