@@ -126,7 +126,7 @@ def test_one_hot_with_other_and_missing_slots() -> None:
     names = [n for n in pipe.feature_names if n.startswith("plan")]
     assert names == ["plan=basic", "plan=gold", "plan=student", "plan:other", "plan:missing"]
     out = pipe.transform({"plan": ["gold", None, "platinum", "basic", float("nan")]})
-    hot = _one_hot(out, pipe.feature_names, "plan=")
+    hot = _one_hot(out, pipe.feature_names, "plan")
     assert hot.argmax(axis=1).tolist() == [1, 4, 3, 0, 4]  # unseen "platinum": other
     assert (hot.sum(axis=1) == 1.0).all()
 
