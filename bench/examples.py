@@ -83,6 +83,11 @@ EXAMPLES: tuple[Example, ...] = (
         "digits_robust.toml",
         "`digits_robust.toml` (centered clipping, 20% sign flippers)",
     ),
+    Example(
+        "churn_silo",
+        "churn_silo.toml",
+        "`churn_silo.toml` (3 clubs' raw churn table, federated preprocessing)",
+    ),
 )
 
 
@@ -126,6 +131,9 @@ def run_example(example: Example, *, output_dir: Path, lakehouse: bool = True) -
 
     raw = read_raw(ROOT / "examples" / example.config)
     raw["output_dir"] = str(output_dir)
+    data = raw.get("data", {})
+    if "path" in data and not Path(data["path"]).is_absolute():  # relative to the repository
+        data["path"] = str(ROOT / data["path"])
     if example.seed is not None:
         raw["seed"] = example.seed
     if not lakehouse:
@@ -151,6 +159,7 @@ def run_example(example: Example, *, output_dir: Path, lakehouse: bool = True) -
         "best_round": res.best_round,
         "upload_factor": _round(traffic_factor(attempts, "bytes_up", "upload_ratio"), 3),
         "download_factor": _round(traffic_factor(attempts, "bytes_down", "download_ratio"), 3),
+        "pooled_accuracy": _round(outcome.baseline.pooled_accuracy) if outcome.baseline else None,
         "wall_s": round(wall, 1),
     }
 
@@ -189,8 +198,11 @@ def render(recorded: dict[str, Any], *, table: str) -> str:
             continue
         r = runs[ex.key]
         wall = f"{r['wall_s']:.0f} s"
+        accuracy = _pct(r["final_accuracy"], digits)
+        if r.get("pooled_accuracy") is not None:
+            accuracy += f" (pooled training: {_pct(r['pooled_accuracy'], digits)})"
         lines.append(f"| {ex.label} | {_stops(r, target_note=table != 'readme')} | "
-                     f"{_pct(r['final_accuracy'], digits)} | {wall} |")  # fmt: skip
+                     f"{accuracy} | {wall} |")  # fmt: skip
         if ex.key == "activity" and seeds:
             reached = all(s["stop_reason"] == "target_reached" for s in seeds)
             rounds = " / ".join(str(s["rounds"]) for s in seeds)
@@ -202,9 +214,15 @@ def render(recorded: dict[str, Any], *, table: str) -> str:
                 f"{walls[0]:.0f}-{walls[-1]:.0f} s |"
             )
     kind = recorded["machine_kind"]
+    head = recorded["git_head"]
+    later = [
+        f"{k}: {r['git_head'][:10]}" for k, r in runs.items() if r.get("git_head", head) != head
+    ]
     lines.append("")
     lines.append(
-        f"Recorded {recorded['date']} at {recorded['git_head'][:10]} on {kind['cpu']} "
+        f"Recorded {recorded['date']} at {head[:10]}"
+        + (f" ({', '.join(later)})" if later else "")
+        + f" on {kind['cpu']} "
         f"(torch {kind['torch_cpu_capability']} kernels, {kind['blas']}); wall times include "
         "the MLflow and Delta writes of every round."
     )
@@ -263,13 +281,20 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{ex.key:20s} {r['stop_reason']:15s} round {r['rounds']:3d}  "
                       f"accuracy {r['final_accuracy']}  {r['wall_s']} s", flush=True)  # fmt: skip
     head, dirty = git_state(ROOT, "src", "examples")
+    if recorded and recorded.get("machine_kind") != machine_kind():
+        ap.error("--only merges into runs recorded on another machine kind; rerun them all")
+    for k in chosen:  # a subset rerun keeps the others' commit: each run says its own
+        runs[k]["git_head"] = head
     recorded = {
-        "date": time.strftime("%Y-%m-%d"),
-        "git_head": head,
-        "uncommitted": dirty,
+        "date": recorded.get("date", time.strftime("%Y-%m-%d")),
+        "git_head": recorded.get("git_head", head),
+        "uncommitted": dirty or recorded.get("uncommitted", False),
         "machine_kind": machine_kind(),
         "runs": {k: runs[k] for k in keys if k in runs},
     }
+    if not args.only:
+        for r in recorded["runs"].values():
+            r.pop("git_head", None)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(recorded, indent=2) + "\n")
     print(render(recorded, table="readme"))
