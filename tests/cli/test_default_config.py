@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from fedlake.defaults import DEFAULT_CONFIG, default_config_path, default_config_text
+from fedlake.config import read_raw
+from fedlake.defaults import DEFAULT_CONFIG, default_config, default_config_text
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -17,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_packaged_default_is_the_example_users_read():
     # one federation, two places: examples/ for readers, the package for `fedlake run`
     assert default_config_text() == (ROOT / "examples" / DEFAULT_CONFIG).read_text()
-    assert default_config_path().read_text() == default_config_text()
+    assert default_config() == read_raw(ROOT / "examples" / DEFAULT_CONFIG)
 
 
 @pytest.mark.integration

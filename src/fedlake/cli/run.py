@@ -64,11 +64,13 @@ def run(
     """
     with friendly_errors(debug):
         if config is None:
-            from fedlake.defaults import default_config_path
+            from fedlake.defaults import default_config
 
-            config = default_config_path()
+            given = default_config()
+        else:
+            given = read_raw(config)
         raw = apply_overrides(
-            read_raw(config),
+            given,
             {
                 "federation.rounds": rounds,
                 "seed": seed,
