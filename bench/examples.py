@@ -126,7 +126,7 @@ def run_example(example: Example, *, output_dir: Path, lakehouse: bool = True) -
     os.environ.setdefault("DO_NOT_TRACK", "true")
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
     from fedlake.config import parse_config, read_raw
-    from fedlake.lakehouse.report import final_rounds, traffic_factor
+    from fedlake.lakehouse.report import attempt_rows, final_rounds, traffic_factor
     from fedlake.runner import run_experiment
 
     raw = read_raw(ROOT / "examples" / example.config)
@@ -145,9 +145,7 @@ def run_example(example: Example, *, output_dir: Path, lakehouse: bool = True) -
     res = outcome.result
     rows = final_rounds(res.history)
     last = rows[-1] if rows else {}
-    attempts = list(
-        {(int(r["round"]), int(r.get("attempt") or 0)): r for r in res.history}.values()
-    )
+    attempts = attempt_rows(res.history)
     return {
         "config": example.config,
         "seed": cfg.seed,

@@ -11,6 +11,7 @@ from fedlake.compression.wire import HEADER_BYTES
 from fedlake.orchestration.evaluation import model_score
 
 __all__ = [
+    "attempt_rows",
     "best_row",
     "final_rounds",
     "header_note",
@@ -35,6 +36,14 @@ def final_rounds(rounds: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
         if r not in best or _rank(row) >= _rank(best[r]):  # ties: the later row (a replay) wins
             best[r] = dict(row)
     return [best[r] for r in sorted(best)]
+
+
+def attempt_rows(rounds: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """One row per (round, attempt), retried attempts included: a replayed row counts once.
+
+    Traffic, time and client counts add up over these (every attempt cost them).
+    """
+    return list({(int(r["round"]), int(r.get("attempt") or 0)): r for r in rounds}.values())
 
 
 def _rank(row: Mapping[str, Any]) -> tuple[bool, int]:
@@ -238,9 +247,7 @@ def summary_rows(rounds: Sequence[Mapping[str, Any]]) -> list[tuple[str, str]]:
     if not rows:
         return [("rounds run", "0")]
     best = best_row(rows)
-    # traffic, time and client counts cover every attempt, retried ones included (one row
-    # per (round, attempt): a replayed row counts once)
-    attempts = list({(int(r["round"]), int(r.get("attempt") or 0)): r for r in rounds}.values())
+    attempts = attempt_rows(rounds)
     durations = [d for d in _col(attempts, "duration_s") if not math.isnan(d)]
     total_s = sum(durations)
 
