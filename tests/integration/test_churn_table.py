@@ -220,3 +220,25 @@ def test_the_example_table_is_what_its_generator_writes(tmp_path) -> None:
     spec.loader.exec_module(module)
     written = module.make_table(tmp_path / "again.csv")
     assert written.read_bytes() == (REPO / "examples" / "data" / "churn_clubs.csv").read_bytes()
+
+
+def test_the_same_club_rows_in_delta_parquet_or_csv_give_the_same_features(tmp_path) -> None:
+    from deltalake import write_deltalake
+
+    csv = three_clubs(tmp_path / "clubs.csv", extra=True)
+    frame = pd.read_csv(csv)
+    frame.to_parquet(tmp_path / "clubs.parquet")
+    write_deltalake(str(tmp_path / "clubs_delta"), frame)
+    built = []
+    for path, fmt in ((csv, "csv"), (tmp_path / "clubs.parquet", "parquet"),
+                      (tmp_path / "clubs_delta", "delta")):  # fmt: skip
+        raw = config(tmp_path, path)
+        raw["data"]["format"] = fmt
+        built.append(build_data(parse_config(raw)))
+    first = built[0]
+    for other in built[1:]:
+        assert other.preprocessing == first.preprocessing
+        for cid in first.data.client_ids():
+            a, b = first.data.load(cid), other.data.load(cid)
+            np.testing.assert_array_equal(a.x_train, b.x_train)
+            np.testing.assert_array_equal(a.y_test, b.y_test)
