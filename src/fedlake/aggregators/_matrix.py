@@ -13,6 +13,8 @@ from collections.abc import Callable, Sequence
 import numpy as np
 from scipy.linalg import blas
 
+from fedlake.aggregators import _kernels
+
 Cohort = Sequence[np.ndarray] | np.ndarray
 
 # Column blocks of about this many values: big enough for BLAS and numpy's loops, small
@@ -118,12 +120,48 @@ def row_distances(rows: Cohort, centre: np.ndarray) -> np.ndarray:
     return np.sqrt(sq)
 
 
-def weighted_rows(rows: Cohort, weights: np.ndarray) -> np.ndarray:
-    """``weights @ rows`` in float64 (one BLAS gemv per column block)."""
+def weighted_rows(
+    rows: Cohort, weights: np.ndarray, *, divide_by: float = 1.0, dtype: type = np.float64
+) -> np.ndarray:
+    """``(weights @ rows) / divide_by`` as ``dtype``: float64 products, summed in float64.
+
+    One pass over the cohort, in column blocks: a compiled loop (``_kernels``: float32 read
+    once, converted in registers) where numba runs, else one float64 gemv per column block.
+    Rows of weight 0 are not read (Multi-Krum's unselected updates): they add nothing, and
+    a non-finite one would otherwise turn the sum into NaN (0 * inf).
+    """
     n, d = shape(rows)
     w = np.asarray(weights, dtype=np.float64)
-    out = np.empty(d, dtype=np.float64)
-    step = column_blocks(n, d).step
+    if w.shape != (n,):
+        raise ValueError(f"weights must have shape ({n},), got {w.shape}")
+    if not w.all():
+        keep = np.flatnonzero(w)
+        rows, w = [rows[int(i)] for i in keep], w[keep]
+    out: np.ndarray = np.empty(d, dtype=dtype)
+    if _kernels.weighted_sum(rows, w, divide_by, out):
+        return out
+    if len(w) == 0:
+        out[:] = 0.0
+        return out
+    step = column_blocks(len(w), d).step
     for start in range(0, d, step):
-        out[start : start + step] = w @ gather(rows, start, start + step, dtype=np.float64)
+        block = w @ gather(rows, start, start + step, dtype=np.float64)
+        out[start : start + step] = block / divide_by
     return out
+
+
+def scaled_add(total: np.ndarray, weight: float, x: np.ndarray) -> None:
+    """``total += weight * x`` in float64, in place, with at most a block-sized temporary
+    (a streaming fold's step: no allocation of size d per update)."""
+    x = np.asarray(x)
+    if x.shape != total.shape:
+        raise ValueError(f"update has shape {x.shape}, the sum {total.shape}")
+    if _kernels.scaled_add(total, weight, x):
+        return
+    w = np.float64(weight)
+    step = _kernels.ACC_VALUES
+    tmp = np.empty(min(step, len(total)), dtype=np.float64)
+    for start in range(0, len(total), step):
+        part = tmp[: len(total[start : start + step])]
+        np.multiply(x[start : start + step], w, out=part, dtype=np.float64)
+        total[start : start + step] += part

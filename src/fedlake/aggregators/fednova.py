@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fedlake.aggregators._matrix import weighted_rows
+from fedlake.aggregators._matrix import scaled_add, weighted_rows
 from fedlake.core.aggregator import Aggregator, Fold, FoldAccumulator, cohort_deltas
 from fedlake.core.checks import check_positive
 from fedlake.core.update import ClientUpdate, finite_number
@@ -119,8 +119,8 @@ def fednova(*, client_lr: float = 0.1, mu: float = 0.0) -> Aggregator:
             acc.reference = a
         acc.uniform = acc.uniform and a == acc.reference
         w = p if a == acc.reference else p * (acc.reference / a)
-        # In place: memory stays O(d) however many clients stream through.
-        acc.total += w * np.asarray(u.delta, dtype=np.float64)
+        # In place, no temporary of size d: memory stays O(d) however many clients stream.
+        scaled_add(acc.total, w, u.delta)
         acc.weight += p
         acc.progress += p * a
         acc.count += 1

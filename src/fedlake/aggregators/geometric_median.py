@@ -44,7 +44,7 @@ def weiszfeld(matrix: Cohort, *, nu: float, max_iter: int, ftol: float) -> tuple
     dist = row_distances(matrix, z)
     for it in range(1, max_iter + 1):
         w = 1.0 / np.maximum(nu, dist)
-        previous, z = z, (weighted_rows(matrix, w) / w.sum()).astype(np.float32)
+        previous, z = z, weighted_rows(matrix, w, divide_by=float(w.sum()), dtype=np.float32)
         step = z.astype(np.float64) - previous
         dist = row_distances(matrix, z)
         if w.sum() / 2 * float(step @ step) <= ftol * n * float(np.median(dist)):

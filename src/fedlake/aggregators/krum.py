@@ -68,6 +68,6 @@ def multi_krum(*, f: int, m: int | None = None) -> Aggregator:
             return rows[chosen[0]].copy(), state
         weights = np.zeros(n)
         weights[chosen] = 1.0 / keep
-        return weighted_rows(rows, weights).astype(np.float32), state
+        return weighted_rows(rows, weights, dtype=np.float32), state
 
     return Aggregator(init, aggregate, linear=False, name=name, min_updates=needed)

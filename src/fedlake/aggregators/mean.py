@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from fedlake.aggregators._matrix import weighted_rows
+from fedlake.aggregators._matrix import scaled_add, weighted_rows
 from fedlake.core.aggregator import Aggregator, Fold, FoldAccumulator, cohort_deltas
 from fedlake.core.update import ClientUpdate
 
@@ -27,17 +27,19 @@ def weighted_mean(*, uniform: bool = False) -> Aggregator:
     def aggregate(updates: Sequence[ClientUpdate], state: None) -> tuple[np.ndarray, None]:
         rows = cohort_deltas(updates)
         w = np.array([weight_of(u) for u in updates], dtype=np.float64)
-        if w.sum() <= 0:
-            raise ValueError(f"total weight must be > 0, got {w.sum()}")
-        return (weighted_rows(rows, w) / w.sum()).astype(np.float32), state
+        total = float(w.sum())
+        if total <= 0:
+            raise ValueError(f"total weight must be > 0, got {total}")
+        # one pass: float64 sums, divided and rounded to float32 as they are written
+        return weighted_rows(rows, w, divide_by=total, dtype=np.float32), state
 
     def start(dim: int) -> FoldAccumulator:
         return FoldAccumulator(total=np.zeros(dim, dtype=np.float64))
 
     def add(acc: FoldAccumulator, u: ClientUpdate) -> FoldAccumulator:
         w = weight_of(u)
-        # In place: memory stays O(d) however many clients stream through.
-        acc.total += w * np.asarray(u.delta, dtype=np.float64)
+        # In place, no temporary of size d: memory stays O(d) however many clients stream.
+        scaled_add(acc.total, w, u.delta)
         acc.weight += w
         acc.count += 1
         return acc
@@ -45,7 +47,8 @@ def weighted_mean(*, uniform: bool = False) -> Aggregator:
     def result(acc: FoldAccumulator, state: None) -> tuple[np.ndarray, None]:
         if acc.count == 0 or acc.weight <= 0:
             raise ValueError("cannot aggregate an empty cohort")
-        return (acc.total / acc.weight).astype(np.float32), state
+        out = np.empty(acc.total.shape, dtype=np.float32)
+        return np.divide(acc.total, acc.weight, out=out, casting="same_kind"), state
 
     name = "mean" if uniform else "weighted_mean"
     return Aggregator(init, aggregate, linear=True, name=name, fold=Fold(start, add, result))
