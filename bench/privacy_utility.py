@@ -9,7 +9,12 @@ and writes bench/results/privacy_utility.json and docs/img/privacy_utility.png.
 
     python bench/privacy_utility.py            # the full grid (about 20 minutes, 2 cores)
     python bench/privacy_utility.py --quick    # a smoke test: digits, 4 cells, 2 rounds
+    python bench/privacy_utility.py --accounting-only   # only the accountant's timings (~1 min)
     python bench/privacy_utility.py --render bench/results/privacy_utility.json
+
+Every run also times the accountant (ACCOUNTING): one epsilon of a whole ledger and one
+calibration (the noise for a budget), PLD and RDP, on this grid's settings and on the
+cross-device regime; --accounting-only does just that and merges it into --output.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import platform
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +70,22 @@ CELLS: list[tuple[str, float | None]] = [
     ("dpsgd", 0.8),
 ]
 QUICK = [("none", None), ("central", 8.0), ("local", 1000.0), ("dpsgd", 1.0)]
+
+# Accounting calls timed: DP-FedAvg with Poisson sampling (num_clients, clients_per_round,
+# rounds, the noise multiplier for one epsilon, the budget for one calibration). The first
+# two are this grid's central cells (their z for budget 3); the others the cross-device
+# regime of issue 14 (q = 1e-3 and 1e-4, z = 1, 2,000 rounds).
+_KEYS = ("what", "num_clients", "clients_per_round", "rounds", "z", "budget")
+ACCOUNTING: list[dict[str, Any]] = [
+    dict(zip(_KEYS, values, strict=True))
+    for values in (
+        ("activity", 1000, 100, 20, 1.096, 3.0),
+        ("digits", 100, 50, 30, 3.99, 3.0),
+        ("cross-device", 100_000, 100, 2000, 1.0, 1.0),
+        ("cross-device", 1_000_000, 100, 2000, 1.0, 0.1),
+    )
+]
+ACCOUNTING_REPEATS = 3
 
 
 def cell_config(scenario: str, mechanism: str, setting: float | None, rounds: int) -> dict:
@@ -113,6 +135,68 @@ def run_cell(job: tuple[str, str, float | None, int, str]) -> dict[str, Any]:
     }
 
 
+def time_accounting() -> list[dict[str, Any]]:
+    """Seconds per accounting call, PLD and RDP: the epsilon of a whole ledger
+    (``plan_epsilon``) and the calibration of a budget (``plan_noise``), the best of
+    ACCOUNTING_REPEATS calls, each with the accountant's per-step PLD cache emptied (a
+    run's first call; later rounds reuse the cached step)."""
+    from fedlake.privacy import accounting
+    from fedlake.privacy.calibration import plan_epsilon, plan_noise
+
+    def best(fn: Any) -> tuple[float, Any]:
+        times, out = [], None
+        for _ in range(ACCOUNTING_REPEATS):
+            accounting._gaussian_pld.cache_clear()
+            t0 = time.perf_counter()
+            out = fn()
+            times.append(time.perf_counter() - t0)
+        return min(times), out
+
+    rows = []
+    for c in ACCOUNTING:
+        sizes = {k: c[k] for k in ("num_clients", "clients_per_round", "rounds")}
+        for acc in ("pld", "rdp"):
+            eps_s, spent = best(
+                partial(plan_epsilon, **sizes, noise_multiplier=c["z"], delta=DELTA, accountant=acc)
+            )
+            cal_s, z = best(partial(plan_noise, c["budget"], DELTA, **sizes, accountant=acc))
+            rows.append(
+                {
+                    **c,
+                    "q": c["clients_per_round"] / c["num_clients"],
+                    "accountant": acc,
+                    "epsilon": spent.epsilon,
+                    "epsilon_seconds": eps_s,
+                    "calibrated_z": z,
+                    "calibration_seconds": cal_s,
+                }
+            )
+            print(
+                f"accounting {c['what']:12s} q {rows[-1]['q']:<6g} {c['rounds']:5d} rounds {acc}: "
+                f"epsilon {spent.epsilon:.4f} in {1e3 * eps_s:.1f} ms; "
+                f"z {z:.3f} for {c['budget']:g} in {1e3 * cal_s:.0f} ms",
+                flush=True,
+            )
+    return rows
+
+
+def accounting_markdown(rows: list[dict[str, Any]]) -> list[str]:
+    """The accountant's timings as a Markdown table."""
+    lines = [
+        "| setting | q | rounds | accountant | epsilon at z (ms per call) "
+        "| z for a budget (ms per calibration) |",
+        "|---|---:|---:|---|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['what']} | {r['q']:g} | {r['rounds']:,} | {r['accountant'].upper()} "
+            f"| {r['epsilon']:.4g} at z = {r['z']:g} ({1e3 * r['epsilon_seconds']:.1f} ms) "
+            f"| {r['calibrated_z']:.3f} for {r['budget']:g} "
+            f"({1e3 * r['calibration_seconds']:.0f} ms) |"
+        )
+    return lines
+
+
 def label(row: dict[str, Any]) -> str:
     """A cell's name in tables: ``central, eps budget 3`` / ``dpsgd, z 1``."""
     if row["mechanism"] == "none":
@@ -150,6 +234,15 @@ def markdown(report: dict[str, Any]) -> str:
             acc = "-" if r["accuracy"] is None else f"{100 * r['accuracy']:.1f}"
             lines.append(f"| {label(r)} | {z} | {eps} | {acc} | {r['stop_reason']} |")
         lines.append("")
+    if report.get("accounting"):
+        a = report["accounting_machine"]
+        lines += [
+            f"**Time per accounting call** (Poisson sampling, delta = {report['delta']:g}; best "
+            f"of {ACCOUNTING_REPEATS}, the per-step PLD cache emptied before each; {a}):",
+            "",
+            *accounting_markdown(report["accounting"]),
+            "",
+        ]
     return "\n".join(lines)
 
 
@@ -203,6 +296,11 @@ def main() -> int:
     ap.add_argument(
         "--only", help="run only these mechanisms (comma-separated), merged into --output"
     )
+    ap.add_argument(
+        "--accounting-only",
+        action="store_true",
+        help="time only the accountant (no federated runs); merged into --output",
+    )
     ap.add_argument("--output", type=Path, default=RESULTS)
     ap.add_argument("--plot", type=Path, default=PLOT)
     args = ap.parse_args()
@@ -210,6 +308,17 @@ def main() -> int:
         recorded = json.loads(args.render.read_text())
         print(markdown(recorded))
         plot(recorded, args.plot)
+        return 0
+    machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores"
+    if args.accounting_only:
+        report = json.loads(args.output.read_text()) if args.output.exists() else {"rows": []}
+        report.setdefault("delta", DELTA)
+        report["accounting"] = time_accounting()
+        report["accounting_machine"] = machine
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        args.output.write_text(json.dumps(report, indent=1))
+        print("\n".join(accounting_markdown(report["accounting"])))
+        print(f"wrote {args.output}")
         return 0
     cells = QUICK if args.quick else CELLS
     only = set(args.only.split(",")) if args.only else None
@@ -243,14 +352,17 @@ def main() -> int:
             keep + rows,
             key=lambda r: (order.get((r["scenario"], r["mechanism"]), 0), str(r["setting"])),
         )
+    accounting = time_accounting()
     report = {
         "delta": DELTA,
         "quick": args.quick,
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+        "machine": machine,
         "python": sys.version.split()[0],
         "seconds": time.perf_counter() - t0,
         "scenarios": SCENARIOS,
         "rows": rows,
+        "accounting": accounting,
+        "accounting_machine": machine,
     }
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(report, indent=1))

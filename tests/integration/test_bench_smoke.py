@@ -42,3 +42,11 @@ def test_privacy_bench_quick_runs_every_mechanism(tmp_path):
         assert r["rounds"] == 2 and 0 <= r["accuracy"] <= 1
         assert (r["epsilon"] is None) == (r["mechanism"] == "none")
     assert png.stat().st_size > 0
+    # Every run times the accountant; PLD is the tighter of the two on each setting.
+    timed = json.loads(out.read_text())["accounting"]
+    by = {(t["what"], t["q"], t["accountant"]): t for t in timed}
+    assert {t["accountant"] for t in timed} == {"pld", "rdp"} and len(by) == len(timed)
+    for t in timed:
+        assert t["epsilon_seconds"] > 0 and t["calibration_seconds"] > 0
+        if t["accountant"] == "pld":
+            assert t["epsilon"] < by[(t["what"], t["q"], "rdp")]["epsilon"]
