@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from aggregators.cohorts import run
 
-from fedlake.aggregators import _matrix, krum
+from fedlake.aggregators import _kernels, _matrix, krum
 from fedlake.aggregators._matrix import (
     column_blocks,
     columnwise,
@@ -75,6 +75,7 @@ def test_pairwise_precision_with_a_large_common_offset():
 def test_pairwise_over_several_column_blocks(monkeypatch):
     # small blocks: the Gram matrix is accumulated over many of them
     monkeypatch.setattr(_matrix, "BLOCK_VALUES", 1024)
+    monkeypatch.setattr(_matrix, "GRAM_BLOCK_VALUES", 1024)
     n, d = 5, 3000
     assert len(column_blocks(n, d)) > 1
     m = np.random.default_rng(4).normal(size=(n, d)).astype(np.float32)
@@ -105,6 +106,7 @@ def test_column_blocks_cover_every_column_once():
 
 def test_kernels_give_the_same_on_a_list_of_vectors_as_on_a_matrix(monkeypatch):
     monkeypatch.setattr(_matrix, "BLOCK_VALUES", 1024)  # several blocks
+    monkeypatch.setattr(_matrix, "GRAM_BLOCK_VALUES", 1024)
     rng = np.random.default_rng(4)
     matrix = rng.normal(size=(7, 3001)).astype(np.float32)
     rows = list(matrix)  # how rules see a cohort: the clients' vectors, never stacked
@@ -119,3 +121,64 @@ def test_kernels_give_the_same_on_a_list_of_vectors_as_on_a_matrix(monkeypatch):
     np.testing.assert_array_equal(
         _matrix.row_distances(rows, matrix[0]), _matrix.row_distances(matrix, matrix[0])
     )
+
+
+def gram_cohort(kind: str) -> list[np.ndarray]:
+    """Seven updates over 3,001 coordinates (blocks of 1,024 and a tail), ordinary or with
+    a block that must go to float64: a NaN, an infinity, a huge value, tiny values."""
+    rng = np.random.default_rng(5)
+    rows = [r for r in rng.normal(size=(7, 3001)).astype(np.float32)]
+    if kind == "nan":
+        rows[2][1500] = np.nan
+    elif kind == "inf":
+        rows[4][10] = np.inf
+    elif kind == "huge":
+        rows[1][2500:] = 3e38
+    elif kind == "tiny":
+        rows = [r * np.float32(1e-30) for r in rows]
+    return rows
+
+
+@pytest.mark.parametrize("kind", ["ordinary", "nan", "inf", "huge", "tiny"])
+def test_compiled_centring_gives_the_numpy_distances_bit_for_bit(kind, monkeypatch):
+    # The compiled loop only replaces gather + subtract: the same float32 values reach
+    # syrk, so the distances are identical (NaN where numpy's are NaN).
+    monkeypatch.setattr(_matrix, "GRAM_BLOCK_VALUES", 7 * 1024)
+    assert _kernels._compiled() is not None, "numba is a dependency: the loop must compile"
+    rows = gram_cohort(kind)
+    # (Updates with NaN/inf are refused before aggregation; here only the paths must agree.)
+    with np.errstate(invalid="ignore"):
+        compiled = pairwise_sq_distances(rows)
+        monkeypatch.setattr(_kernels, "ENABLED", False)
+        np.testing.assert_array_equal(compiled, pairwise_sq_distances(rows))
+    if kind in ("ordinary", "tiny"):
+        scale = 1e-60 if kind == "tiny" else 1.0
+        np.testing.assert_allclose(
+            compiled, direct_sq_distances(np.vstack(rows)), rtol=2e-6, atol=1e-9 * scale
+        )
+
+
+def test_the_centring_loop_refuses_a_block_out_of_bounds_and_keeps_no_cohort():
+    rows = gram_cohort("ordinary")
+    with _kernels.centring(rows, rows[0]) as centre_into:
+        assert centre_into is not None
+        out = np.empty((7, 1024), np.float32)
+        assert centre_into(3001 - 1024, out)
+        np.testing.assert_array_equal(out[3], rows[3][-1024:] - rows[0][-1024:])
+        with pytest.raises(ValueError, match="column 2000"):
+            centre_into(2000, out)  # would read past the rows' end
+    assert len(_kernels._LISTS.rows) == 0
+    with _kernels.centring([r.astype(np.float64) for r in rows], rows[0]) as centre_into:
+        assert centre_into is None  # not float32: the numpy stand-in runs
+
+
+def test_pairwise_allocates_one_block_not_the_cohort():
+    import tracemalloc
+
+    rows = list(np.random.default_rng(6).normal(size=(20, 200_000)).astype(np.float32))
+    pairwise_sq_distances(rows)  # compile and warm up
+    tracemalloc.start()
+    pairwise_sq_distances(rows)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak <= 4 * _matrix.GRAM_BLOCK_VALUES + (256 << 10)  # the block, n x n matrices

@@ -1,4 +1,5 @@
-"""Compiled loops (numba) behind a cohort's weighted sums: the weighted mean and its fold.
+"""Compiled loops (numba) behind a cohort's weighted sums (the weighted mean and its fold)
+and behind its pairwise distances (the centred blocks of the Gram matrix).
 
 Why our own kernel: summing n float32 vectors with float64 weights into float64 is a
 pure memory-bound pass, and neither numpy nor BLAS has one call that reads float32 and
@@ -12,12 +13,18 @@ long row slices at once. Where numba is missing the callers use their numpy code
 
 Both loops compute float64 products of the float32 values and sum them in float64, as the
 library routes do; only the order of the float64 additions differs (8 rows at a time).
+
+The centring loop has a like reason: numpy gathers a block of n rows (``np.stack``) and
+centres it (``block - centre``) in two passes with a temporary, or in n calls per block
+whose overhead outweighs a cache-sized block's work; here it is one call and one pass,
+the centred block written once into a cache-resident buffer that BLAS then reads.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from functools import cache
 from typing import Any
 
@@ -89,9 +96,21 @@ def _scaled_add(total: np.ndarray, weight: float, x: np.ndarray) -> None:
         total[k] += weight * np.float64(x[k])
 
 
+def _centred_block(rows: Any, centre: np.ndarray, start: int, out: np.ndarray) -> None:
+    """``out[i, :] = rows[i][start:start + b] - centre[start:start + b]`` in float32, as
+    numpy rounds it (slices, so the loop vectorises)."""
+    n, b = out.shape
+    c = centre[start : start + b]
+    for i in range(n):
+        r = rows[i][start : start + b]
+        o = out[i]
+        for k in range(b):
+            o[k] = r[k] - c[k]
+
+
 @cache
-def _compiled() -> tuple[Callable[..., None], Callable[..., None], Any] | None:
-    """The two loops compiled (on first use: importing numba costs a fraction of a
+def _compiled() -> tuple[Callable[..., Any], ...] | None:
+    """The loops compiled (on first use: importing numba costs a fraction of a
     second), and the typed-list row type; None where numba is not installed."""
     try:
         from numba import njit, types
@@ -99,13 +118,16 @@ def _compiled() -> tuple[Callable[..., None], Callable[..., None], Any] | None:
         return None
     # No fastmath: the additions keep their order and NaN/Inf propagate as in numpy.
     try:  # machine code cached beside the sources (or in NUMBA_CACHE_DIR)
-        jit = njit(cache=True, nogil=True)
-        kernels = jit(_weighted_sum), jit(_scaled_add)
+        kernels = _jit_all(njit(cache=True, nogil=True))
     except RuntimeError:  # no writable cache location (read-only install): compile per process
-        jit = njit(cache=False, nogil=True)
-        kernels = jit(_weighted_sum), jit(_scaled_add)
+        kernels = _jit_all(njit(cache=False, nogil=True))
     # Read-only rows (decoded from bytes) and writable ones share one list type.
-    return kernels[0], kernels[1], types.Array(types.float32, 1, "C", readonly=True)
+    return (*kernels, types.Array(types.float32, 1, "C", readonly=True))
+
+
+def _jit_all(jit: Callable[[Callable[..., Any]], Callable[..., Any]]) -> tuple[Any, ...]:
+    """weighted_sum, scaled_add, centred_block, in that order, through ``jit``."""
+    return tuple(jit(fn) for fn in (_weighted_sum, _scaled_add, _centred_block))
 
 
 def _as_float32_row(x: object) -> np.ndarray | None:
@@ -124,12 +146,10 @@ def weighted_sum(
     kernels = _compiled() if ENABLED else None
     if kernels is None or out.dtype not in (np.float32, np.float64):
         return False
-    typed = _row_list(kernels[2])
+    typed = _typed_rows(kernels, rows, out.shape[0])
+    if typed is None:
+        return False
     try:
-        for r in rows:
-            if _as_float32_row(r) is None:
-                return False
-            typed.append(r)
         acc = np.empty(min(ACC_VALUES, max(out.shape[0], 1)), dtype=np.float64)
         kernels[0](typed, np.ascontiguousarray(weights, dtype=np.float64), divisor, acc, out)
     finally:
@@ -160,3 +180,47 @@ def scaled_add(total: np.ndarray, weight: float, x: np.ndarray) -> bool:
         return False
     kernels[1](total, float(weight), row)
     return True
+
+
+def _typed_rows(
+    kernels: tuple[Any, ...], rows: Sequence[np.ndarray] | np.ndarray, length: int | None = None
+) -> Any:
+    """This thread's typed list filled with ``rows``, or None (the list left empty) where a
+    row is not a contiguous 1-D float32 vector of ``length`` values (default: the first
+    row's; the loops do not check bounds). The caller clears it after its call."""
+    typed = _row_list(kernels[-1])
+    for r in rows:
+        if length is None:
+            length = int(np.shape(r)[0]) if np.ndim(r) == 1 else -1
+        if _as_float32_row(r) is None or r.shape[0] != length:
+            typed.clear()
+            return None
+        typed.append(r)
+    return typed
+
+
+@contextmanager
+def centring(rows: Sequence[np.ndarray] | np.ndarray, centre: np.ndarray) -> Iterator[Any]:
+    """A function ``centre_into(start, out)`` that fills the float32 ``out`` (n, b) with
+    columns ``start:start + b`` of every row minus the centre's and returns True, or None
+    where the loop cannot run. The rows are typed once for all blocks (a typed list costs
+    about a microsecond per row to fill, as much as centring a small block)."""
+    kernels = _compiled() if ENABLED else None
+    c = _as_float32_row(centre)
+    typed = None if kernels is None or c is None else _typed_rows(kernels, rows, len(c))
+    if kernels is None or c is None or typed is None:
+        yield None
+        return
+    n, d, loop = len(typed), len(c), kernels[2]
+
+    def centre_into(start: int, out: np.ndarray) -> bool:
+        ok = out.dtype == np.float32 and out.flags.c_contiguous and out.ndim == 2
+        if not (ok and out.shape[0] == n and 0 <= start <= d - out.shape[1]):
+            raise ValueError(f"a block of shape {out.shape} at column {start} of ({n}, {d})")
+        loop(typed, c, start, out)
+        return True
+
+    try:
+        yield centre_into
+    finally:
+        typed.clear()  # holds no cohort between calls

@@ -23,6 +23,9 @@ BLOCK_VALUES = 1 << 21
 # Between 1/this and this, a block's float32 products and their sums stay far from
 # float32's overflow (3.4e38) and underflow (1.2e-38).
 SAFE_FLOAT32 = 1e15
+# The Gram matrix's column blocks: 1 MiB of float32, cache-resident between the pass that
+# centres a block and syrk (n = 100, d = 1e6: 0.19 s; 4 MiB 0.21 s, 256 KiB 0.20 s).
+GRAM_BLOCK_VALUES = 1 << 18
 
 
 def column_blocks(n: int, d: int) -> range:
@@ -76,24 +79,44 @@ def pairwise_sq_distances(rows: Cohort) -> np.ndarray:
     could overflow or underflow float32: that block is centred and multiplied in float64.
     """
     n, d = shape(rows)
-    centre = np.asarray(rows[int(np.argsort(row_sq_norms(rows), kind="stable")[(n - 1) // 2])])
+    centre = np.asarray(rows[int(np.argsort(_rough_sq_norms(rows), kind="stable")[(n - 1) // 2])])
     gram = np.zeros((n, n), dtype=np.float64)
-    step = column_blocks(n, d).step
-    for start in range(0, d, step):
-        block = gather(rows, start, start + step)
-        with np.errstate(over="ignore"):  # an overflow (inf) sends the block to float64
-            centred = block - centre[start : start + step]
-        if 1 / SAFE_FLOAT32 < np.abs(centred).max(initial=0.0) < SAFE_FLOAT32:
-            gram += blas.ssyrk(1.0, centred.T, trans=1)  # upper triangle of centred @ centred.T
-        else:
-            exact = block.astype(np.float64) - centre[start : start + step]
-            gram += blas.dsyrk(1.0, exact.T, trans=1)
+    # Smaller blocks than the other kernels' (GRAM_BLOCK_VALUES): the centred block is
+    # written into one reused buffer, still in cache when syrk reads it.
+    step = max(256, GRAM_BLOCK_VALUES // max(n, 1))
+    flat = np.empty(n * min(step, d), dtype=np.float32)  # every block, the tail included
+    with (
+        _kernels.centring(rows, centre) as centre_into,
+        np.errstate(over="ignore", invalid="ignore"),
+    ):
+        for start in range(0, d, step):
+            stop = min(start + step, d)
+            block = flat[: n * (stop - start)].reshape(n, stop - start)
+            if centre_into is None:  # the numpy stand-in
+                np.subtract(gather(rows, start, stop), centre[start:stop], out=block)
+            else:
+                centre_into(start, block)
+            # An overflow (inf) or NaN is out of the range: the block goes to float64.
+            if 1 / SAFE_FLOAT32 < max(block.max(), -block.min()) < SAFE_FLOAT32:
+                gram += blas.ssyrk(1.0, block.T, trans=1)  # upper triangle of block @ block.T
+            else:
+                exact = gather(rows, start, stop, dtype=np.float64) - centre[start:stop]
+                gram += blas.dsyrk(1.0, exact.T, trans=1)
     gram = np.triu(gram) + np.triu(gram, 1).T
     sq = np.diag(gram).copy()
     dist = sq[:, None] + sq[None, :] - 2.0 * gram
     np.maximum(dist, 0.0, out=dist)
     np.fill_diagonal(dist, 0.0)
     return dist
+
+
+def _rough_sq_norms(rows: Cohort) -> np.ndarray:
+    """Squared norms to pick a centre by: float32 dot products (BLAS, one pass at memory
+    speed), else float64 where one overflows. Rounding can only swap near-equal norms,
+    and any row near the median norm centres the Gram matrix as well."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        rough = np.array([np.dot(r, r) for r in rows], dtype=np.float64)
+    return rough if np.isfinite(rough).all() else row_sq_norms(rows)
 
 
 def row_sq_norms(rows: Cohort) -> np.ndarray:
