@@ -4,8 +4,9 @@ README's "What you should see" table and docs/results.md's examples table are re
 from bench/results/examples.json, between ``<!-- recorded:examples -->`` markers, and
 tests/integration/test_recorded_examples.py fails when either table differs from the
 JSON or when the code no longer produces the recorded outcomes (stop round, reason,
-accuracy, byte ratios). Wall times are recorded too, but only for the tables: machines
-are noisy.
+accuracy, byte ratios, and the SHA-256 of the final and best global models, so that a
+refactor that changes any trained bit fails on the recording machine kind). Wall times
+are recorded too, but only for the tables: machines are noisy.
 
 Results depend on the machine's floating-point kernels (torch's CPU capability, the BLAS
 core type): the same code reaches the same model bit for bit on one machine kind, while
@@ -158,8 +159,25 @@ def run_example(example: Example, *, output_dir: Path, lakehouse: bool = True) -
         "upload_factor": _round(traffic_factor(attempts, "bytes_up", "upload_ratio"), 3),
         "download_factor": _round(traffic_factor(attempts, "bytes_down", "download_ratio"), 3),
         "pooled_accuracy": _round(outcome.baseline.pooled_accuracy) if outcome.baseline else None,
+        # The trained models themselves, bit for bit: refactors (the client/server seam)
+        # must leave every example's final and best global model unchanged.
+        "model_sha256": model_digest(res.state.params),
+        "best_model_sha256": model_digest(res.best_params),
         "wall_s": round(wall, 1),
     }
+
+
+def model_digest(params: Any) -> str | None:
+    """The first 16 hex digits of the SHA-256 of a parameter vector's dtype, shape and bytes."""
+    if params is None:
+        return None
+    import hashlib
+
+    import numpy as np
+
+    arr = np.ascontiguousarray(params)
+    head = f"{arr.dtype.str}{arr.shape}".encode()
+    return hashlib.sha256(head + arr.tobytes()).hexdigest()[:16]
 
 
 def _round(value: Any, digits: int = 4) -> float | None:

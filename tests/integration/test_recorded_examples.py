@@ -3,9 +3,10 @@
 bench/examples.py runs every example the README quotes and writes
 bench/results/examples.json; both tables are rendered from it. These tests fail when a
 table was edited by hand or left stale, and when an example's outcome (stop reason, stop
-round, accuracy, byte ratios) is no longer what was recorded. On the machine kind that
-recorded them the outcome must be the same to the printed digit (runs are bit-for-bit
-reproducible there); on another kind (other convolution or BLAS kernels sum floats in
+round, accuracy, byte ratios, and the final and best models' SHA-256) is no longer what
+was recorded. On the machine kind that recorded them the outcome must be the same to the
+printed digit and the models to the bit (runs are bit-for-bit reproducible there); on
+another kind (other convolution or BLAS kernels sum floats in
 another order) within a tolerance that still catches a real regression.
 """
 
@@ -31,7 +32,8 @@ def _bench():
 BENCH = _bench()
 RECORDED = json.loads(BENCH.RESULTS.read_text())
 EXACT = ("stop_reason", "rounds", "final_accuracy", "best_accuracy", "best_round",
-         "upload_factor", "download_factor", "pooled_accuracy")  # fmt: skip
+         "upload_factor", "download_factor", "pooled_accuracy",
+         "model_sha256", "best_model_sha256")  # fmt: skip
 
 
 @pytest.mark.parametrize(("path", "table"), [(BENCH.README, "readme"), (BENCH.DOC, "results")])
