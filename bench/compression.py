@@ -31,7 +31,7 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 from fedlake.compression.codec import plain  # noqa: E402
 from fedlake.compression.pipeline import codec_from_stages  # noqa: E402
 from fedlake.config import parse_config  # noqa: E402
-from fedlake.runner import run_experiment  # noqa: E402
+from fedlake.run.experiment import run_experiment  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results" / "compression.json"

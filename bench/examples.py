@@ -128,7 +128,7 @@ def run_example(example: Example, *, output_dir: Path, lakehouse: bool = True) -
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
     from fedlake.config import parse_config, read_raw
     from fedlake.lakehouse.report import attempt_rows, final_rounds, traffic_factor
-    from fedlake.runner import run_experiment
+    from fedlake.run.experiment import run_experiment
 
     raw = read_raw(ROOT / "examples" / example.config)
     raw["output_dir"] = str(output_dir)

@@ -110,12 +110,12 @@ def federation(job: dict[str, Any], run_dir: Path, data: Any) -> Any:
     """The Federation of one cell (no lakehouse sinks, the vectorised inline executor)."""
     from fedlake.algorithms.fedprox import fedprox
     from fedlake.client.logreg import LogRegTrainer
-    from fedlake.orchestration.federation import Federation
-    from fedlake.orchestration.sampling import CohortSpec, Population
+    from fedlake.orchestration.sampling import CohortSpec
+    from fedlake.simulation import Population, simulate
 
     mu, policy = METHODS[job["method"]]
-    return Federation(
-        make_algorithm=functools.partial(
+    return simulate(
+        recipe=functools.partial(
             fedprox,
             mu=mu,
             client_lr=PAPER["client_lr"],

@@ -112,7 +112,7 @@ def run_cell(job: tuple[str, str, float | None, int, str]) -> dict[str, Any]:
     """One federated run; its accuracy, epsilon and time."""
     scenario, mechanism, setting, rounds, out = job
     from fedlake.config import parse_config
-    from fedlake.runner import run_experiment
+    from fedlake.run.experiment import run_experiment
 
     raw = cell_config(scenario, mechanism, setting, rounds)
     raw.update(name=f"{scenario}-{mechanism}-{setting}", output_dir=out)

@@ -126,7 +126,7 @@ def fedlake_side(job_path: Path) -> int:
     t_start = time.perf_counter()
     from fedlake.config import parse_config
     from fedlake.orchestration.events import NullObserver
-    from fedlake.runner import run_experiment
+    from fedlake.run.experiment import run_experiment
 
     job = json.loads(job_path.read_text())
 
@@ -354,11 +354,12 @@ def fedlake_tags(src: Path) -> dict[str, int]:
     """The purpose tags of fedlake's cohort and client generators (for the replay run),
     read from the measured sources ``src``."""
     code = (
-        "from fedlake.client.local import CLIENT_RNG\n"
         "try:\n"
+        "    from fedlake.core.rng import CLIENT_RNG\n"
+        "    from fedlake.orchestration.sampling import COHORT_RNG\n"
+        "except ImportError:\n"  # sources from before the seam redesign
+        "    from fedlake.client.local import CLIENT_RNG\n"
         "    from fedlake.orchestration.draw import COHORT_RNG\n"
-        "except ImportError:\n"
-        "    from fedlake.orchestration.federation import COHORT_RNG\n"
         "print(COHORT_RNG, CLIENT_RNG)"
     )
     proc = subprocess.run(

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from fedlake.client.trainer import FitResult, LocalConfig
+from fedlake.core.trainer import FitResult, LocalConfig
 from fedlake.core.params import ParamSpec
 from fedlake.core.transform import Transform
 from fedlake.data.base import ClientDataset, InMemoryClientData

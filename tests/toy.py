@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from fedlake.client.trainer import FitResult, LocalConfig
+from fedlake.core.trainer import FitResult, LocalConfig
 from fedlake.core.params import ParamSpec
 from fedlake.core.transform import Transform
 from fedlake.data.base import ClientDataset, InMemoryClientData
@@ -66,19 +66,19 @@ def toy_data(points: dict[str, tuple[tuple[float, ...], int]]) -> InMemoryClient
     return InMemoryClientData(out)
 
 
-def decoded(update, dim=None, mask=None, codec=None):
-    """``update`` as the server sees it: its wire payloads decoded into vectors."""
-    from fedlake.compression.messages import decode_update
+def decoded(reply, dim=None, mask=None, codec=None):
+    """``reply`` as the server sees it: its wire payloads decoded into an update's vectors."""
+    from fedlake.compression.messages import decode_reply
 
     if dim is None:
-        dim = _dim(update)
-    return decode_update(update, dim, mask, codec)
+        dim = _dim(reply)
+    return decode_reply(reply, dim, mask, codec)
 
 
-def _dim(update):
+def _dim(reply):
     from fedlake.compression.wire import read_header
 
-    header, _ = read_header(update.encoded["delta"])
+    header, _ = read_header(reply.payloads["delta"])
     return header.dim
 
 

@@ -13,16 +13,17 @@ import functools
 
 import numpy as np
 from quadratic import QuadraticTrainer, quadratic_data, random_problems
-from toy import decoded
 
 from fedlake.algorithms import fedavg, scaffold
-from fedlake.backends.inline import InlineExecutor
-from fedlake.client.local import ClientTask, run_client
-from fedlake.core.state import init_server_state, server_round
-from fedlake.core.update import CONTROL
+from fedlake.client.runtime import ClientRuntime
+from fedlake.compression.messages import decode_reply, encode_model
+from fedlake.core.rng import round_rng
+from fedlake.core.state import init_server_state, server_round, task_extras
+from fedlake.core.task import ClientReply, ClientTask
 from fedlake.orchestration.events import NullObserver
-from fedlake.orchestration.federation import Federation
 from fedlake.orchestration.sampling import CohortSpec
+from fedlake.orchestration.transport import DOWNLOAD_RNG
+from fedlake.simulation import simulate
 
 DIM, CLIENTS, SEED = 4, 3, 2024
 ETA, K = 0.1, 5
@@ -43,30 +44,53 @@ def fedavg_fixed_point(problems, eta, k):
     return np.linalg.solve(eye - np.mean(ms, axis=0), rhs)
 
 
-def one_round(algo, state, data, trainer, states, population):
-    """A pure round: every client through run_client, the server through server_round."""
-    task = ClientTask(
+def task_for(algo, state, acks):
+    """The round's task as the simulator builds it: encoded model, extras, the clients' acks."""
+    rng = round_rng(state.seed, state.round, DOWNLOAD_RNG)
+    return ClientTask(
         round=state.round,
         attempt=0,
-        params=state.params,
         seed=state.seed,
-        states=dict(states),
-        control=state.control,
+        model=encode_model(state.params, None, algo.compression.download, rng),
+        extras=task_extras(algo, state),
+        acks=dict(acks),
     )
-    updates = [decoded(run_client(task, cid, data, trainer, algo), DIM) for cid in IDS]
-    for u in updates:
-        if u.client_state is not None:
-            states[u.client_id] = u.client_state
-    return server_round(algo, state, updates, population=population)[0]
+
+
+def one_round(algo, state, runtime, acks, population):
+    """A pure round: every client through its runtime, the server through server_round.
+
+    Every client's update is aggregated, so each one's contribution is acknowledged in
+    the next round's task (SCAFFOLD's c_i then counts on the client).
+    """
+    task = task_for(algo, state, acks)
+    replies = [runtime.handle(task, cid) for cid in IDS]
+    assert all(isinstance(r, ClientReply) for r in replies), replies
+    updates = [decode_reply(r, DIM, None, algo.compression.upload) for r in replies]
+    new = server_round(algo, state, updates, population=population)[0]
+    if algo.needs_acks:
+        acks.update({cid: task.tag for cid in IDS})
+    return new
 
 
 def run_pure(algo, rounds):
+    """``rounds`` pure rounds; the server state, the clients' store and the acks."""
     data, trainer = quadratic_data(PROBLEMS), QuadraticTrainer(DIM)
     state = init_server_state(algo, trainer.init_params(0), seed=SEED)
-    states = {}
+    runtime = ClientRuntime(data, trainer, algo)
+    acks = {}
     for _ in range(rounds):
-        state = one_round(algo, state, data, trainer, states, population=CLIENTS)
-    return state, states
+        state = one_round(algo, state, runtime, acks, population=CLIENTS)
+    return state, runtime.store, acks
+
+
+def client_control(store, cid, acks):
+    """Client ``cid``'s c_i: its pending one once the server acknowledged it, else committed."""
+    record = store.load(cid)
+    pending = record.get("pending")
+    if pending and tuple(pending["tag"]) == tuple(acks.get(cid, ())):
+        return pending["states"]["scaffold"]
+    return record["states"]["scaffold"]
 
 
 def test_the_problem_is_heterogeneous_enough():
@@ -79,48 +103,57 @@ def test_the_problem_is_heterogeneous_enough():
 
 def test_fedavg_converges_to_its_biased_fixed_point_not_the_optimum():
     algo = fedavg(client_lr=ETA, local_epochs=K, weighted=False)
-    state, _ = run_pure(algo, rounds=60)
+    state, _, _ = run_pure(algo, rounds=60)
     fixed = fedavg_fixed_point(PROBLEMS, ETA, K)
     np.testing.assert_allclose(state.params, fixed, atol=1e-5)
     assert np.linalg.norm(state.params - optimum(PROBLEMS)) > 0.2
     # a fixed point: one more round barely moves it
-    again, _ = run_pure(algo, rounds=61)
+    again, _, _ = run_pure(algo, rounds=61)
     assert np.abs(again.params - state.params).max() < 1e-5
 
 
 def test_scaffold_converges_to_the_true_optimum():
     algo = scaffold(client_lr=ETA, local_epochs=K)
-    state, states = run_pure(algo, rounds=60)
+    state, store, acks = run_pure(algo, rounds=60)
     best = optimum(PROBLEMS)
     np.testing.assert_allclose(state.params, best, atol=1e-5)
+    # every client's last c_i waits in its store for the (given) acknowledgement
+    assert all(store.load(cid)["pending"]["tag"] == (59, 0) == acks[cid] for cid in IDS)
+    controls = {cid: client_control(store, cid, acks) for cid in IDS}
     # at the optimum each c_i is the client's gradient there and c their mean (zero)
     for cid, (a, c) in PROBLEMS.items():
-        np.testing.assert_allclose(states[cid][CONTROL], a @ (best - c), atol=1e-4)
-    np.testing.assert_allclose(state.control, 0.0, atol=1e-4)
+        np.testing.assert_allclose(controls[cid], a @ (best - c), atol=1e-4)
+    server_control = state.plugins["scaffold"]
+    np.testing.assert_allclose(server_control, 0.0, atol=1e-4)
     np.testing.assert_allclose(
-        state.control, np.mean([states[cid][CONTROL] for cid in IDS], axis=0), atol=1e-6
+        server_control, np.mean([controls[cid] for cid in IDS], axis=0), atol=1e-6
     )
 
 
 def test_scaffold_through_the_round_loop_carries_control_variates(tmp_path):
     rounds = 40
-    fed = Federation(
-        make_algorithm=functools.partial(scaffold, client_lr=ETA, local_epochs=K),
+    fed = simulate(
+        recipe=functools.partial(scaffold, client_lr=ETA, local_epochs=K),
         trainer=QuadraticTrainer(DIM),
         data=quadratic_data(PROBLEMS),
         run_dir=tmp_path / "run",
         rounds=rounds,
         cohort=CohortSpec(count=CLIENTS),
         seed=SEED,
-        executor=InlineExecutor(),
+        executor="inline",
         observer=NullObserver(),
     )
     res = fed.run()
-    pure, states = run_pure(scaffold(client_lr=ETA, local_epochs=K), rounds)
+    pure, store, acks = run_pure(scaffold(client_lr=ETA, local_epochs=K), rounds)
     # the loop (download codec, client states kept between rounds, population = every
     # client) computes exactly what the pure path computes
     np.testing.assert_array_equal(res.state.params, pure.params)
-    np.testing.assert_array_equal(res.state.control, pure.control)
+    np.testing.assert_array_equal(res.state.plugins["scaffold"], pure.plugins["scaffold"])
+    clients = fed.snapshots[0]
+    for cid in IDS:
+        np.testing.assert_array_equal(
+            client_control(clients, cid, acks), client_control(store, cid, acks)
+        )
     assert res.state.round == rounds
     assert [h["num_completed"] for h in res.history] == [CLIENTS] * rounds
     np.testing.assert_allclose(res.state.params, optimum(PROBLEMS), atol=1e-5)
@@ -140,9 +173,10 @@ def weighted_optimum(problems, examples):
 def run_weighted(algo, rounds):
     data, trainer = quadratic_data(PROBLEMS, EXAMPLES), QuadraticTrainer(DIM)
     state = init_server_state(algo, trainer.init_params(0), seed=SEED)
-    states = {}
+    runtime = ClientRuntime(data, trainer, algo)
+    acks = {}
     for _ in range(rounds):
-        state = one_round(algo, state, data, trainer, states, population=CLIENTS)
+        state = one_round(algo, state, runtime, acks, population=CLIENTS)
     return state
 
 

@@ -5,10 +5,11 @@ own quadratic with 9 (padding rows), so example weights are 1:3. One local epoch
 exact gradient step (see tests/quadratic.py).
 """
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 from quadratic import QuadraticTrainer, quadratic_data
-from toy import decoded
 
 from fedlake.algorithms import (
     ALGORITHMS,
@@ -22,11 +23,17 @@ from fedlake.algorithms import (
     personalized,
     scaffold,
 )
-from fedlake.client.local import ClientFailure, ClientTask, run_client
-from fedlake.client.workload import Workload
+from fedlake.client.runtime import ClientRuntime
+from fedlake.client.stores import MemoryStateStore
+from fedlake.compression.messages import decode_reply, encode_model
+from fedlake.core.params import ParamSpec
 from fedlake.core.personal import Personalization
-from fedlake.core.state import init_server_state, server_round
-from fedlake.core.update import CONTROL, ClientUpdate
+from fedlake.core.rng import round_rng
+from fedlake.core.state import init_server_state, server_round, task_extras
+from fedlake.core.task import ClientFailure, ClientReply, ClientTask, FailureReason, Instructions
+from fedlake.core.update import ClientUpdate
+from fedlake.orchestration.transport import DOWNLOAD_RNG
+from fedlake.plugins import CONTROL
 
 DIM = 2
 A = {
@@ -40,20 +47,34 @@ DATA = quadratic_data(A, EXAMPLES)
 TRAINER = QuadraticTrainer(DIM)
 
 
-def clients(algo, state, *, work=None, states=None):
-    """Both clients' decoded updates for ``state``'s round."""
-    task = ClientTask(
+def task_for(algo, state, *, work=None, acks=None):
+    """``state``'s round task as the simulator builds it (seed 0, attempt 0)."""
+    rng = round_rng(0, state.round, DOWNLOAD_RNG)
+    return ClientTask(
         round=state.round,
         attempt=0,
-        params=state.params,
         seed=0,
-        states=states or {},
-        work=work or {},
-        control=state.control,
+        model=encode_model(state.params, None, algo.compression.download, rng),
+        extras=task_extras(algo, state),
+        instructions=work or {},
+        acks=acks or {},
     )
-    out = [run_client(task, cid, DATA, TRAINER, algo) for cid in ("a", "b")]
-    assert not any(isinstance(u, ClientFailure) for u in out), out
-    return [decoded(u, DIM) for u in out]
+
+
+def clients(algo, state, *, work=None, store=None, acks=None):
+    """Both clients' decoded updates for ``state``'s round (their states kept in ``store``)."""
+    task = task_for(algo, state, work=work, acks=acks)
+    runtime = ClientRuntime(DATA, TRAINER, algo, store)
+    out = [runtime.handle(task, cid) for cid in ("a", "b")]
+    assert all(isinstance(u, ClientReply) for u in out), out
+    return [decode_reply(u, DIM, None, algo.compression.upload) for u in out]
+
+
+def pending_control(store, cid, tag):
+    """The c_i client ``cid`` computed in round-attempt ``tag``, kept until acknowledged."""
+    pending = store.load(cid)["pending"]
+    assert pending["tag"] == tag
+    return pending["states"]["scaffold"]
 
 
 def gd(x, cid, *, lr, steps, mu=0.0, correction=0.0):
@@ -107,7 +128,7 @@ def test_fedprox_keeps_a_stragglers_partial_work():
     mu, lr = 0.5, 0.1
     algo = fedprox(mu=mu, client_lr=lr, local_epochs=3)
     state = init_server_state(algo, START, seed=0)
-    ups = clients(algo, state, work={"a": Workload(fraction=1 / 3)})
+    ups = clients(algo, state, work={"a": Instructions(fraction=1 / 3)})
     assert ups[0].metrics["steps"] == 1 and ups[0].metrics["work_fraction"] == pytest.approx(1 / 3)
     assert ups[1].metrics["steps"] == 3 and "work_fraction" not in ups[1].metrics
     new, _ = server_round(algo, state, ups)
@@ -137,20 +158,25 @@ def test_scaffold_first_two_rounds_golden():
     lr, k = 0.1, 3
     algo = scaffold(client_lr=lr, local_epochs=k)
     state = init_server_state(algo, START, seed=0)
-    np.testing.assert_array_equal(state.control, [0.0, 0.0])
+    np.testing.assert_array_equal(state.plugins["scaffold"], [0.0, 0.0])
     x, c = START.astype(np.float64), np.zeros(DIM)
     ci = {"a": np.zeros(DIM), "b": np.zeros(DIM)}
-    kept = {}
+    store, acks = MemoryStateStore(), {}
     for r in range(2):
-        ups = clients(algo, state, states=kept)
+        ups = clients(algo, state, store=store, acks=acks)
+        before = ci
         x, c, ci, dci = scaffold_round(x, c, ci, lr=lr, steps={"a": k, "b": k}, population=2)
         for u in ups:
-            np.testing.assert_allclose(u.client_state[CONTROL], ci[u.client_id], atol=1e-5)
-            np.testing.assert_allclose(u.vectors[CONTROL], dci[u.client_id], atol=1e-5)
-            kept[u.client_id] = u.client_state
+            cid = u.client_id
+            np.testing.assert_allclose(pending_control(store, cid, (r, 0)), ci[cid], atol=1e-5)
+            np.testing.assert_allclose(u.vectors[CONTROL], dci[cid], atol=1e-5)
+            if r > 0:  # last round's c_i, acknowledged, is the one it started from
+                committed = store.load(cid)["states"]["scaffold"]
+                np.testing.assert_allclose(committed, before[cid], atol=1e-5)
+            acks[cid] = (r, 0)  # the server aggregates both updates
         state, metrics = server_round(algo, state, ups)
         np.testing.assert_allclose(state.params, x, rtol=1e-6, atol=1e-6)
-        np.testing.assert_allclose(state.control, c, atol=1e-5)
+        np.testing.assert_allclose(state.plugins["scaffold"], c, atol=1e-5)
         assert metrics["control_norm"] == pytest.approx(np.linalg.norm(c), rel=1e-5)
         if r == 0:  # round 1 is plain FedAvg, and c_i is the mean of the local gradients
             np.testing.assert_allclose(x, weighted([gd(START, cid, lr=lr, steps=k) for cid in A]))
@@ -166,7 +192,8 @@ def test_scaffold_control_moves_by_participation_times_weighted_mean_and_actual_
     lr, k = 0.1, 3
     algo = scaffold(client_lr=lr, local_epochs=k)
     state = init_server_state(algo, START, seed=0)
-    ups = clients(algo, state, work={"a": Workload(max_steps=2)})  # a straggles: K_a = 2
+    store = MemoryStateStore()
+    ups = clients(algo, state, work={"a": Instructions(max_steps=2)}, store=store)  # K_a = 2
     assert [u.metrics["steps"] for u in ups] == [2, 3]
     x, c, ci, _ = scaffold_round(
         START.astype(np.float64),
@@ -176,19 +203,23 @@ def test_scaffold_control_moves_by_participation_times_weighted_mean_and_actual_
         steps={"a": 2, "b": 3},
         population=4,  # two more clients exist, not sampled this round
     )
-    np.testing.assert_allclose(ups[0].client_state[CONTROL], ci["a"], atol=1e-5)
+    np.testing.assert_allclose(pending_control(store, "a", (0, 0)), ci["a"], atol=1e-5)
     new, _ = server_round(algo, state, ups, population=4)
-    np.testing.assert_allclose(new.control, c, atol=1e-5)
-    np.testing.assert_allclose(new.control, 2 / 4 * weighted([ci["a"], ci["b"]]), atol=1e-5)
+    new_control = new.plugins["scaffold"]
+    np.testing.assert_allclose(new_control, c, atol=1e-5)
+    np.testing.assert_allclose(new_control, 2 / 4 * weighted([ci["a"], ci["b"]]), atol=1e-5)
     np.testing.assert_allclose(new.params, x, rtol=1e-6)
 
 
 def test_scaffold_refuses_a_task_without_control_and_updates_without_it():
     algo = scaffold()
     state = init_server_state(algo, START, seed=0)
-    task = ClientTask(round=0, attempt=0, params=state.params, seed=0)
-    with pytest.raises(ValueError, match="SCAFFOLD needs the server's control variate"):
-        run_client(task, "a", DATA, TRAINER, algo)
+    task = replace(task_for(algo, state), extras={})  # the model without c
+    store = MemoryStateStore()
+    failure = ClientRuntime(DATA, TRAINER, algo, store).handle(task, "a")
+    assert isinstance(failure, ClientFailure) and failure.reason is FailureReason.ERROR
+    assert failure.message.startswith("ValueError: SCAFFOLD needs the server's control variate")
+    assert store.load("a") is None  # nothing kept from a round it could not run
     bare = ClientUpdate("a", {"delta": np.zeros(DIM, np.float32)}, 1.0)
     with pytest.raises(ValueError, match="missing 'control' vector"):
         server_round(algo, state, [bare])
@@ -201,7 +232,7 @@ def test_fednova_normalises_clients_with_different_steps():
     lr, k = 0.1, 3
     algo = fednova(client_lr=lr, local_epochs=k)
     state = init_server_state(algo, START, seed=0)
-    ups = clients(algo, state, work={"a": Workload(max_steps=1)})
+    ups = clients(algo, state, work={"a": Instructions(max_steps=1)})
     assert [u.metrics["steps"] for u in ups] == [1, 3]
     x = START.astype(np.float64)
     da, db = gd(x, "a", lr=lr, steps=1) - x, gd(x, "b", lr=lr, steps=3) - x
@@ -222,7 +253,7 @@ def test_fednova_with_a_proximal_term_uses_its_a_i():
     lr, k, mu = 0.1, 4, 0.5
     algo = fednova(mu=mu, client_lr=lr, local_epochs=k)
     state = init_server_state(algo, START, seed=0)
-    ups = clients(algo, state, work={"b": Workload(fraction=0.5)})  # b: 2 of its 4 steps
+    ups = clients(algo, state, work={"b": Instructions(fraction=0.5)})  # b: 2 of its 4 steps
     assert [u.metrics["steps"] for u in ups] == [4, 2]
     x = START.astype(np.float64)
     da = gd(x, "a", lr=lr, steps=4, mu=mu) - x
@@ -328,15 +359,29 @@ def test_ditto_refuses_an_unstable_step():
     with pytest.raises(ValueError, match=r"lam=3\.0 \* lr=1\.0 = 3"):  # its own lr counts
         personalized(fedavg(client_lr=0.01), Personalization("ditto", lam=3.0, lr=1.0))
     ok = personalized(fedavg(client_lr=0.5), Personalization("ditto", lam=4.0))  # exactly 2
-    assert ok.personal.lam == 4.0 and ok.name == "fedavg"
+    assert ok.personal.name == "ditto" and ok.name == "fedavg"
+    # the plugin pulls with lam = 4.0: round 2's personal step from v1 towards the new global
+    store = MemoryStateStore()
+    state = init_server_state(ok, START, seed=0)
+    state, _ = server_round(ok, state, clients(ok, state, store=store))
+    clients(ok, state, store=store)
+    a, c = A["a"]
+    v1 = gd(START, "a", lr=0.5, steps=1)  # round 1: v starts at the global model, no pull
+    x1 = state.params.astype(np.float64)
+    v2 = v1 - 0.5 * (a @ (v1 - c) + 4.0 * (v1 - x1))
+    np.testing.assert_allclose(store.load("a")["states"]["ditto"], v2, rtol=1e-5, atol=1e-6)
 
 
 def test_fedper_refuses_scaffold():
     fedper = Personalization("fedper", layers=("bias",))
     with pytest.raises(ValueError, match="FedPer personal layers cannot be combined with SCAFFOLD"):
         personalized(scaffold(), fedper)
-    assert personalized(fedprox(), fedper).personal is fedper
-    assert personalized(scaffold(), Personalization("ditto")).scaffold  # Ditto is fine
+    kept = personalized(fedprox(), fedper)
+    assert kept.personal.name == "fedper"
+    spec = ParamSpec.from_arrays({"w": np.zeros(3, np.float32), "bias": np.zeros(2, np.float32)})
+    np.testing.assert_array_equal(kept.kept_local(spec), [False, False, False, True, True])
+    ditto = personalized(scaffold(), Personalization("ditto"))  # Ditto is fine
+    assert ditto.has("scaffold") and ditto.personal.name == "ditto"
 
 
 # -- bad hyperparameters fail at construction, naming the value ------------------------------

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from scipy.stats import norm
 
-from fedlake.attacks import (
+from fedlake.data.base import ClientDataset
+from fedlake.simulation.attacks import (
     ATTACKS,
     ALittleIsEnough,
     Attack,
@@ -21,7 +22,6 @@ from fedlake.attacks import (
     build_attack,
     malicious_count,
 )
-from fedlake.data.base import ClientDataset
 
 RNG = np.random.default_rng(0)
 

@@ -4,7 +4,7 @@ from typer.testing import CliRunner
 
 from fedlake.cli.main import app
 from fedlake.config import parse_config
-from fedlake.runner import run_experiment
+from fedlake.run.experiment import run_experiment
 
 runner = CliRunner()
 
@@ -55,7 +55,7 @@ def test_run_and_report_show_the_pooled_baseline(tmp_path):
     res = runner.invoke(app, ["run", "--config", str(cfg), "--quiet"], terminal_width=200)
     assert res.exit_code == 0, res.output
     run = tmp_path / "pooled"
-    from fedlake.run_baseline import read_baseline
+    from fedlake.run.baseline import read_baseline
 
     b = read_baseline(run)
     assert b is not None and b.epochs == 3 and b.train_rows > 0

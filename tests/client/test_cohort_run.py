@@ -1,38 +1,39 @@
-"""The vectorised inline executor computes what one-client-at-a-time runs compute.
+"""The vectorised client runtime computes what one-client-at-a-time runs compute.
 
-``InlineExecutor()`` trains each chunk of the cohort as one stacked logistic regression;
-``InlineExecutor(chunk=1)`` runs :func:`fedlake.client.local.run_client` per client. Both
-must give the same rounds (to float tolerance), the same client states, and the same
-failures, client by client.
+``ClientRuntime.handle_many`` trains a cohort as one stacked logistic regression;
+``ClientRuntime.handle`` runs one client. Simulated federations with ``vectorize`` on
+(the inline executor's chunks go through ``handle_many``) and off (``handle``, one by
+one) must give the same rounds (to float tolerance), the same client states, and the
+same failures, client by client.
 """
 
 import functools
 
 import numpy as np
 import pytest
-from toy import _dim, decoded
 
-import fedlake.client.cohort_run as cohort_run
 import fedlake.client.logreg_kernel as logreg_kernel
-from fedlake.algorithms import fedavg, fednova, fedprox, personalized, scaffold
-from fedlake.backends.inline import InlineExecutor
-from fedlake.client.local import ClientFailure, ClientJob, ClientTask
+import fedlake.client.runtime as runtime_module
+from fedlake.algorithms import compressed, fedavg, fednova, fedprox, personalized, scaffold
+from fedlake.client.fleet import ClientFleet
 from fedlake.client.logreg import LogRegTrainer
-from fedlake.compression.pipeline import compressed
+from fedlake.client.stores import MemoryStateStore
+from fedlake.compression.messages import decode_reply, encode_model
+from fedlake.compression.wire import read_header
 from fedlake.core.personal import Personalization, personal_mask
-from fedlake.core.state import init_server_state
-from fedlake.core.update import CONTROL, ClientUpdate
+from fedlake.core.state import init_server_state, task_extras
+from fedlake.core.task import ClientFailure, ClientReply, ClientTask, FailureReason
 from fedlake.data.base import ClientDataset, InMemoryClientData
 from fedlake.data.synthetic import fedprox_synthetic
 from fedlake.orchestration.checkpoint import load_checkpoint
 from fedlake.orchestration.events import NullObserver
-from fedlake.orchestration.federation import Federation
-from fedlake.orchestration.sampling import CohortSpec, Population
-from fedlake.personal.client import PERSONAL
+from fedlake.orchestration.sampling import CohortSpec
+from fedlake.simulation import Population, SimulatedStores, simulate
 
 DATA = fedprox_synthetic(1, 1, num_devices=20, seed=1)
 IDS = list(DATA.client_ids())
 TRAINER = LogRegTrainer(60, 10)
+DIM = TRAINER.spec.size
 RTOL, ATOL = 1e-4, 1e-5
 
 
@@ -45,7 +46,7 @@ def shared_fits(monkeypatch):
     """
     monkeypatch.setattr(logreg_kernel, "AVAILABLE", False)
     calls = []
-    real = cohort_run.fit_cohort
+    real = runtime_module.fit_cohort
 
     def spy(trainer, params, data, **kw):
         calls.append(len(data))  # counted even when the shared fit raises
@@ -54,7 +55,7 @@ def shared_fits(monkeypatch):
             calls[-1] = None
         return out
 
-    monkeypatch.setattr(cohort_run, "fit_cohort", spy)
+    monkeypatch.setattr(runtime_module, "fit_cohort", spy)
     return calls
 
 
@@ -77,9 +78,10 @@ RECIPES = {
 }
 
 
-def run(tmp_path, make_algorithm, executor, *, population=None, rounds=3, data=DATA):
-    fed = Federation(
-        make_algorithm=make_algorithm,
+def run(tmp_path, make_algorithm, *, vectorize, population=None, rounds=3, data=DATA):
+    """A simulated federation run inline, vectorised or one client at a time."""
+    fed = simulate(
+        recipe=make_algorithm,
         trainer=TRAINER,
         data=data,
         run_dir=tmp_path,
@@ -87,10 +89,35 @@ def run(tmp_path, make_algorithm, executor, *, population=None, rounds=3, data=D
         cohort=CohortSpec(count=10),
         seed=8,
         population=population or Population(),
-        executor=executor,
+        executor="inline",
+        vectorize=vectorize,
         observer=NullObserver(),
     )
     return fed.run(), load_checkpoint(tmp_path)
+
+
+def client_records(ckpt):
+    """The simulated clients' records as the checkpoint saved them (by client id)."""
+    stores = SimulatedStores()
+    stores.restore(ckpt.components[stores.name])
+    return stores.records
+
+
+def assert_same_states(a, b, name, rtol=1e-3, atol=1e-4):
+    """Plugin ``name``'s state in two clients' records: committed and pending alike."""
+    committed_a = (a.get("states") or {}).get(name)
+    committed_b = (b.get("states") or {}).get(name)
+    assert (committed_a is None) == (committed_b is None)
+    if committed_a is not None:
+        np.testing.assert_allclose(committed_a, committed_b, rtol=rtol, atol=atol)
+    pending_a, pending_b = a.get("pending"), b.get("pending")
+    assert (pending_a is None) == (pending_b is None)
+    if pending_a is not None:
+        assert pending_a["tag"] == pending_b["tag"]
+        assert set(pending_a["states"]) == set(pending_b["states"])
+        for key, value in pending_a["states"].items():
+            np.testing.assert_allclose(value, pending_b["states"][key], rtol=rtol, atol=atol)
+    return committed_a is not None or pending_a is not None
 
 
 def assert_same_runs(a, b):
@@ -102,31 +129,34 @@ def assert_same_runs(a, b):
             assert ha[key] == hb[key], key
         assert ha["eval_loss"] == pytest.approx(hb["eval_loss"], rel=1e-5)
         assert ha["train_loss"] == pytest.approx(hb["train_loss"], rel=1e-5)
-    assert set(ckpt_a.client_states) == set(ckpt_b.client_states)
+    assert set(client_records(ckpt_a)) == set(client_records(ckpt_b))
     return res_a, ckpt_a
 
 
 @pytest.mark.parametrize("name", sorted(RECIPES))
 def test_vectorised_rounds_match_one_by_one(tmp_path, shared_fits, name):
-    fast = run(tmp_path / "fast", RECIPES[name], InlineExecutor())
+    fast = run(tmp_path / "fast", RECIPES[name], vectorize=True)
     assert shared_fits == [10, 10, 10]  # every round's cohort trained as one stacked fit
-    slow = run(tmp_path / "slow", RECIPES[name], InlineExecutor(chunk=1))
-    assert shared_fits == [10, 10, 10]  # chunk=1 never stacks
+    slow = run(tmp_path / "slow", RECIPES[name], vectorize=False)
+    assert shared_fits == [10, 10, 10]  # one by one never stacks
     res, ckpt = assert_same_runs(fast, slow)
     assert np.abs(res.state.params).max() > 0.01  # it trained
+    kept, kept_slow = client_records(ckpt), client_records(slow[1])
     if name == "scaffold":  # control variates carried across rounds agree client by client
-        np.testing.assert_allclose(res.state.control, slow[0].state.control, rtol=RTOL, atol=ATOL)
-        assert len(ckpt.client_states) > 10  # some clients came back in later rounds
-        for cid, kept in ckpt.client_states.items():
-            np.testing.assert_allclose(
-                kept[CONTROL], slow[1].client_states[cid][CONTROL], rtol=1e-3, atol=1e-4
-            )
+        np.testing.assert_allclose(
+            res.state.plugins["scaffold"],
+            slow[0].state.plugins["scaffold"],
+            rtol=RTOL,
+            atol=ATOL,
+        )
+        assert len(kept) > 10  # some clients came back in later rounds
+        for cid, record in kept.items():
+            assert assert_same_states(record, kept_slow[cid], "scaffold")
     if name == "ditto":  # the personal models, trained after the shared fit, agree too
-        assert len(ckpt.client_states) > 10
-        for cid, kept in ckpt.client_states.items():
-            np.testing.assert_allclose(
-                kept[PERSONAL], slow[1].client_states[cid][PERSONAL], rtol=1e-3, atol=1e-4
-            )
+        assert len(kept) > 10
+        for cid, record in kept.items():
+            assert "pending" not in record and "pending" not in kept_slow[cid]
+            assert assert_same_states(record, kept_slow[cid], "ditto")
     if name == "pruned":
         assert (res.state.params == 0).mean() >= 0.5
 
@@ -134,8 +164,8 @@ def test_vectorised_rounds_match_one_by_one(tmp_path, shared_fits, name):
 def test_vectorised_stragglers_keep_their_partial_work(tmp_path, shared_fits):
     pop = Population(stragglers=0.5, policy="keep")
     make = functools.partial(fedprox, mu=0.1, client_lr=0.05, local_epochs=3, batch_size=20)
-    fast = run(tmp_path / "fast", make, InlineExecutor(), population=pop)
-    slow = run(tmp_path / "slow", make, InlineExecutor(chunk=1), population=pop)
+    fast = run(tmp_path / "fast", make, vectorize=True, population=pop)
+    slow = run(tmp_path / "slow", make, vectorize=False, population=pop)
     assert shared_fits == [10, 10, 10]
     res, _ = assert_same_runs(fast, slow)
     assert {h["num_partial"] for h in res.history} == {5}
@@ -144,19 +174,21 @@ def test_vectorised_stragglers_keep_their_partial_work(tmp_path, shared_fits):
 def test_vectorised_fednova_with_stragglers(tmp_path, shared_fits):
     pop = Population(stragglers=0.5, policy="keep")
     make = functools.partial(fednova, mu=0.1, client_lr=0.05, local_epochs=3, batch_size=20)
-    fast = run(tmp_path / "fast", make, InlineExecutor(), population=pop)
-    slow = run(tmp_path / "slow", make, InlineExecutor(chunk=1), population=pop)
+    fast = run(tmp_path / "fast", make, vectorize=True, population=pop)
+    slow = run(tmp_path / "slow", make, vectorize=False, population=pop)
     assert shared_fits == [10, 10, 10]
     assert_same_runs(fast, slow)
 
 
 def test_vectorised_scaffold_with_stragglers(tmp_path, shared_fits):
     pop = Population(stragglers=0.3, policy="keep")
-    fast = run(tmp_path / "fast", RECIPES["scaffold"], InlineExecutor(), population=pop)
-    slow = run(tmp_path / "slow", RECIPES["scaffold"], InlineExecutor(chunk=1), population=pop)
+    fast = run(tmp_path / "fast", RECIPES["scaffold"], vectorize=True, population=pop)
+    slow = run(tmp_path / "slow", RECIPES["scaffold"], vectorize=False, population=pop)
     assert shared_fits == [10, 10, 10]
     res, _ = assert_same_runs(fast, slow)
-    np.testing.assert_allclose(res.state.control, slow[0].state.control, rtol=RTOL, atol=ATOL)
+    np.testing.assert_allclose(
+        res.state.plugins["scaffold"], slow[0].state.plugins["scaffold"], rtol=RTOL, atol=ATOL
+    )
     assert {h["num_partial"] for h in res.history} == {3}
 
 
@@ -186,45 +218,70 @@ def nan_features():
     return ClientDataset(x, ds.y_train, ds.x_test, ds.y_test)
 
 
-def results_both_ways(job, task, cohort):
-    fast = job.run_many(task, cohort)
-    slow = [job.run(task, cid) for cid in cohort]
-    assert [r.client_id for r in fast] == cohort == [r.client_id for r in slow]
-    return fast, slow
+class Both:
+    """Two runtimes over the same fleet, each with its own store: one vectorised
+    (``handle_many``), one answering client after client (``handle``)."""
+
+    def __init__(self, data, make_algorithm):
+        self.fleet = ClientFleet(data, TRAINER, make_algorithm)
+        self.fast_store, self.slow_store = MemoryStateStore(), MemoryStateStore()
+        self.fast = self.fleet.runtime(self.fast_store)
+        self.slow = self.fleet.runtime(self.slow_store)
+
+    @property
+    def algorithm(self):
+        return self.fleet.algorithm
+
+    def results(self, task, cohort):
+        fast = self.fast.handle_many(task, cohort)
+        slow = [self.slow.handle(task, cid) for cid in cohort]
+        assert [r.client_id for r in fast] == cohort == [r.client_id for r in slow]
+        return fast, slow
+
+
+def delta_of(reply, mask=None):
+    """The delta the server reads from a (float32) reply."""
+    return decode_reply(reply, DIM, mask, None).delta
 
 
 def assert_same_results(fast, slow):
     for f, s in zip(fast, slow, strict=True):
         assert type(f) is type(s), (f, s)
         if isinstance(f, ClientFailure):
-            assert (f.status, f.reason) == (s.status, s.reason)
+            assert (f.status, f.reason, f.message) == (s.status, s.reason, s.message)
         else:
-            np.testing.assert_allclose(decoded(f).delta, decoded(s).delta, rtol=RTOL, atol=ATOL)
+            np.testing.assert_allclose(delta_of(f), delta_of(s), rtol=RTOL, atol=ATOL)
             assert f.metrics["steps"] == s.metrics["steps"] and f.weight == s.weight
 
 
 def task_for(algo, params=None, **kw):
+    """Round 0's task: the encoded initial model and the server plugins' extras."""
     state = init_server_state(algo, TRAINER.init_params(0) if params is None else params, seed=1)
-    return ClientTask(round=0, attempt=0, params=state.params, seed=1, control=state.control, **kw)
+    model = encode_model(state.params, None, algo.compression.download, np.random.default_rng(0))
+    return ClientTask(
+        round=0, attempt=0, seed=1, model=model, extras=task_extras(algo, state), **kw
+    )
 
 
 def test_a_client_without_training_data_fails_alone(shared_fits):
     data = with_clients({"empty": empty_client()})
-    job = ClientJob(data, TRAINER, RECIPES["fedavg"])
+    both = Both(data, RECIPES["fedavg"])
     cohort = [IDS[0], "empty", IDS[1], IDS[2]]
-    fast, slow = results_both_ways(job, task_for(job.algorithm), cohort)
+    fast, slow = both.results(task_for(both.algorithm), cohort)
     assert shared_fits == [3]  # the three others still trained together
     assert isinstance(fast[1], ClientFailure) and fast[1].status == "failed"
-    assert fast[1].reason == "ValueError: client 'empty' has no training examples"
-    assert all(isinstance(r, ClientUpdate) for i, r in enumerate(fast) if i != 1)
+    assert fast[1].reason is FailureReason.ERROR
+    assert fast[1].message == "ValueError: client 'empty' has no training examples"
+    assert all(isinstance(r, ClientReply) for i, r in enumerate(fast) if i != 1)
     assert_same_results(fast, slow)
 
 
 def test_an_unknown_client_fails_alone():
-    job = ClientJob(DATA, TRAINER, RECIPES["fedprox"])
+    both = Both(DATA, RECIPES["fedprox"])
     cohort = [IDS[0], "nobody", IDS[1]]
-    fast, slow = results_both_ways(job, task_for(job.algorithm), cohort)
-    assert isinstance(fast[1], ClientFailure) and "nobody" in fast[1].reason
+    fast, slow = both.results(task_for(both.algorithm), cohort)
+    assert isinstance(fast[1], ClientFailure) and "nobody" in fast[1].message
+    assert fast[1].reason is FailureReason.ERROR
     assert_same_results(fast, slow)
 
 
@@ -232,32 +289,41 @@ def test_a_failing_shared_fit_reruns_everyone_alone(shared_fits):
     # labels out of range make the stacked fit raise; each client then runs alone, so
     # only the culprit fails and the others get exactly their one-by-one numbers
     data = with_clients({"bad": bad_labels()})
-    job = ClientJob(data, TRAINER, RECIPES["scaffold"])
+    both = Both(data, RECIPES["scaffold"])
     cohort = [IDS[0], IDS[1], "bad", IDS[3]]
-    fast, slow = results_both_ways(job, task_for(job.algorithm), cohort)
+    fast, slow = both.results(task_for(both.algorithm), cohort)
     assert shared_fits == [4]  # tried once, together
-    assert isinstance(fast[2], ClientFailure) and "labels must be in [0, 10)" in fast[2].reason
+    assert isinstance(fast[2], ClientFailure) and "labels must be in [0, 10)" in fast[2].message
     assert_same_results(fast, slow)
     for f, s in zip(fast, slow, strict=True):
-        if isinstance(f, ClientUpdate):  # rerun from fresh generators: bit-identical
-            assert f.encoded == s.encoded
-            np.testing.assert_array_equal(f.client_state[CONTROL], s.client_state[CONTROL])
+        fast_record = both.fast_store.load(f.client_id)
+        slow_record = both.slow_store.load(s.client_id)
+        if isinstance(f, ClientReply):  # rerun from fresh generators: bit-identical
+            assert f.payloads == s.payloads
+            assert set(f.payloads) == {"delta", "control"}
+            assert fast_record["pending"]["tag"] == slow_record["pending"]["tag"] == (0, 0)
+            np.testing.assert_array_equal(
+                fast_record["pending"]["states"]["scaffold"],
+                slow_record["pending"]["states"]["scaffold"],
+            )
+        else:  # a failed client keeps nothing of the round
+            assert fast_record is None and slow_record is None
 
 
 def test_a_diverging_client_fails_in_finishing_without_spoiling_the_others(shared_fits):
     data = with_clients({"nan": nan_features()})
-    job = ClientJob(data, TRAINER, RECIPES["fedavg"])
+    both = Both(data, RECIPES["fedavg"])
     cohort = [IDS[0], "nan", IDS[1]]
-    fast, slow = results_both_ways(job, task_for(job.algorithm), cohort)
+    fast, slow = both.results(task_for(both.algorithm), cohort)
     assert shared_fits == [3]  # NaNs stay in their own row of the stacked fit
-    assert isinstance(fast[1], ClientFailure) and "non-finite" in fast[1].reason
+    assert isinstance(fast[1], ClientFailure) and "non-finite" in fast[1].message
     assert_same_results(fast, slow)
 
 
 def test_a_run_with_a_failing_client_matches_one_by_one(tmp_path):
     data = with_clients({"empty": empty_client()})
-    fast = run(tmp_path / "fast", RECIPES["fedavg"], InlineExecutor(), data=data)
-    slow = run(tmp_path / "slow", RECIPES["fedavg"], InlineExecutor(chunk=1), data=data)
+    fast = run(tmp_path / "fast", RECIPES["fedavg"], vectorize=True, data=data)
+    slow = run(tmp_path / "slow", RECIPES["fedavg"], vectorize=False, data=data)
     res, _ = assert_same_runs(fast, slow)
     assert sum(h["num_failed"] for h in res.history) >= 1  # "empty" was sampled and failed
 
@@ -269,41 +335,41 @@ def fedper(**kw):
     return personalized(fedavg(**kw), Personalization("fedper", layers=("bias",)))
 
 
-def shared_delta(update, personal):
+def shared_delta(reply, personal):
     """The full-length delta the server reads from a FedPer upload (personal positions 0).
 
-    An upload may carry every position (zeros on the personal ones) or only the shared
-    ones; either way nothing of the personal layers is in it.
+    The upload carries only the shared positions: nothing of the personal layers is in it.
     """
-    dim = personal.size
-    if _dim(update) == dim:
-        return decoded(update, dim).delta
-    assert _dim(update) == int((~personal).sum())
-    return decoded(update, dim, ~personal).delta
+    header, _ = read_header(reply.payloads["delta"])
+    assert header.dim == int((~personal).sum())
+    return delta_of(reply, ~personal)
 
 
 def test_fedper_falls_back_to_one_by_one_and_keeps_personal_layers(shared_fits):
-    job = ClientJob(DATA, TRAINER, functools.partial(fedper, client_lr=0.05, batch_size=20))
+    both = Both(DATA, functools.partial(fedper, client_lr=0.05, batch_size=20))
     personal = personal_mask(TRAINER.spec, ("bias",))
     assert personal[-10:].all() and personal.sum() == 10
+    np.testing.assert_array_equal(both.algorithm.kept_local(TRAINER.spec), personal)
     cohort = IDS[:5]
-    states = {}
     params = TRAINER.init_params(0)
     for r in range(2):
-        task = ClientTask(round=r, attempt=0, params=params, seed=1, states=dict(states))
-        fast, slow = results_both_ways(job, task, cohort)
+        model = encode_model(params, None, None, np.random.default_rng(r))
+        task = ClientTask(round=r, attempt=0, seed=1, model=model)
+        fast, slow = both.results(task, cohort)
         assert shared_fits == []  # per-client starts: never stacked
         deltas = []
         for f, s in zip(fast, slow, strict=True):
-            assert isinstance(f, ClientUpdate) and f.encoded == s.encoded
-            np.testing.assert_array_equal(f.client_state[PERSONAL], s.client_state[PERSONAL])
+            assert isinstance(f, ClientReply) and f.payloads == s.payloads
+            np.testing.assert_array_equal(
+                both.fast_store.load(f.client_id)["states"]["fedper"],
+                both.slow_store.load(s.client_id)["states"]["fedper"],
+            )
             delta = shared_delta(f, personal)
             assert (delta[personal] == 0).all() and np.abs(delta[~personal]).max() > 0
             deltas.append(delta)
-            states[f.client_id] = f.client_state
         params = params + np.mean(deltas, axis=0)
     # the clients trained their own biases, each kept on its device
-    own = {cid: states[cid][PERSONAL] for cid in cohort}
+    own = {cid: both.fast_store.load(cid)["states"]["fedper"] for cid in cohort}
     assert len({v.tobytes() for v in own.values()}) == len(cohort)
     assert all(np.abs(v).max() > 0 for v in own.values())
 
@@ -315,26 +381,27 @@ def test_fedper_falls_back_to_one_by_one_and_keeps_personal_layers(shared_fits):
 def test_compiled_cohort_equals_one_by_one_bit_for_bit(tmp_path, name):
     assert logreg_kernel.AVAILABLE  # numba is a dependency
     population = Population(stragglers=0.5)  # partial work too
-    fast = run(tmp_path / "fast", RECIPES[name], InlineExecutor(), population=population)
-    slow = run(tmp_path / "slow", RECIPES[name], InlineExecutor(chunk=1), population=population)
+    fast = run(tmp_path / "fast", RECIPES[name], vectorize=True, population=population)
+    slow = run(tmp_path / "slow", RECIPES[name], vectorize=False, population=population)
     # each client runs the same compiled loop (its proximal term and SCAFFOLD correction
     # inside it) on the same draws, only on a thread pool
     assert fast[0].state.params.tobytes() == slow[0].state.params.tobytes()
     if name == "scaffold":
-        assert fast[0].state.control.tobytes() == slow[0].state.control.tobytes()
+        fast_c, slow_c = fast[0].state.plugins["scaffold"], slow[0].state.plugins["scaffold"]
+        assert fast_c.tobytes() == slow_c.tobytes()
 
 
 def test_compiled_cohort_isolates_bad_clients():
     data = with_clients({"bad": bad_labels(), "nan": nan_features()})
-    job = ClientJob(data, TRAINER, RECIPES["fedavg"])
+    both = Both(data, RECIPES["fedavg"])
     cohort = [IDS[0], "bad", IDS[1], "nan", IDS[3]]
-    fast, slow = results_both_ways(job, task_for(job.algorithm), cohort)
-    assert isinstance(fast[1], ClientFailure) and "labels must be in [0, 10)" in fast[1].reason
-    assert isinstance(fast[3], ClientFailure) and "diverged" in fast[3].reason
+    fast, slow = both.results(task_for(both.algorithm), cohort)
+    assert isinstance(fast[1], ClientFailure) and "labels must be in [0, 10)" in fast[1].message
+    assert isinstance(fast[3], ClientFailure) and "diverged" in fast[3].message
     for f, s in zip(fast, slow, strict=True):
         assert type(f) is type(s)
-        if isinstance(f, ClientUpdate):
-            assert f.encoded == s.encoded
+        if isinstance(f, ClientReply):
+            assert f.payloads == s.payloads
 
 
 def test_a_forked_child_gets_its_own_thread_pool():

@@ -5,16 +5,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fedlake.client.dp_budget import (
+from fedlake.core.algorithm import LocalConfig, SampleDP
+from fedlake.core.plugin import ClientRefusal
+from fedlake.plugins.dpsgd_budget import (
     BUDGET_EXHAUSTED,
-    DP_HISTORY,
     check_budget,
     planned_round,
     sampling_rate,
     spent,
     steps_per_epoch,
 )
-from fedlake.core.algorithm import LocalConfig, SampleDP
 from fedlake.privacy.accounting import epsilon
 from fedlake.privacy.ledger import LedgerEntry
 
@@ -52,6 +52,7 @@ def test_check_budget_refuses_the_round_that_would_cross_it() -> None:
         try:
             check_budget(dp, history, step)
         except ValueError as exc:
+            assert isinstance(exc, ClientRefusal)  # a refusal, not a crash
             assert str(exc).startswith(BUDGET_EXHAUSTED)
             assert "> 2" in str(exc)
             break
@@ -61,13 +62,17 @@ def test_check_budget_refuses_the_round_that_would_cross_it() -> None:
     check_budget(SampleDP(noise_multiplier=1.0, max_grad_norm=1.0), history * 10, step)
 
 
-def test_run_client_keeps_the_history_in_its_state() -> None:
+def test_the_runtime_keeps_the_history_in_the_clients_store() -> None:
     from fedlake.aggregators.mean import weighted_mean
-    from fedlake.client.local import ClientTask, run_client
+    from fedlake.client.runtime import ClientRuntime
+    from fedlake.client.stores import MemoryStateStore
+    from fedlake.compression.messages import encode_model
     from fedlake.core.algorithm import Algorithm
+    from fedlake.core.task import ClientReply, ClientTask
     from fedlake.core.transform import identity
     from fedlake.data.base import ClientDataset, InMemoryClientData
-    from fedlake.scenarios import build_trainer
+    from fedlake.plugins.dpsgd_budget import dpsgd_budget
+    from fedlake.run.scenarios import build_trainer
 
     rng = np.random.default_rng(0)
     x = rng.normal(size=(40, 8)).astype(np.float32)
@@ -80,15 +85,54 @@ def test_run_client_keeps_the_history_in_its_state() -> None:
         local=LocalConfig(epochs=1, batch_size=10, lr=0.1, dp=dp),
         aggregator=weighted_mean(),
         server=identity(),
+        client_plugins=(dpsgd_budget(dp),),
     )
-    params = trainer.init_params(0)
-    task = ClientTask(round=0, attempt=0, params=params, seed=0)
-    first = run_client(task, "c", data, trainer, algo)
-    assert first.client_state[DP_HISTORY] == ((1.0, 0.25, 4),)
-    again = ClientTask(round=1, attempt=0, params=params, seed=0, states={"c": first.client_state})
-    second = run_client(again, "c", data, trainer, algo)
-    assert second.client_state[DP_HISTORY] == ((1.0, 0.25, 4),) * 2
+    store = MemoryStateStore()
+    runtime = ClientRuntime(data, trainer, algo, store)
+    model = encode_model(trainer.init_params(0), None, None, np.random.default_rng(0))
+    first = runtime.handle(ClientTask(round=0, attempt=0, seed=0, model=model), "c")
+    assert isinstance(first, ClientReply), first
+    assert store.load("c") == {"states": {"dp_history": ((1.0, 0.25, 4),)}}
+    second = runtime.handle(ClientTask(round=1, attempt=0, seed=0, model=model), "c")
+    assert isinstance(second, ClientReply), second
+    assert store.load("c") == {"states": {"dp_history": ((1.0, 0.25, 4),) * 2}}
     assert second.metrics["dp_steps"] == 4.0
+
+
+def test_a_client_past_its_budget_refuses_through_the_runtime() -> None:
+    from fedlake.aggregators.mean import weighted_mean
+    from fedlake.client.runtime import ClientRuntime
+    from fedlake.client.stores import MemoryStateStore
+    from fedlake.compression.messages import encode_model
+    from fedlake.core.algorithm import Algorithm
+    from fedlake.core.task import ClientFailure, ClientTask, FailureReason
+    from fedlake.core.transform import identity
+    from fedlake.data.base import ClientDataset, InMemoryClientData
+    from fedlake.plugins.dpsgd_budget import dpsgd_budget
+    from fedlake.run.scenarios import build_trainer
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(40, 8)).astype(np.float32)
+    y = rng.integers(0, 3, size=40)
+    data = InMemoryClientData({"c": ClientDataset(x, y, x[:5], y[:5])})
+    trainer = build_trainer({"kind": "mlp", "input_shape": [8], "num_classes": 3, "hidden": [4]})
+    dp = SampleDP(noise_multiplier=1.0, max_grad_norm=1.0, secure_noise=False, epsilon=0.01)
+    algo = Algorithm(
+        name="t",
+        local=LocalConfig(epochs=1, batch_size=10, lr=0.1, dp=dp),
+        aggregator=weighted_mean(),
+        server=identity(),
+        client_plugins=(dpsgd_budget(dp),),
+    )
+    store = MemoryStateStore()
+    model = encode_model(trainer.init_params(0), None, None, np.random.default_rng(0))
+    out = ClientRuntime(data, trainer, algo, store).handle(
+        ClientTask(round=0, attempt=0, seed=0, model=model), "c"
+    )
+    assert isinstance(out, ClientFailure)
+    assert out.reason is FailureReason.REFUSED and out.status == "failed"
+    assert out.message.startswith(BUDGET_EXHAUSTED) and "> 0.01" in out.message
+    assert store.load("c") is None  # a refused round is not spent
 
 
 def test_bad_budget_values_are_refused() -> None:

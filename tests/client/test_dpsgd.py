@@ -19,10 +19,13 @@ from fedlake.client.dpsgd import (
     sampling_rate,
     steps_per_epoch,
 )
-from fedlake.client.local import ClientTask, run_client
 from fedlake.client.logreg import LogRegTrainer
+from fedlake.client.runtime import ClientRuntime
+from fedlake.plugins.dpsgd_budget import dpsgd_budget
 from fedlake.client.torch_adapter import TorchTrainer
+from fedlake.compression.messages import encode_model
 from fedlake.core.algorithm import LocalConfig, SampleDP
+from fedlake.core.task import ClientReply, ClientTask
 from fedlake.core.transform import Transform
 from fedlake.data.base import ClientDataset, InMemoryClientData
 from fedlake.models.cnn1d import cnn1d
@@ -255,25 +258,31 @@ def test_seeded_noise_is_reproducible_and_secure_noise_is_not():
     assert np.abs(a - b).max() > 1e-3
 
 
-# (e) metrics through run_client ---------------------------------------------------------
+# (e) metrics through the client runtime -------------------------------------------------
 
 
-def test_run_client_reports_dp_facts():
+def test_the_runtime_reports_dp_facts():
     n, bsz, epochs = 90, 20, 2
     x, y = blobs(n)
     data = InMemoryClientData({"c0": ClientDataset(x, y, x[:5], y[:5])})
     trainer = mlp_trainer()
     base = fedavg(batch_size=bsz, local_epochs=epochs)
     dp = SampleDP(noise_multiplier=0.8, max_grad_norm=1.2, secure_noise=False)
-    algo = dataclasses.replace(base, local=dataclasses.replace(base.local, dp=dp))
-    task = ClientTask(round=0, attempt=0, params=trainer.init_params(0), seed=0)
-    m = run_client(task, "c0", data, trainer, algo).metrics
+    algo = dataclasses.replace(
+        base, local=dataclasses.replace(base.local, dp=dp), client_plugins=(dpsgd_budget(dp),)
+    )
+    model = encode_model(trainer.init_params(0), None, None, np.random.default_rng(0))
+    task = ClientTask(round=0, attempt=0, seed=0, model=model)
+    reply = ClientRuntime(data, trainer, algo).handle(task, "c0")
+    assert isinstance(reply, ClientReply), reply
+    m = reply.metrics
     assert m["dp_sampling_rate"] == pytest.approx(bsz / n)
     assert m["dp_steps"] == m["steps"] == epochs * 4  # round(4.5) == 4: half to even
     assert m["dp_noise_multiplier"] == 0.8 and m["dp_max_grad_norm"] == 1.2
     assert m["dp_secure_noise"] == 0.0
-    plain = run_client(task, "c0", data, trainer, base).metrics
-    assert not any(k.startswith("dp_") for k in plain)
+    plain = ClientRuntime(data, trainer, base).handle(task, "c0")
+    assert isinstance(plain, ClientReply), plain
+    assert not any(k.startswith("dp_") for k in plain.metrics)
 
 
 def test_steps_and_rate_conventions():
@@ -348,3 +357,10 @@ def test_max_steps_caps_dpsgd_and_its_reported_privacy_steps():
     np.testing.assert_array_equal(capped.params, seen[3])  # the params after 3 steps
     cfg = dp_config(1.0, 1.0, epochs=2, batch_size=15, lr=0.1, max_steps=50)
     assert trainer.fit(p0, x, y, config=cfg, rng=np.random.default_rng(3)).steps == 8
+
+
+def test_dpsgd_without_its_budget_plugin_is_refused():
+    base = fedavg(batch_size=20)
+    dp = SampleDP(noise_multiplier=0.8, max_grad_norm=1.2, epsilon=2.0)
+    with pytest.raises(ValueError, match="DP-SGD .* needs its client budget plugin"):
+        dataclasses.replace(base, local=dataclasses.replace(base.local, dp=dp))

@@ -8,7 +8,7 @@ from fedlake.compression.messages import (
     MODEL_HEADER,
     decode_delta,
     decode_model,
-    decode_update,
+    decode_reply,
     encode_delta,
     encode_model,
 )
@@ -16,6 +16,7 @@ from fedlake.compression.sparsify import top_k
 from fedlake.compression.values import float16, uniform
 from fedlake.compression.wire import HEADER_BYTES
 from fedlake.core.codec import CodecError
+from fedlake.core.task import ClientReply
 from fedlake.core.update import ClientUpdate
 
 
@@ -190,43 +191,49 @@ def test_decode_delta_rejects_payload_for_another_mask():
         decode_delta(payload, 10, None, None)
 
 
-# updates
+# replies
 
 
-def test_decode_update_passes_in_memory_updates_through():
-    update = ClientUpdate("c1", {"delta": PARAMS.copy()}, weight=3.0)
-    assert decode_update(update, 10, MASK, make_codec(top_k(0.5))) is update
+def test_decode_reply_of_a_float32_reply_is_the_delta_it_carries():
+    # without an upload codec the server sees exactly the client's vector (all positions)
+    delta = PARAMS.copy()
+    reply = ClientReply("c1", {"delta": encode_delta(delta, None, None, rng())[0]}, weight=3.0)
+    out = decode_reply(reply, 10, None, None)
+    assert isinstance(out, ClientUpdate)
+    assert out.delta.dtype == np.float32
+    np.testing.assert_array_equal(out.delta, delta)
+    assert (out.client_id, out.weight, dict(out.metrics)) == ("c1", 3.0, {})
 
 
-def test_decode_update_decodes_every_encoded_vector():
+def test_decode_reply_decodes_every_payload():
     codec = make_codec(None, uniform(8, stochastic=False, bucket=4))
     delta = np.array([0, 1, 2, 3, 0, 0, 0, 0, 6, 0], np.float32)
     control = np.arange(10, dtype=np.float32)
-    encoded = {
+    payloads = {
         "delta": encode_delta(delta, MASK, codec, rng())[0],
         "control": encode_delta(control, MASK, None, rng())[0],  # other vectors: float32
     }
-    update = ClientUpdate("c1", {}, weight=2.0, metrics={"loss": 0.5}, encoded=encoded)
-    out = decode_update(update, 10, MASK, codec)
+    reply = ClientReply("c1", dict(payloads), weight=2.0, metrics={"loss": 0.5})
+    out = decode_reply(reply, 10, MASK, codec)
     assert set(out.vectors) == {"delta", "control"}
     np.testing.assert_array_equal(out.vectors["control"], np.where(MASK, control, 0))
     # survivors [1, 2, 0, 6] quantised at 8 bits: 1, 2 and 6 are within half a level of 6 / 255
     np.testing.assert_allclose(out.delta, np.where(MASK, delta, 0), atol=3 / 255)
     assert out.delta[4] == 0 and out.delta[8] == 6
     assert (out.client_id, out.weight, out.metrics) == ("c1", 2.0, {"loss": 0.5})
-    assert out.encoded == encoded
+    assert reply.payloads == payloads  # the reply is untouched
 
 
-def test_decode_update_rejects_non_mapping_payloads():
-    update = ClientUpdate("c1", {}, weight=1.0, encoded=[b"x"])
+def test_decode_reply_rejects_non_mapping_payloads():
+    reply = ClientReply("c1", [b"x"], weight=1.0)
     with pytest.raises(CodecError, match="must be a mapping, got list"):
-        decode_update(update, 10, None, None)
+        decode_reply(reply, 10, None, None)
 
 
-def test_decode_update_rejects_a_corrupt_payload():
-    update = ClientUpdate("c1", {}, weight=1.0, encoded={"delta": b"garbage"})
+def test_decode_reply_rejects_a_corrupt_payload():
+    reply = ClientReply("c1", {"delta": b"garbage"}, weight=1.0)
     with pytest.raises(CodecError):
-        decode_update(update, 10, None, None)
+        decode_reply(reply, 10, None, None)
 
 
 @pytest.mark.parametrize("junk", ["abc" * 20, None, 5, [1, 2, 3]])

@@ -3,13 +3,15 @@ import re
 import numpy as np
 import pytest
 
+from fedlake.algorithms import compressed
 from fedlake.algorithms.fedavg import fedavg
 from fedlake.compression.codec import encode_with_feedback, make_codec, plain
-from fedlake.compression.pipeline import codec_from_stages, compressed
+from fedlake.compression.pipeline import codec_from_stages
 from fedlake.compression.pruning import MagnitudePruning
 from fedlake.compression.sparsify import top_k
 from fedlake.compression.wire import HEADER
 from fedlake.core.codec import Compression
+from fedlake.plugins import error_feedback
 
 
 def header_fields(codec, dim=100):
@@ -114,7 +116,7 @@ def test_bad_stage_options_raise_value_error():
         codec_from_stages([{"kind": "quantize", "bits": 3}])
 
 
-# compressed(...) and Compression
+# compressed(...), Compression and the error-feedback plugin
 
 
 def test_compressed_sets_the_compression_fields():
@@ -129,16 +131,20 @@ def test_compressed_sets_the_compression_fields():
     comp = algo.compression
     assert comp.upload.name == "top0.01+stochastic8"
     assert comp.download.name == "float16"
-    assert comp.error_feedback is True
+    assert algo.has("error_feedback")  # error feedback is the client plugin now
+    assert [p.name for p in algo.client_plugins] == ["error_feedback"]
     assert comp.pruning == MagnitudePruning(0.5, start_round=1, end_round=4)
     # everything else is the same recipe, and the original is untouched
     assert algo.name == base.name == "fedavg"
     assert algo.local == base.local
     assert base.compression == Compression()
+    assert base.client_plugins == () and not base.has("error_feedback")
 
 
 def test_compressed_with_nothing_is_plain():
-    assert compressed(fedavg()).compression == Compression()
+    algo = compressed(fedavg())
+    assert algo.compression == Compression()
+    assert algo.client_plugins == () and algo.server_plugins == ()
 
 
 def test_compressed_upload_only():
@@ -146,7 +152,7 @@ def test_compressed_upload_only():
     assert comp.upload.name == "stochastic8"
     assert comp.download is None
     assert comp.pruning is None
-    assert not comp.error_feedback
+    assert not compressed(fedavg(), upload=[{"kind": "quantize"}]).has("error_feedback")
 
 
 def test_compressed_rejects_bad_pruning():
@@ -164,12 +170,13 @@ def test_compressed_error_feedback_without_lossy_upload_rejected():
 @pytest.mark.parametrize("upload", [None, plain(), make_codec()])
 def test_error_feedback_needs_a_lossy_upload_codec(upload):
     with pytest.raises(ValueError, match="error_feedback needs a lossy upload codec"):
-        Compression(upload=upload, error_feedback=True)
+        error_feedback(upload)
 
 
 def test_error_feedback_with_lossy_upload_codec_accepted():
-    comp = Compression(upload=make_codec(top_k(0.1)), error_feedback=True)
-    assert comp.error_feedback
+    plugin = error_feedback(make_codec(top_k(0.1)))
+    assert plugin.name == "error_feedback"
+    assert plugin.before_encode is not None and plugin.finish is not None
 
 
 @pytest.mark.parametrize("kind", ["topk", "random_mask"])

@@ -2,11 +2,13 @@
 
 import numpy as np
 import pytest
-from toy import ToyTrainer, decoded, toy_data
+from toy import ToyTrainer, toy_data
 
 from fedlake.algorithms.fedavg import fedavg
-from fedlake.client.local import ClientTask, run_client
-from fedlake.core.state import init_server_state, server_round
+from fedlake.client.runtime import ClientRuntime
+from fedlake.compression.messages import decode_reply, encode_model
+from fedlake.core.state import init_server_state, server_round, task_extras
+from fedlake.core.task import ClientReply, ClientTask
 from fedlake.core.update import ClientUpdate
 
 
@@ -16,8 +18,18 @@ def two_clients():
 
 def updates_for(algo, state):
     data, trainer = two_clients(), ToyTrainer()
-    task = ClientTask(round=state.round, attempt=0, params=state.params, seed=state.seed)
-    return [decoded(run_client(task, cid, data, trainer, algo)) for cid in ("a", "b")]
+    model = encode_model(state.params, None, algo.compression.download, np.random.default_rng(0))
+    task = ClientTask(
+        round=state.round,
+        attempt=0,
+        seed=state.seed,
+        model=model,
+        extras=task_extras(algo, state),
+    )
+    runtime = ClientRuntime(data, trainer, algo)
+    replies = [runtime.handle(task, cid) for cid in ("a", "b")]
+    assert all(isinstance(r, ClientReply) for r in replies), replies
+    return [decode_reply(r, state.dim, None, algo.compression.upload) for r in replies]
 
 
 def test_fedavg_golden_round():

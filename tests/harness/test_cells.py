@@ -9,7 +9,7 @@ from fedlake.harness import run_grid
 from fedlake.harness.evaluate import CONFIG
 from fedlake.harness.grid import Cell, run_cell
 from fedlake.orchestration.events import NullObserver
-from fedlake.runner import build_federation
+from fedlake.run import build_experiment, build_federation, run_dir_of
 
 
 def base(tmp_path, **federation):
@@ -27,6 +27,11 @@ def base(tmp_path, **federation):
 
 def federation(raw):
     return build_federation(parse_config(raw), observer=NullObserver())
+
+
+def experiment(raw):
+    cfg = parse_config(raw)
+    return build_experiment(cfg, observer=NullObserver(), run_dir=run_dir_of(cfg))
 
 
 def test_defences_default_to_the_true_number_of_attackers(tmp_path):
@@ -58,7 +63,7 @@ def test_a_fraction_that_is_no_attacker_is_refused_and_none_needs_no_fraction(tm
     with pytest.raises(ConfigError, match=r"fraction is required: .* in \[0, 1\)"):
         federation(raw)
     raw["attack"] = {"kind": "none"}
-    assert federation(raw).adversary.count(10) == 0
+    assert experiment(raw).adversary.count(10) == 0
 
 
 def test_a_cell_that_breaks_is_failed_and_the_grid_keeps_the_others(tmp_path, monkeypatch):

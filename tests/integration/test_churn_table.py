@@ -15,8 +15,8 @@ import pytest
 from fedlake.config import ConfigError, parse_config
 from fedlake.data.preprocess import FeaturePipeline
 from fedlake.orchestration.events import NullObserver
-from fedlake.runner import build_federation, run_experiment
-from fedlake.scenarios import build_data
+from fedlake.run import build_federation, run_experiment
+from fedlake.run.scenarios import build_data
 
 pytestmark = pytest.mark.integration
 

@@ -16,10 +16,10 @@ import numpy as np
 import pytest
 from deltalake import DeltaTable
 
-from fedlake.client.trainer import LocalConfig
+from fedlake.core.trainer import LocalConfig
 from fedlake.lakehouse import DeltaStore, MlflowTracker, plot_rounds, summary_rows
 from fedlake.models.registry import build_trainer
-from fedlake.orchestration.evaluation import model_score
+from fedlake.orchestration.outcome import model_score
 
 pytestmark = pytest.mark.integration
 

@@ -9,7 +9,7 @@ import pytest
 
 from fedlake.config import ConfigError, parse_config
 from fedlake.orchestration.events import NullObserver
-from fedlake.runner import build_federation, run_experiment
+from fedlake.run import build_federation, run_experiment
 
 pytestmark = pytest.mark.integration
 
@@ -74,7 +74,7 @@ def test_scaffold_keeps_control_variates_and_pays_for_them_in_bytes(tmp_path) ->
     assert b[0]["bytes_down"] > 1.9 * a[0]["bytes_down"]
     assert b[0]["bytes_up"] > 1.9 * a[0]["bytes_up"]
     assert json.loads(b[-1]["metrics"])["control_norm"] > 0
-    assert ours.result.state.control is not None
+    assert ours.result.state.plugins["scaffold"] is not None
 
 
 def test_stragglers_are_dropped_or_kept_by_policy(tmp_path) -> None:
@@ -191,8 +191,8 @@ def test_fedper_layers_never_leave_the_clients(tmp_path) -> None:
 
 
 def test_scaffold_server_control_stays_the_mean_of_the_clients_through_retries(tmp_path) -> None:
-    from fedlake.core.update import CONTROL
     from fedlake.orchestration.checkpoint import load_checkpoint
+    from fedlake.simulation import SimulatedStores
 
     raw = config(
         tmp_path,
@@ -204,12 +204,21 @@ def test_scaffold_server_control_stays_the_mean_of_the_clients_through_retries(t
     outcome = run_experiment(parse_config(raw), observer=NullObserver())
     ckpt = load_checkpoint(outcome.run_dir)
     assert any(h["status"] == "retry" for h in ckpt.history)  # some attempts were discarded
-    controls = [
-        (ckpt.client_states.get(c) or {}).get(CONTROL, np.zeros(ckpt.state.dim, np.float32))
-        for c in (f"device-{i:03d}" for i in range(4))
-    ]
+    stores = SimulatedStores()
+    stores.restore(ckpt.components[stores.name])
+
+    def control(cid):
+        """The client's c_i as its next round loads it: a pending c_i counts once acknowledged."""
+        record = stores.load(cid) or {}
+        c_i = (record.get("states") or {}).get("scaffold")
+        pending = record.get("pending")
+        if pending and tuple(ckpt.acks.get(cid, ())) == tuple(pending["tag"]):
+            c_i = pending["states"]["scaffold"]
+        return np.zeros(ckpt.state.dim, np.float32) if c_i is None else c_i
+
+    controls = [control(f"device-{i:03d}") for i in range(4)]
     # c moves by sum(Delta c_i)/N over the aggregated clients only: c = mean of all c_i
-    np.testing.assert_allclose(ckpt.state.control, np.mean(controls, axis=0), atol=1e-5)
+    np.testing.assert_allclose(ckpt.state.plugins["scaffold"], np.mean(controls, axis=0), atol=1e-5)
 
 
 def test_scaffold_survives_a_model_crafting_attack(tmp_path) -> None:

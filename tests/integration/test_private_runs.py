@@ -10,7 +10,7 @@ import yaml
 from fedlake.config import ConfigError, parse_config
 from fedlake.orchestration.events import NullObserver
 from fedlake.privacy.accounting import ledger_epsilon
-from fedlake.runner import build_federation, run_experiment
+from fedlake.run import build_federation, run_experiment
 
 
 def config(tmp_path, privacy: dict | None, *, rounds: int = 6, **over) -> dict:

@@ -5,7 +5,7 @@ import pytest
 from fedlake.config import parse_config
 from fedlake.data.activity import ActivityPopulation
 from fedlake.data.sources import write_client_table
-from fedlake.runner import run_experiment
+from fedlake.run.experiment import run_experiment
 
 pytestmark = pytest.mark.integration
 

@@ -11,7 +11,7 @@ from deltalake import DeltaTable
 from deltalake.exceptions import CommitFailedError, DeltaError
 
 from fedlake.lakehouse import delta_store
-from fedlake.lakehouse.base import TABLES, Store
+from fedlake.orchestration.interfaces import TABLES, Store
 from fedlake.lakehouse.delta_store import CommitConflictError, DeltaStore
 from fedlake.lakehouse.schemas import table_schema
 

@@ -6,7 +6,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from fedlake.lakehouse.base import TABLES
+from fedlake.orchestration.interfaces import TABLES
 from fedlake.lakehouse.schemas import (
     COLUMNS,
     params_from_bytes,

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from fedlake.lakehouse import pyfunc_model
-from fedlake.lakehouse.base import Tracker
+from fedlake.orchestration.interfaces import Tracker
 from fedlake.lakehouse.mlflow_tracker import (
     MAX_PARAM_VALUE_LENGTH,
     MlflowTracker,

@@ -17,7 +17,7 @@ from torch import nn
 
 from fedlake.client.logreg import LogRegTrainer
 from fedlake.client.torch_adapter import TorchTrainer
-from fedlake.client.trainer import LocalConfig, Trainer
+from fedlake.core.trainer import LocalConfig, Trainer
 from fedlake.models import MODEL_KINDS, build_trainer
 from fedlake.models.cnn1d import cnn1d
 from fedlake.models.mlp import mlp
@@ -168,7 +168,7 @@ def test_registry_imports_and_builds_logreg_without_torch() -> None:
         import sys
         sys.modules["torch"] = None  # any `import torch` now raises ImportError
         import numpy as np
-        from fedlake.client.trainer import LocalConfig
+        from fedlake.core.trainer import LocalConfig
         from fedlake.models import build_trainer
 
         t = build_trainer("logreg", input_shape=[3], num_classes=2)

@@ -6,13 +6,16 @@ import numpy as np
 import pytest
 from toy import ToyTrainer, fedavg_with, toy_data
 
-from fedlake.attacks import Adversary, Attack, Backdoor, LabelFlip, SignFlip, Trigger
-from fedlake.backends.process import ProcessExecutor
-from fedlake.client.local import ClientTask, run_client
-from fedlake.client.trainer import FitResult
+from fedlake.client.runtime import ClientRuntime
+from fedlake.compression.messages import encode_model
+from fedlake.core.task import ClientReply, ClientTask
+from fedlake.core.trainer import FitResult
 from fedlake.orchestration.events import NullObserver
-from fedlake.orchestration.federation import CohortTooSmallError, Federation
-from fedlake.orchestration.sampling import CohortSpec, Population
+from fedlake.orchestration.federation import CohortTooSmallError
+from fedlake.orchestration.sampling import CohortSpec
+from fedlake.simulation import Population, simulate
+from fedlake.simulation.attacks import Adversary, Attack, Backdoor, LabelFlip, SignFlip, Trigger
+from fedlake.simulation.attacks.poisoning import MALICIOUS, malicious_plugins
 
 
 def same_points(n=5, point=(1.0, 1.0)):
@@ -21,7 +24,7 @@ def same_points(n=5, point=(1.0, 1.0)):
 
 def make(tmp_path, *, aggregator=None, attack=None, fraction=0.2, **kw):
     args = dict(
-        make_algorithm=functools.partial(fedavg_with, aggregator),
+        recipe=functools.partial(fedavg_with, aggregator),
         trainer=ToyTrainer(),
         data=same_points(),
         run_dir=tmp_path / "run",
@@ -32,7 +35,7 @@ def make(tmp_path, *, aggregator=None, attack=None, fraction=0.2, **kw):
         adversary=Adversary(attack, fraction) if attack is not None else None,
     )
     args.update(kw)
-    return Federation(**args)
+    return simulate(**args)
 
 
 def test_sign_flip_cancels_the_mean_and_the_median_ignores_it(tmp_path):
@@ -86,15 +89,27 @@ class LabelSpy(ToyTrainer):
         return super().fit(params, x, y, **kw)
 
 
+def zero_model_task():
+    """Round 0's task with the zero model (uncompressed download)."""
+    model = encode_model(np.zeros(2, np.float32), None, None, np.random.default_rng(0))
+    return ClientTask(round=0, attempt=0, seed=0, model=model)
+
+
+def malicious_runtime(data, attack):
+    """Clients of ``data`` that run ``attack``'s malicious variant when told to."""
+    return ClientRuntime(
+        data, LabelSpy(), fedavg_with(), variants={MALICIOUS: malicious_plugins(attack)}
+    )
+
+
 def test_data_poisoning_runs_on_malicious_clients_only():
     data = toy_data({"a": ((1.0, 1.0), 2), "b": ((1.0, 1.0), 2)})
-    task = ClientTask(
-        round=0, attempt=0, params=np.zeros(2, np.float32), seed=0, malicious=frozenset({"b"})
-    )
+    task = zero_model_task()
     LabelSpy.seen = []
-    attack = LabelFlip(num_classes=3)
+    runtime = malicious_runtime(data, LabelFlip(num_classes=3))
+    malicious = {"b": MALICIOUS}
     for cid in ("a", "b"):
-        run_client(task, cid, data, LabelSpy(), fedavg_with(), attack=attack)
+        assert isinstance(runtime.handle(task, cid, malicious.get(cid)), ClientReply)
     np.testing.assert_array_equal(LabelSpy.seen[0], [0, 0])  # honest: toy labels are 0
     np.testing.assert_array_equal(LabelSpy.seen[1], [2, 2])  # flipped: 3 - 1 - 0
 
@@ -110,7 +125,7 @@ def test_attacked_runs_are_identical_inline_and_in_processes(tmp_path):
         aggregator={"kind": "trimmed_mean", "trim_ratio": 0.25},
     )
     inline = make(tmp_path / "inline", **kw).run()
-    fed = make(tmp_path / "proc", executor=ProcessExecutor(2), **kw)
+    fed = make(tmp_path / "proc", executor="process", workers=2, **kw)
     proc = fed.run()
     assert inline.state.params.tobytes() == proc.state.params.tobytes()
     assert [h["num_malicious"] for h in proc.history] == [1, 1, 1]
@@ -136,11 +151,9 @@ def test_a_poisoning_client_reports_its_clean_example_count():
     # the backdoor trains on 4 clean rows + 4 triggered copies but claims 4: the boost n / m
     # then replaces the model as intended, and the claim is what an honest client says
     data = toy_data({"m": ((1.0, 1.0), 4)})
-    task = ClientTask(
-        round=0, attempt=0, params=np.zeros(2, np.float32), seed=0, malicious=frozenset({"m"})
-    )
     attack = Backdoor(poison_fraction=1.0, trigger=Trigger(size=1, value=5.0))
     LabelSpy.seen = []
-    update = run_client(task, "m", data, LabelSpy(), fedavg_with(), attack=attack)
+    update = malicious_runtime(data, attack).handle(zero_model_task(), "m", MALICIOUS)
+    assert isinstance(update, ClientReply)
     assert len(LabelSpy.seen[0]) == 8
     assert update.weight == 4.0 and update.metrics["num_examples"] == 4.0

@@ -7,32 +7,43 @@ from dataclasses import replace
 import numpy as np
 from toy import PoisonTrainer, ToyTrainer, toy_data
 
+from fedlake.algorithms.spec import RecipeSpec, build_algorithm
 from fedlake.backends.inline import InlineExecutor
-from fedlake.backends.process import ProcessExecutor
 from fedlake.compression.messages import MODEL_HEADER
 from fedlake.compression.wire import HEADER_BYTES
 from fedlake.config import AlgorithmConfig, CompressionConfig
-from fedlake.lakehouse.base import MemoryStore, NullTracker
 from fedlake.orchestration.checkpoint import load_checkpoint
 from fedlake.orchestration.events import NullObserver
-from fedlake.orchestration.federation import Federation
-from fedlake.orchestration.sampling import CohortSpec, Population
+from fedlake.orchestration.sampling import CohortSpec
 from fedlake.orchestration.sinks import RunSinks
-from fedlake.runner import build_recipe
+from fedlake.simulation import Population, SimulatedStores, simulate
+from fedlake.testing import MemoryStore, NullTracker
 
 
 def recipe(lr=0.5, **compression):
     """A picklable factory: FedAvg with the given [compression] section."""
-    return functools.partial(
-        build_recipe,
-        AlgorithmConfig(client_lr=lr, local_epochs=1),
-        CompressionConfig.model_validate(compression),
+    spec = RecipeSpec(
+        algorithm=AlgorithmConfig(client_lr=lr, local_epochs=1),
+        compression=CompressionConfig.model_validate(compression),
     )
+    return functools.partial(build_algorithm, spec)
+
+
+def client_records(run_dir):
+    """The simulated clients' records, as the run's checkpoint saved them."""
+    stores = SimulatedStores()
+    stores.restore(load_checkpoint(run_dir).components[SimulatedStores.name])
+    return stores.records
+
+
+def residuals(run_dir):
+    """Each client's error-feedback residual, as the run's checkpoint saved it."""
+    return {cid: rec["states"]["error_feedback"] for cid, rec in client_records(run_dir).items()}
 
 
 def make(tmp_path, compression, *, data=None, dim=2, **kw):
     args = dict(
-        make_algorithm=recipe(**compression),
+        recipe=recipe(**compression),
         trainer=ToyTrainer(dim),
         data=data,
         run_dir=tmp_path / "run",
@@ -43,7 +54,7 @@ def make(tmp_path, compression, *, data=None, dim=2, **kw):
         observer=NullObserver(),
     )
     args.update(kw)
-    return Federation(**args)
+    return simulate(**args)
 
 
 TOPK_EF = {"upload": [{"kind": "topk", "ratio": 0.5}], "error_feedback": True}
@@ -60,8 +71,7 @@ def test_error_feedback_golden_rounds_and_residual_kept_per_client(tmp_path):
         fed = make(tmp_path / str(rounds), TOPK_EF, data=data, rounds=rounds)
         res = fed.run()
         np.testing.assert_array_equal(res.state.params, params)
-        ckpt = load_checkpoint(fed.run_dir)
-        np.testing.assert_array_equal(ckpt.client_states["a"]["residual"], residual)
+        np.testing.assert_array_equal(residuals(fed.run_dir)["a"], residual)
 
 
 def test_without_error_feedback_dropped_coordinates_are_lost(tmp_path):
@@ -70,7 +80,7 @@ def test_without_error_feedback_dropped_coordinates_are_lost(tmp_path):
     data = toy_data({"a": ((4.0, 1.0), 1)})
     res = make(tmp_path, {"upload": [{"kind": "topk", "ratio": 0.5}]}, data=data, rounds=2).run()
     np.testing.assert_array_equal(res.state.params, [3.0, 0.0])
-    assert load_checkpoint(tmp_path / "run").client_states == {}
+    assert client_records(tmp_path / "run") == {}
 
 
 def test_bytes_are_the_encoded_payload_sizes(tmp_path):
@@ -94,11 +104,11 @@ def test_first_seen_clients_start_with_a_zero_residual_and_others_keep_theirs(tm
     data = toy_data({f"c{i}": ((float(i + 1), float(2 * i + 3)), 1) for i in range(4)})
     fed = make(tmp_path, TOPK_EF, data=data, cohort=CohortSpec(count=2), rounds=3)
     res = fed.run()
-    ckpt = load_checkpoint(fed.run_dir)
+    kept = residuals(fed.run_dir)
     seen = {c for h in res.history for c in json.loads(h["cohort"])}
-    assert set(ckpt.client_states) == seen
-    for state in ckpt.client_states.values():
-        assert state["residual"].shape == (2,) and np.count_nonzero(state["residual"]) <= 1
+    assert set(kept) == seen
+    for residual in kept.values():
+        assert residual.shape == (2,) and np.count_nonzero(residual) <= 1
 
 
 def test_resume_with_error_feedback_is_bit_identical(tmp_path):
@@ -123,14 +133,14 @@ def test_process_executor_matches_inline_with_state_pruning_and_quantisation(tmp
         {f"c{i}": (tuple(float((i * j) % 5 - 2) for j in range(8)), i + 1) for i in range(6)}
     )
     kw = dict(data=data, dim=8, cohort=CohortSpec(count=4), rounds=4)
-    inline = make(tmp_path / "i", EVERYTHING, executor=InlineExecutor(), **kw).run()
-    proc = make(tmp_path / "p", EVERYTHING, executor=ProcessExecutor(2), **kw).run()
+    inline = make(tmp_path / "i", EVERYTHING, executor="inline", **kw).run()
+    proc = make(tmp_path / "p", EVERYTHING, executor="process", workers=2, **kw).run()
     assert proc.state.params.tobytes() == inline.state.params.tobytes()
-    states_i = load_checkpoint(tmp_path / "i" / "run").client_states
-    states_p = load_checkpoint(tmp_path / "p" / "run").client_states
+    states_i = residuals(tmp_path / "i" / "run")
+    states_p = residuals(tmp_path / "p" / "run")
     assert states_i.keys() == states_p.keys()
     for c in states_i:
-        assert states_i[c]["residual"].tobytes() == states_p[c]["residual"].tobytes()
+        assert states_i[c].tobytes() == states_p[c].tobytes()
 
 
 def test_pruned_weights_are_zero_and_stay_zero(tmp_path):
@@ -157,28 +167,37 @@ def test_clients_train_from_the_model_as_decoded(tmp_path):
         {"download": [{"kind": "quantize", "bits": 8, "stochastic": False}]},
         data=data,
         rounds=2,
-        make_algorithm=recipe(
-            lr=1.0, download=[{"kind": "quantize", "bits": 8, "stochastic": False}]
-        ),
+        recipe=recipe(lr=1.0, download=[{"kind": "quantize", "bits": 8, "stochastic": False}]),
     )
     res = fed.run()
     np.testing.assert_allclose(res.state.params, [0.3, 0.7], rtol=0, atol=1e-6)
 
 
-class CorruptingExecutor(InlineExecutor):
+class CorruptingExecutor:
     """Runs clients inline, then damages one payload in transit."""
 
-    def map_clients(self, job, task, cohort):
-        for result in super().map_clients(job, task, cohort):
+    def __init__(self, inner):
+        self.inner = inner
+
+    def map_clients(self, task, cohort):
+        for result in self.inner.map_clients(task, cohort):
             if result.client_id == "bad":
-                payload = result.encoded["delta"]
-                result = replace(result, encoded={"delta": payload[:-3]})
+                payload = result.payloads["delta"]
+                result = replace(result, payloads={"delta": payload[:-3]})
             yield result
+
+    def close(self):
+        self.inner.close()
+
+
+def corrupting(fleet, stores):
+    """The real clients, inline, behind a link that damages one payload."""
+    return CorruptingExecutor(InlineExecutor(fleet, stores))
 
 
 def test_an_undecodable_payload_is_rejected_with_the_reason(tmp_path):
     data = toy_data({"good": ((2.0, 2.0), 1), "bad": ((9.0, 9.0), 1)})
-    fed = make(tmp_path, TOPK_EF, data=data, rounds=1, executor=CorruptingExecutor())
+    fed = make(tmp_path, TOPK_EF, data=data, rounds=1, executor=corrupting)
     res = fed.run()
     rows = {r["client_id"]: r for r in fed.sinks.store.read("client_updates")}
     assert rows["good"]["status"] == "accepted"
@@ -193,9 +212,8 @@ def test_dropped_clients_keep_their_residual_untouched(tmp_path):
     fed = make(tmp_path, TOPK_EF, data=data, rounds=3, population=Population(dropout=0.5))
     fed.run()
     rows = fed.sinks.store.read("client_updates")
-    ckpt = load_checkpoint(fed.run_dir)
     sent = {r["client_id"] for r in rows if r["status"] == "accepted"}
-    assert set(ckpt.client_states) == sent
+    assert set(residuals(fed.run_dir)) == sent
 
 
 def test_structured_mask_clients_train_only_the_weights_they_send(tmp_path):
@@ -283,7 +301,7 @@ def test_pruned_weights_stay_zero_under_a_stateful_server_optimiser(tmp_path):
         data=data,
         dim=8,
         rounds=5,
-        make_algorithm=functools.partial(momentum_fedavg, **prune),
+        recipe=functools.partial(momentum_fedavg, **prune),
     )
     res = fed.run()
     assert np.count_nonzero(res.state.params) == 4
@@ -304,8 +322,7 @@ def test_a_diverged_client_keeps_its_residual_from_before(tmp_path):
     data = toy_data({"a": ((4.0, 2.0), 1)})
     fed = make(tmp_path, TOPK_EF, data=data, trainer=DivergeInRound2(), rounds=2, max_retries=0)
     fed.run()
-    ckpt = load_checkpoint(fed.run_dir)
-    np.testing.assert_array_equal(ckpt.client_states["a"]["residual"], [0.0, 1.0])  # round 1's
+    np.testing.assert_array_equal(residuals(fed.run_dir)["a"], [0.0, 1.0])  # round 1's
 
 
 def test_a_checkpoint_from_before_client_states_still_resumes(tmp_path):
@@ -317,10 +334,14 @@ def test_a_checkpoint_from_before_client_states_still_resumes(tmp_path):
     make(tmp_path, {}, data=data, rounds=1).run()
     path = tmp_path / "run" / CHECKPOINT
     old = pickle.loads(path.read_bytes())
-    del old.__dict__["client_states"]  # what format 1 wrote
+    for key in ("components", "acks", "legacy_client_states"):  # what format 1 wrote:
+        del old.__dict__[key]  # no client state anywhere
+    del old.state.__dict__["plugins"]  # and the state of its time
+    old.state.__dict__["control"] = None
     old.version = 1
     path.write_bytes(pickle.dumps(old))
     ckpt = load_checkpoint(tmp_path / "run")
-    assert ckpt.client_states == {} and ckpt.version == FORMAT_VERSION
+    assert ckpt.components == {} and ckpt.legacy_client_states is None
+    assert ckpt.acks == {} and ckpt.state.plugins == {} and ckpt.version == FORMAT_VERSION
     res = make(tmp_path, {}, data=data, rounds=2).run(resume=True)
     assert [h["round"] for h in res.history] == [1, 2]

@@ -5,18 +5,18 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-from toy import PoisonTrainer, ToyTrainer, decoded, toy_data
+from toy import PoisonTrainer, ToyTrainer, toy_data
 
 from fedlake.algorithms.fedavg import fedavg
 from fedlake.backends.inline import InlineExecutor
-from fedlake.backends.process import ProcessExecutor
-from fedlake.compression.wire import HEADER_BYTES
-from fedlake.lakehouse.base import MemoryStore, NullTracker
+from fedlake.compression.codec import plain
+from fedlake.compression.wire import HEADER_BYTES, read_header
 from fedlake.orchestration.checkpoint import load_checkpoint
 from fedlake.orchestration.events import NullObserver
-from fedlake.orchestration.federation import Federation
-from fedlake.orchestration.sampling import CohortSpec, Population
+from fedlake.orchestration.sampling import CohortSpec
 from fedlake.orchestration.sinks import RunSinks
+from fedlake.simulation import Population, simulate
+from fedlake.testing import MemoryStore, NullTracker
 
 
 def points(n=6):
@@ -25,7 +25,7 @@ def points(n=6):
 
 def make(tmp_path, **kw):
     args = dict(
-        make_algorithm=functools.partial(fedavg, client_lr=0.5),
+        recipe=functools.partial(fedavg, client_lr=0.5),
         trainer=ToyTrainer(),
         data=points(),
         run_dir=tmp_path / "run",
@@ -36,7 +36,7 @@ def make(tmp_path, **kw):
         observer=NullObserver(),
     )
     args.update(kw)
-    return Federation(**args)
+    return simulate(**args)
 
 
 def test_full_participation_golden_numbers(tmp_path):
@@ -90,37 +90,58 @@ def test_a_diverged_client_fails_with_reason_and_round_goes_on(tmp_path):
     np.testing.assert_allclose(res.state.params, [1.0, 0.5])
 
 
-class TamperingExecutor(InlineExecutor):
-    """Runs clients inline, then replaces some updates by malformed ones, as a bad peer could."""
+def payload(values):
+    """``values`` as the plain (float32) upload codec writes them."""
+    return plain().encode(np.asarray(values, np.float32), np.random.default_rng(0))
+
+
+def float64_payload(reply):
+    """The reply's delta payload rewritten as 64-bit floats (a codec the server never uses)."""
+    header, body = read_header(reply.payloads["delta"])
+    values = body.array("<f4", header.count, "values").astype("<f8").tobytes()
+    return replace(header, bits=64, body_length=len(values)).pack() + values
+
+
+class TamperingExecutor:
+    """Runs clients inline, then replaces some replies by malformed ones, as a bad peer could."""
 
     TAMPER = {
-        "c1": lambda u: replace(u, vectors={"delta": np.ones(3, np.float32)}, encoded={}),
-        "c2": lambda u: replace(
-            u, vectors={"delta": decoded(u).delta.astype(np.float64)}, encoded={}
-        ),
-        "c3": lambda u: replace(u, vectors={"control": decoded(u).delta}, encoded={}),
+        "c1": lambda u: replace(u, payloads={"delta": payload(np.ones(3))}),
+        "c2": lambda u: replace(u, payloads={"delta": float64_payload(u)}),
+        "c3": lambda u: replace(u, payloads={"control": u.payloads["delta"]}),
         "c4": lambda u: replace(u, weight=None),
         "c5": lambda u: replace(u, weight=float("nan"), metrics={"train_loss": "low"}),
-        "c6": lambda u: replace(
-            u, vectors={"delta": np.array([np.nan, 0.0], np.float32)}, encoded={}
-        ),
+        "c6": lambda u: replace(u, payloads={"delta": payload([np.nan, 0.0])}),
     }
 
-    def map_clients(self, job, task, cohort):
-        for result in super().map_clients(job, task, cohort):
+    def __init__(self, inner):
+        self.inner = inner
+
+    def map_clients(self, task, cohort):
+        for result in self.inner.map_clients(task, cohort):
             yield self.TAMPER.get(result.client_id, lambda u: u)(result)
+
+    def close(self):
+        self.inner.close()
 
 
 def test_malformed_updates_of_every_kind_are_rejected_in_the_round_loop(tmp_path):
     data = toy_data({f"c{i}": ((float(i), 1.0), 2) for i in range(7)})
-    fed = make(tmp_path, data=data, cohort=CohortSpec(count=7), rounds=1)
-    fed.executor = TamperingExecutor()
+    fed = make(
+        tmp_path,
+        data=data,
+        cohort=CohortSpec(count=7),
+        rounds=1,
+        executor=lambda fleet, stores: TamperingExecutor(InlineExecutor(fleet, stores)),
+    )
     res = fed.run()
     rows = {r["client_id"]: r for r in fed.sinks.store.read("client_updates")}
     assert rows["c0"]["status"] == "accepted"
+    # a reply carries bytes: a vector of the wrong length or type is refused by the decoder
     expected = {
-        "c1": "shape (3,), expected (2,)",
-        "c2": "dtype float64, expected float32",
+        "c1": "undecodable update: payload is for a vector of 3 values, expected 2",
+        "c2": "undecodable update: payload written by another codec (sparsifier, coder, "
+        "bits, bucket) = (0, 1, 64, 0), expected (0, 1, 32, 0)",
         "c3": "missing 'delta' vector",
         "c4": "weight must be a positive finite number, got None",
         "c5": "weight must be a positive finite number, got nan",
@@ -240,7 +261,7 @@ def test_resume_without_checkpoint_is_clear(tmp_path):
 
 def test_process_executor_matches_inline(tmp_path):
     inline = make(tmp_path / "i", rounds=3).run()
-    proc = make(tmp_path / "p", rounds=3, executor=ProcessExecutor(2)).run()
+    proc = make(tmp_path / "p", rounds=3, executor="process", workers=2).run()
     assert proc.state.params.tobytes() == inline.state.params.tobytes()
 
 

@@ -14,13 +14,13 @@ from fedlake.client.logreg import LogRegTrainer
 from fedlake.data.synthetic import fedprox_synthetic
 from fedlake.orchestration import checkpoint as ck
 from fedlake.orchestration.events import NullObserver
-from fedlake.orchestration.federation import Federation
 from fedlake.orchestration.sampling import CohortSpec
+from fedlake.simulation import simulate
 
 
 def federation(run_dir, rounds=6):
-    return Federation(
-        make_algorithm=functools.partial(fedavg, client_lr=0.05, batch_size=20),
+    return simulate(
+        recipe=functools.partial(fedavg, client_lr=0.05, batch_size=20),
         trainer=LogRegTrainer(60, 10),
         data=fedprox_synthetic(1, 1, num_devices=8, seed=0),
         run_dir=run_dir,

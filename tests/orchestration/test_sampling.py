@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
 
-from fedlake.orchestration.sampling import CohortSpec, Population, sample_cohort
+from fedlake.orchestration.sampling import CohortSpec, sample_cohort
+from fedlake.simulation import Population
 
 
 def test_cohort_spec_count_and_fraction():

@@ -1,7 +1,7 @@
 """RunSinks: rows to the store, metrics to the tracker; a replay never doubles a row."""
 
-from fedlake.lakehouse.base import MemoryStore, NullTracker
 from fedlake.orchestration.sinks import METRICS_KEY, RunSinks
+from fedlake.testing import MemoryStore, NullTracker
 
 
 class CountingStore(MemoryStore):

@@ -10,22 +10,28 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-from toy import decoded
 
 from fedlake.algorithms import fedavg, fedprox
 from fedlake.backends.inline import InlineExecutor
-from fedlake.client.local import CLIENT_RNG, ClientFailure, ClientTask, client_key, run_client
 from fedlake.client.logreg import LogRegTrainer
-from fedlake.client.workload import STRAGGLER, Workload, local_steps
-from fedlake.compression.messages import encode_model
-from fedlake.core.state import round_rng
-from fedlake.core.update import ClientUpdate
+from fedlake.client.runtime import ClientRuntime
+from fedlake.compression.messages import decode_reply, encode_model
+from fedlake.core.rng import CLIENT_RNG, client_key, round_rng
+from fedlake.core.task import (
+    STRAGGLER,
+    ClientFailure,
+    ClientReply,
+    ClientTask,
+    FailureReason,
+    Instructions,
+    local_steps,
+)
 from fedlake.data.synthetic import fedprox_synthetic
-from fedlake.lakehouse.base import MemoryStore
 from fedlake.orchestration.events import NullObserver
-from fedlake.orchestration.federation import Federation
-from fedlake.orchestration.sampling import CohortSpec, Population
+from fedlake.orchestration.sampling import CohortSpec
 from fedlake.orchestration.sinks import RunSinks
+from fedlake.simulation import Population, simulate
+from fedlake.testing import MemoryStore
 
 CLIENTS = [f"c{i}" for i in range(20)]
 
@@ -54,18 +60,18 @@ def test_population_names_the_bad_value(kwargs, message):
 
 def test_workload_validation_and_steps():
     with pytest.raises(ValueError, match=r"work fraction must be in \(0, 1\], got 0"):
-        Workload(fraction=0)
+        Instructions(fraction=0)
     with pytest.raises(ValueError, match=r"work fraction must be in \(0, 1\], got 1\.5"):
-        Workload(fraction=1.5)
+        Instructions(fraction=1.5)
     with pytest.raises(ValueError, match="max_steps must be >= 0, got -1"):
-        Workload(max_steps=-1)
-    assert Workload().steps(12) == 12
-    assert Workload(fraction=0.5).steps(12) == 6
-    assert Workload(fraction=2 / 3).steps(12) == 8
-    assert Workload(fraction=0.01).steps(12) == 1  # at least one step
-    assert Workload(fraction=0.5, max_steps=4).steps(12) == 4  # then the deadline
-    assert Workload(max_steps=20).steps(12) == 12
-    assert Workload(max_steps=0).steps(12) == 0
+        Instructions(max_steps=-1)
+    assert Instructions().steps(12) == 12
+    assert Instructions(fraction=0.5).steps(12) == 6
+    assert Instructions(fraction=2 / 3).steps(12) == 8
+    assert Instructions(fraction=0.01).steps(12) == 1  # at least one step
+    assert Instructions(fraction=0.5, max_steps=4).steps(12) == 4  # then the deadline
+    assert Instructions(max_steps=20).steps(12) == 12
+    assert Instructions(max_steps=0).steps(12) == 0
     assert local_steps(45, 10, 3) == 15 and local_steps(40, 10, 3) == 12
 
 
@@ -107,7 +113,7 @@ def test_one_epoch_stragglers_do_part_of_it():
     fractions = np.array([w.fraction for w in work.values()])
     assert len(fractions) == 20 and (fractions > 0).all() and (fractions <= 1).all()
     assert len(set(fractions.tolist())) == 20  # continuous, not whole epochs
-    assert any(Workload(fraction=f).steps(10) < 10 for f in fractions)
+    assert any(Instructions(fraction=f).steps(10) < 10 for f in fractions)
 
 
 def test_workloads_are_reproducible_from_the_round_generator():
@@ -161,6 +167,12 @@ TRAINER = LogRegTrainer(60, 10)
 MODEL_BYTES = len(encode_model(np.zeros(610, np.float32), None, None, np.random.default_rng(0)))
 
 
+def task_of(params, *, round, seed, work):
+    """Attempt 0 of ``round``: ``params`` as the (uncompressed) download, ``work`` per client."""
+    model = encode_model(params, None, None, np.random.default_rng(0))
+    return ClientTask(round=round, attempt=0, seed=seed, model=model, instructions=work)
+
+
 def test_a_one_epoch_straggler_stops_mid_epoch_exactly_like_a_capped_fit():
     algo = fedavg(client_lr=0.05, local_epochs=1, batch_size=10)
     cid = IDS[3]
@@ -168,9 +180,9 @@ def test_a_one_epoch_straggler_stops_mid_epoch_exactly_like_a_capped_fit():
     total = local_steps(n, 10, 1)
     assert total > 3
     params = np.zeros(TRAINER.spec.size, np.float32)
-    task = ClientTask(round=2, attempt=0, params=params, seed=5, work={cid: Workload(0.4)})
-    up = run_client(task, cid, DATA, TRAINER, algo)
-    assert isinstance(up, ClientUpdate)
+    task = task_of(params, round=2, seed=5, work={cid: Instructions(0.4)})
+    up = ClientRuntime(DATA, TRAINER, algo).handle(task, cid)
+    assert isinstance(up, ClientReply)
     done = round(0.4 * total)
     assert up.metrics["steps"] == done < total
     assert up.metrics["work_fraction"] == done / total
@@ -180,7 +192,9 @@ def test_a_one_epoch_straggler_stops_mid_epoch_exactly_like_a_capped_fit():
     fit = TRAINER.fit(
         params, ds.x_train, ds.y_train, config=replace(algo.local, max_steps=done), rng=rng
     )
-    np.testing.assert_array_equal(decoded(up).delta, fit.params - params)
+    np.testing.assert_array_equal(
+        decode_reply(up, params.size, None, None).delta, fit.params - params
+    )
 
 
 def test_drop_policy_and_zero_step_deadlines_make_dropped_failures():
@@ -188,44 +202,54 @@ def test_drop_policy_and_zero_step_deadlines_make_dropped_failures():
     params = np.zeros(TRAINER.spec.size, np.float32)
     cid = IDS[1]
     total = local_steps(DATA.load(cid).num_train, 10, 2)
-    for work in (Workload(0.5, drop_partial=True), Workload(max_steps=0)):
-        task = ClientTask(round=0, attempt=0, params=params, seed=0, work={cid: work})
-        res = run_client(task, cid, DATA, TRAINER, algo)
+    runtime = ClientRuntime(DATA, TRAINER, algo)
+    for work in (Instructions(0.5, drop_partial=True), Instructions(max_steps=0)):
+        task = task_of(params, round=0, seed=0, work={cid: work})
+        res = runtime.handle(task, cid)
         assert isinstance(res, ClientFailure) and res.status == "dropped"
+        assert res.reason is FailureReason.STRAGGLER
         assert (
-            res.reason
+            res.message
             == f"{STRAGGLER}: {work.steps(total)} of its {total} local steps done by the deadline"
         )
     # a drop-policy client that finishes everything in time is not a straggler
-    task = ClientTask(
-        round=0, attempt=0, params=params, seed=0, work={cid: Workload(drop_partial=True)}
-    )
-    up = run_client(task, cid, DATA, TRAINER, algo)
-    assert isinstance(up, ClientUpdate) and up.metrics["steps"] == total
+    task = task_of(params, round=0, seed=0, work={cid: Instructions(drop_partial=True)})
+    up = runtime.handle(task, cid)
+    assert isinstance(up, ClientReply) and up.metrics["steps"] == total
     assert "work_fraction" not in up.metrics
 
 
 # -- the round loop --------------------------------------------------------------------------
 
 
-class Recording(InlineExecutor):
+class Recording:
     """The inline executor, remembering every round's task and results."""
 
-    def __init__(self, chunk=512):
-        super().__init__(chunk)
+    def __init__(self, inner):
+        self.inner = inner
         self.rounds = []
 
-    def map_clients(self, job, task, cohort):
+    def map_clients(self, task, cohort):
         seen = []
         self.rounds.append((task, seen))
-        for result in super().map_clients(job, task, cohort):
+        for result in self.inner.map_clients(task, cohort):
             seen.append(result)
             yield result
 
+    def close(self):
+        self.inner.close()
 
-def federation(tmp_path, population, *, epochs=3, rounds=3, executor=None, cohort=10):
-    return Federation(
-        make_algorithm=functools.partial(
+
+def federation(tmp_path, population, *, epochs=3, rounds=3, cohort=10):
+    """A federation whose clients run inline behind a :class:`Recording` (``fed.recording``)."""
+    recordings = []
+
+    def recording(fleet, stores):
+        recordings.append(Recording(InlineExecutor(fleet, stores)))
+        return recordings[-1]
+
+    fed = simulate(
+        recipe=functools.partial(
             fedprox, mu=0.01, client_lr=0.05, local_epochs=epochs, batch_size=20
         ),
         trainer=TRAINER,
@@ -235,10 +259,12 @@ def federation(tmp_path, population, *, epochs=3, rounds=3, executor=None, cohor
         cohort=CohortSpec(count=cohort),
         seed=4,
         population=population,
-        executor=executor or Recording(),
+        executor=recording,
         sinks=RunSinks(run_id="", store=MemoryStore()),
         observer=NullObserver(),
     )
+    (fed.recording,) = recordings
+    return fed
 
 
 def full_steps(cid, epochs=3):
@@ -248,13 +274,13 @@ def full_steps(cid, epochs=3):
 def test_keep_uses_every_straggler_s_partial_work(tmp_path):
     fed = federation(tmp_path, Population(stragglers=0.5, policy="keep"))
     res = fed.run()
-    for (task, results), record in zip(fed.executor.rounds, res.history, strict=True):
-        assert len(task.work) == 5
-        assert all(isinstance(r, ClientUpdate) for r in results) and len(results) == 10
+    for (task, results), record in zip(fed.recording.rounds, res.history, strict=True):
+        assert len(task.instructions) == 5
+        assert all(isinstance(r, ClientReply) for r in results) and len(results) == 10
         for r in results:
             full = full_steps(r.client_id)
-            if r.client_id in task.work:
-                done = task.work[r.client_id].steps(full)
+            if r.client_id in task.instructions:
+                done = task.instructions[r.client_id].steps(full)
                 assert r.metrics["steps"] == done < full
                 assert r.metrics["work_fraction"] == pytest.approx(done / full)
             else:
@@ -269,14 +295,15 @@ def test_drop_discards_stragglers_with_a_straggler_reason(tmp_path):
     fed = federation(tmp_path, Population(stragglers=0.5, policy="drop"))
     res = fed.run()
     rows = fed.sinks.store.read("client_updates")
-    for (task, results), record in zip(fed.executor.rounds, res.history, strict=True):
-        late = set(task.work)
+    for (task, results), record in zip(fed.recording.rounds, res.history, strict=True):
+        late = set(task.instructions)
         assert len(late) == 5
         for r in results:
             if r.client_id in late:
                 assert isinstance(r, ClientFailure) and r.status == "dropped"
+                assert r.reason is FailureReason.STRAGGLER
             else:
-                assert isinstance(r, ClientUpdate) and r.metrics["steps"] == full_steps(r.client_id)
+                assert isinstance(r, ClientReply) and r.metrics["steps"] == full_steps(r.client_id)
         mine = [row for row in rows if row["round"] == record["round"]]
         dropped = {row["client_id"] for row in mine if row["status"] == "dropped"}
         assert dropped == late
@@ -297,17 +324,17 @@ def test_dropouts_are_not_stragglers(tmp_path):
     fed = federation(tmp_path, pop, rounds=3)
     res = fed.run()
     rows = fed.sinks.store.read("client_updates")
-    for (task, results), record in zip(fed.executor.rounds, res.history, strict=True):
+    for (task, results), record in zip(fed.recording.rounds, res.history, strict=True):
         mine = [row for row in rows if row["round"] == record["round"]]
         gone = [row for row in mine if row["reason"] == "unavailable (simulated dropout)"]
         active = 10 - len(gone)
-        assert len(results) == active and len(task.work) == round(0.5 * active)
+        assert len(results) == active and len(task.instructions) == round(0.5 * active)
         assert all(row["status"] == "dropped" and row["bytes_down"] == 0 for row in gone)
-        assert record["num_dropped"] == len(gone) + len(task.work)
-        assert record["num_stragglers"] == len(task.work) and record["num_partial"] == 0
-        assert record["num_completed"] == active - len(task.work)
+        assert record["num_dropped"] == len(gone) + len(task.instructions)
+        assert record["num_stragglers"] == len(task.instructions) and record["num_partial"] == 0
+        assert record["num_completed"] == active - len(task.instructions)
         assert record["bytes_down"] == active * MODEL_BYTES
-    assert sum(len(results) for _, results in fed.executor.rounds) < 30  # some dropped out
+    assert sum(len(results) for _, results in fed.recording.rounds) < 30  # some dropped out
 
 
 def test_keep_and_drop_differ_only_in_the_stragglers(tmp_path):
@@ -315,25 +342,26 @@ def test_keep_and_drop_differ_only_in_the_stragglers(tmp_path):
     drop = federation(tmp_path / "drop", Population(stragglers=0.5, policy="drop"), rounds=1)
     keep.run()
     drop.run()
-    (kt, kres), (dt, dres) = keep.executor.rounds[0], drop.executor.rounds[0]
-    assert set(kt.work) == set(dt.work)  # the same stragglers: same round generator
+    (kt, kres), (dt, dres) = keep.recording.rounds[0], drop.recording.rounds[0]
+    assert set(kt.instructions) == set(dt.instructions)  # the same stragglers: same round generator
     for k, d in zip(kres, dres, strict=True):
-        if k.client_id not in kt.work:
-            assert k.encoded == d.encoded  # the finishers computed the same update
+        if k.client_id not in kt.instructions:
+            assert k.payloads == d.payloads  # the finishers computed the same update
 
 
 def test_deadline_in_the_round_loop(tmp_path):
     pop = Population(deadline_s=0.1, speed=60.0, speed_spread=0.8, policy="keep")
     fed = federation(tmp_path, pop, rounds=2)
     res = fed.run()
-    for (task, results), record in zip(fed.executor.rounds, res.history, strict=True):
+    for (task, results), record in zip(fed.recording.rounds, res.history, strict=True):
         capped = partial = dropped = 0
         for r in results:
             cap = math.floor(0.1 * pop.device_speed(r.client_id, 4))
-            assert task.work[r.client_id].max_steps == cap
+            assert task.instructions[r.client_id].max_steps == cap
             full = full_steps(r.client_id)
             if cap == 0:
-                assert isinstance(r, ClientFailure) and r.reason.startswith(STRAGGLER)
+                assert isinstance(r, ClientFailure) and r.reason is FailureReason.STRAGGLER
+                assert r.message.startswith(STRAGGLER)
                 dropped += 1
             else:
                 assert r.metrics["steps"] == min(cap, full)

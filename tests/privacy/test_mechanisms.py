@@ -2,17 +2,26 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
 import pytest
 from scipy import stats
 
-from fedlake.core.state import aggregate_updates
+from fedlake.algorithms.fedavg import fedavg
+from fedlake.core.algorithm import Algorithm
+from fedlake.core.state import ServerState, aggregate_updates, init_server_state
 from fedlake.core.update import ClientUpdate
 from fedlake.privacy.central import AdaptiveClip, DPState, dp_fedavg, value_noise_multiplier
 from fedlake.privacy.local import local_gaussian, local_multiplier
 from fedlake.privacy.noise import SecureNoise, SeededNoise
+
+
+def round_with(agg, dim: int) -> tuple[Algorithm, ServerState]:
+    """FedAvg with ``agg`` and its round-0 server state, for the round loop's path."""
+    algo = dataclasses.replace(fedavg(), aggregator=agg)
+    return algo, init_server_state(algo, np.zeros(dim, np.float32), seed=0)
 
 
 def upd(cid: str, vec) -> ClientUpdate:
@@ -35,11 +44,12 @@ def test_fold_equals_aggregate_and_streams() -> None:
     ups = [upd(str(i), rng.normal(size=50) * (i + 1)) for i in range(7)]
     agg = dp_fedavg(clip=3.0, noise_multiplier=0.7, denominator=7, seed=5, secure_noise=False)
     a, _ = agg.aggregate(ups, agg.init(50))
-    algo = type("A", (), {"aggregator": agg, "scaffold": False})()
-    state = type("S", (), {"dim": 50, "aggregator_state": agg.init(50)})()
-    b, _, count, _, _ = aggregate_updates(algo, state, iter(ups))  # the round loop's path
-    np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
-    assert count == 7
+    algo, state = round_with(agg, 50)
+    assert state.aggregator_state == agg.init(50)
+    got = aggregate_updates(algo, state, iter(ups))  # the round loop's path
+    assert set(got.vectors) == {"delta"}
+    np.testing.assert_allclose(a, got.delta, rtol=1e-6, atol=1e-7)
+    assert got.num_updates == 7
 
 
 def test_noise_on_the_aggregate_has_the_configured_std() -> None:
@@ -174,11 +184,10 @@ def test_adaptive_count_moves_by_half_per_user() -> None:
 
 def test_an_empty_poisson_round_releases_noise_only() -> None:
     agg = dp_fedavg(clip=1.0, noise_multiplier=1.0, denominator=5, secure_noise=False)
-    algo = type("A", (), {"aggregator": agg, "scaffold": False})()
-    state = type("S", (), {"dim": 1000, "aggregator_state": agg.init(1000)})()
-    out, new_state, count, _, _ = aggregate_updates(algo, state, iter([]))
-    assert count == 0 and new_state.released == 1
-    assert abs(float(np.std(out)) / (1.0 / 5) - 1) < 0.1
+    algo, state = round_with(agg, 1000)
+    got = aggregate_updates(algo, state, iter([]))
+    assert got.num_updates == 0 and got.aggregator_state.released == 1
+    assert abs(float(np.std(got.delta)) / (1.0 / 5) - 1) < 0.1
 
 
 def test_the_fold_refuses_to_run_without_the_rounds_state_once_the_clip_moved() -> None:

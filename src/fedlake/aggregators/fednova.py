@@ -131,4 +131,21 @@ def fednova(*, client_lr: float = 0.1, mu: float = 0.0) -> Aggregator:
             raise ValueError("cannot aggregate an empty cohort")
         return scaled(acc.total, acc.weight, acc.progress, acc.reference, acc.uniform), state
 
-    return Aggregator(init, aggregate, linear=True, name="fednova", fold=Fold(start, add, result))
+    def merge(acc: FoldAccumulator, other: FoldAccumulator) -> FoldAccumulator:
+        if not isinstance(acc, NovaAccumulator) or not isinstance(other, NovaAccumulator):
+            raise TypeError("fednova merges its own accumulators")
+        if other.count == 0:
+            return acc
+        if acc.count == 0:
+            acc.reference, acc.uniform = other.reference, other.uniform
+        # other's sum is relative to its own reference a_ref': rescale to ours
+        ratio = acc.reference / other.reference
+        acc.total += other.total if ratio == 1.0 else ratio * other.total
+        acc.uniform = acc.uniform and other.uniform and other.reference == acc.reference
+        acc.weight += other.weight
+        acc.progress += other.progress
+        acc.count += other.count
+        return acc
+
+    fold = Fold(start, add, result, merge)
+    return Aggregator(init, aggregate, linear=True, name="fednova", fold=fold)

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from fedlake.aggregators._matrix import scaled_add, weighted_rows
-from fedlake.core.aggregator import Aggregator, Fold, FoldAccumulator, cohort_deltas
+from fedlake.core.aggregator import Aggregator, Fold, FoldAccumulator, cohort_deltas, merge_sums
 from fedlake.core.update import ClientUpdate
 
 
@@ -51,7 +51,8 @@ def weighted_mean(*, uniform: bool = False) -> Aggregator:
         return np.divide(acc.total, acc.weight, out=out, casting="same_kind"), state
 
     name = "mean" if uniform else "weighted_mean"
-    return Aggregator(init, aggregate, linear=True, name=name, fold=Fold(start, add, result))
+    fold = Fold(start, add, result, merge_sums)
+    return Aggregator(init, aggregate, linear=True, name=name, fold=fold)
 
 
 def fold_all(

@@ -61,7 +61,7 @@ def norm_bound(*, max_norm: float | None = None, inner: Aggregator | None = None
         def add(acc: FoldAccumulator, u: ClientUpdate) -> FoldAccumulator:
             return inner_fold.add(acc, clip_update(u, bound))
 
-        fold = Fold(inner_fold.start, add, inner_fold.result)
+        fold = Fold(inner_fold.start, add, inner_fold.result, inner_fold.merge)
     return Aggregator(
         rule.init,
         aggregate,

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
-
-from fedlake.core.algorithm import Algorithm
+from fedlake.core.algorithm import Algorithm, with_plugins
 from fedlake.core.personal import Personalization, personal_config
+from fedlake.plugins.personal import personalization
 
 
 def personalized(algorithm: Algorithm, personal: Personalization) -> Algorithm:
@@ -16,6 +15,6 @@ def personalized(algorithm: Algorithm, personal: Personalization) -> Algorithm:
             with SCAFFOLD (its control variates would cover the personal layers).
     """
     personal_config(personal, algorithm.local)  # validates Ditto's step against the local lr
-    if personal.kind == "fedper" and algorithm.scaffold:
+    if personal.kind == "fedper" and algorithm.has("scaffold"):
         raise ValueError("FedPer personal layers cannot be combined with SCAFFOLD")
-    return replace(algorithm, personal=personal)
+    return with_plugins(algorithm, client=(personalization(personal),))

@@ -8,7 +8,8 @@ from dataclasses import replace
 from typing_extensions import Unpack
 
 from fedlake.algorithms.fedavg import LocalOptions, fedavg
-from fedlake.core.algorithm import Algorithm
+from fedlake.core.algorithm import Algorithm, with_plugins
+from fedlake.plugins.scaffold import scaffold_client, scaffold_server
 
 
 def scaffold(
@@ -23,4 +24,5 @@ def scaffold(
     Downloads and uploads carry one extra model-sized vector.
     """
     base = fedavg(server_lr=server_lr, weighted=weighted, **local)
-    return replace(base, name="scaffold", scaffold=True)
+    named = replace(base, name="scaffold")
+    return with_plugins(named, client=(scaffold_client(),), server=(scaffold_server(),))

@@ -1,7 +1,6 @@
-"""Executors: where clients run."""
+"""Executors: where clients run (in this process, or in a pool of worker processes)."""
 
-from fedlake.backends.base import Executor
 from fedlake.backends.inline import InlineExecutor
 from fedlake.backends.process import ProcessExecutor
 
-__all__ = ["Executor", "InlineExecutor", "ProcessExecutor"]
+__all__ = ["InlineExecutor", "ProcessExecutor"]

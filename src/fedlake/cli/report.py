@@ -22,8 +22,8 @@ def report(
     """Print a run's summary and write a PNG plot of its metrics per round."""
     from fedlake.lakehouse.report import plot_rounds, summary_rows
     from fedlake.orchestration.checkpoint import HISTORY, read_history
-    from fedlake.run_baseline import baseline_rows, read_baseline
-    from fedlake.runner import REPORT_FILE
+    from fedlake.run.baseline import baseline_rows, read_baseline
+    from fedlake.run.experiment import REPORT_FILE
 
     with friendly_errors(debug):
         history = read_history(run)

@@ -92,8 +92,8 @@ def _run(cfg: Any, *, resume: bool, quiet: bool) -> None:
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
     from fedlake.cli.progress import QuietObserver, RichObserver
     from fedlake.lakehouse.report import summary_rows
-    from fedlake.run_baseline import baseline_rows
-    from fedlake.runner import run_experiment
+    from fedlake.run.baseline import baseline_rows
+    from fedlake.run.experiment import run_experiment
 
     if quiet:
         outcome = run_experiment(cfg, resume=resume, observer=QuietObserver())

@@ -16,8 +16,8 @@ from typing import Any, Protocol
 import numpy as np
 
 from fedlake.client.logreg import LogRegTrainer, total_steps
-from fedlake.client.trainer import FitResult, LocalConfig
 from fedlake.core.params import FLOAT
+from fedlake.core.trainer import FitResult, LocalConfig
 from fedlake.core.transform import Affine, Transform
 
 __all__ = [

@@ -27,11 +27,11 @@ import numpy as np
 import torch
 from opacus.grad_sample import GradSampleHooks
 
-from fedlake.client.dp_budget import sampling_rate, steps_per_epoch
 from fedlake.client.torch_adapter import _read, torch_threads
-from fedlake.client.trainer import FitResult, LocalConfig
 from fedlake.core.algorithm import SampleDP
+from fedlake.core.trainer import FitResult, LocalConfig
 from fedlake.core.transform import Transform
+from fedlake.plugins.dpsgd_budget import sampling_rate, steps_per_epoch
 from fedlake.privacy.noise import NoiseSource, noise_source, poisson_sample
 
 if TYPE_CHECKING:

@@ -9,9 +9,9 @@ from typing import Any
 import numpy as np
 
 from fedlake.client import logreg_kernel as kernel
-from fedlake.client.trainer import FitResult, LocalConfig
-from fedlake.client.workload import local_steps
 from fedlake.core.params import FLOAT, ParamSpec, TensorSpec, as_vector
+from fedlake.core.task import local_steps
+from fedlake.core.trainer import FitResult, LocalConfig
 from fedlake.core.transform import Affine, Transform
 
 __all__ = [

@@ -9,8 +9,8 @@ import numpy as np
 
 from fedlake.client.cohort import draw_schedule, stacked_update
 from fedlake.client.logreg import LogRegTrainer
-from fedlake.client.trainer import FitResult, LocalConfig
 from fedlake.core.params import FLOAT
+from fedlake.core.trainer import FitResult, LocalConfig
 from fedlake.core.transform import Transform
 
 __all__ = ["fit_logreg_cohort", "stacked_loss_and_grad"]

@@ -18,7 +18,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from fedlake.client.trainer import FitResult
+from fedlake.core.trainer import FitResult
 
 try:  # numba is a declared dependency, but a platform without a wheel still works
     from numba import njit

@@ -13,8 +13,8 @@ import torch.nn.functional as F  # noqa: N812
 from torch import nn
 
 from fedlake.client.logreg import check_labels, total_steps
-from fedlake.client.trainer import FitResult, LocalConfig
 from fedlake.core.params import FLOAT, ParamSpec, TensorSpec, as_vector
+from fedlake.core.trainer import FitResult, LocalConfig
 from fedlake.core.transform import Transform
 
 __all__ = ["TorchTrainer", "get_flat_params", "module_spec", "set_flat_params", "torch_threads"]

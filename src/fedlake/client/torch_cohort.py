@@ -19,8 +19,8 @@ from torch.func import functional_call, grad_and_value, vmap
 
 from fedlake.client.cohort import draw_schedule, stacked_update
 from fedlake.client.torch_adapter import TorchTrainer, torch_threads
-from fedlake.client.trainer import FitResult, LocalConfig
 from fedlake.core.params import FLOAT
+from fedlake.core.trainer import FitResult, LocalConfig
 from fedlake.core.transform import Transform
 
 __all__ = ["fit_torch_cohort", "vectorisable"]

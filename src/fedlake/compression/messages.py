@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Mapping
-from dataclasses import replace
 
 import numpy as np
 
 from fedlake.compression.bitpack import pack_mask, unpack_mask
 from fedlake.compression.codec import encode_with_feedback, plain
 from fedlake.core.codec import Codec, CodecError
+from fedlake.core.task import ClientReply
 from fedlake.core.update import DELTA, ClientUpdate
 
 MODEL_MAGIC = b"FLM"
@@ -114,19 +114,34 @@ def decode_delta(data: bytes, dim: int, mask: np.ndarray | None, codec: Codec | 
     return delta
 
 
-def decode_update(
-    update: ClientUpdate, dim: int, mask: np.ndarray | None, codec: Codec | None
+def decode_reply(
+    reply: ClientReply, dim: int, mask: np.ndarray | None, codec: Codec | None
 ) -> ClientUpdate:
-    """``update`` with its encoded payloads decoded into ``vectors`` (the delta by ``codec``).
+    """The update a reply carries: its payloads decoded into full-length vectors.
 
-    Updates built in memory (no payloads) pass through unchanged.
+    ``delta`` is decoded with the upload ``codec``, every other vector as plain float32;
+    ``mask`` marks the positions uploads carry. Raises CodecError on anything malformed.
     """
-    if not update.encoded:
-        return update
-    if not isinstance(update.encoded, Mapping):
-        raise CodecError(f"encoded payloads must be a mapping, got {type(update.encoded).__name__}")
+    if not isinstance(reply.payloads, Mapping):
+        raise CodecError(f"payloads must be a mapping, got {type(reply.payloads).__name__}")
     vectors = {
         name: decode_delta(data, dim, mask, codec if name == DELTA else None)
-        for name, data in update.encoded.items()
+        for name, data in reply.payloads.items()
     }
-    return replace(update, vectors=vectors)
+    return ClientUpdate(reply.client_id, vectors, reply.weight, reply.metrics)
+
+
+def model_mask(data: bytes, dim: int) -> np.ndarray | None:
+    """The pruning mask of a model message (None when unpruned), without decoding values."""
+    if len(data) < MODEL_HEADER.size:
+        raise CodecError(f"model message of {len(data)} bytes is shorter than its header")
+    magic, version, flags, d = MODEL_HEADER.unpack_from(data)
+    if magic != MODEL_MAGIC or version != MODEL_VERSION or d != dim:
+        raise CodecError(f"not a fedlake model message of version {MODEL_VERSION} for {dim}")
+    if not flags & HAS_MASK:
+        return None
+    n = (dim + 7) // 8
+    mask = unpack_mask(memoryview(data)[MODEL_HEADER.size : MODEL_HEADER.size + n], dim)
+    if mask is None:
+        raise CodecError("pruning mask has bits set past the model's end")
+    return mask

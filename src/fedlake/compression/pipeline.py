@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
 from typing import Any
 
 from fedlake.compression.codec import make_codec
-from fedlake.compression.pruning import MagnitudePruning
 from fedlake.compression.sparsify import Sparsifier, random_mask, top_k
 from fedlake.compression.values import ValueCoder, float16, uniform
-from fedlake.core.algorithm import Algorithm
-from fedlake.core.codec import Codec, Compression
+from fedlake.core.codec import Codec
 
 SPARSIFIERS = ("topk", "random_mask", "structured_mask")
 CODERS = ("quantize", "float16")
@@ -92,30 +89,4 @@ def codec_from_stages(stages: Sequence[Mapping[str, Any]]) -> Codec | None:
         )
     return make_codec(
         _sparsifier(sparse[0]) if sparse else None, _coder(coders[0]) if coders else None
-    )
-
-
-def compressed(
-    algorithm: Algorithm,
-    *,
-    upload: Sequence[Mapping[str, Any]] = (),
-    download: Sequence[Mapping[str, Any]] = (),
-    error_feedback: bool = False,
-    prune: Mapping[str, Any] | None = None,
-) -> Algorithm:
-    """``algorithm`` with its updates and models compressed as described."""
-    if any(stage.get("kind") in SPARSIFIERS for stage in download):
-        raise ValueError(
-            "download sparsification would zero most of the model's weights every round; "
-            "the download accepts quantize or float16 (use prune for a sparse model)"
-        )
-    pruning = MagnitudePruning(**prune) if prune else None
-    return replace(
-        algorithm,
-        compression=Compression(
-            upload=codec_from_stages(upload),
-            download=codec_from_stages(download),
-            error_feedback=error_feedback,
-            pruning=pruning,
-        ),
     )

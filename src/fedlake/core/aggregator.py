@@ -31,11 +31,26 @@ class FoldAccumulator:
 
 
 class Fold(NamedTuple):
-    """Streaming interface of a linear aggregator."""
+    """Streaming interface of a linear aggregator.
+
+    ``start(dim)`` makes an empty accumulator, ``add(acc, update)`` folds one update in (in
+    place), ``merge(a, b)`` folds accumulator ``b`` into ``a`` (partial folds from worker
+    processes, Spark partitions, tree aggregation; None: the rule cannot combine partial
+    folds), ``result(acc, state)`` gives the aggregate and the aggregator's next state.
+    """
 
     start: Callable[[int], FoldAccumulator]
     add: Callable[[FoldAccumulator, ClientUpdate], FoldAccumulator]
     result: Callable[[FoldAccumulator, Any], tuple[np.ndarray, Any]]
+    merge: Callable[[FoldAccumulator, FoldAccumulator], FoldAccumulator] | None = None
+
+
+def merge_sums(acc: FoldAccumulator, other: FoldAccumulator) -> FoldAccumulator:
+    """Fold ``other`` into ``acc`` (in place): totals, weights and counts add."""
+    acc.total += other.total
+    acc.weight += other.weight
+    acc.count += other.count
+    return acc
 
 
 class Aggregator(NamedTuple):

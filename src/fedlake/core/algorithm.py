@@ -1,69 +1,22 @@
-"""An FL algorithm is data: (local config, local_step, upload, aggregator, server)."""
+"""An FL algorithm is data: local config, local step, upload, aggregator, server, plugins."""
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass, field
-from numbers import Real
-from typing import TYPE_CHECKING
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+
+import numpy as np
 
 from fedlake.core.aggregator import Aggregator
 from fedlake.core.codec import Compression
+from fedlake.core.local import LocalConfig, SampleDP
+from fedlake.core.params import ParamSpec
+from fedlake.core.plugin import ClientPlugin, ServerPlugin
 from fedlake.core.transform import Transform, identity
 
-if TYPE_CHECKING:  # personal.py builds on LocalConfig
-    from fedlake.core.personal import Personalization
+__all__ = ["Algorithm", "LocalConfig", "SampleDP", "with_plugins"]
 
-
-@dataclass(frozen=True)
-class SampleDP:
-    """Sample-level DP-SGD inside local training: noise multiplier z and per-example clip C.
-
-    ``secure_noise=False`` draws seeded, reproducible noise: simulations only.
-    """
-
-    noise_multiplier: float
-    max_grad_norm: float
-    secure_noise: bool = True
-    epsilon: float | None = None  # the client's own budget (None: no cap)
-    delta: float = 1e-5
-    accountant: str = "pld"
-
-    def __post_init__(self) -> None:
-        for name in ("noise_multiplier", "max_grad_norm"):
-            value = getattr(self, name)
-            real = isinstance(value, Real) and not isinstance(value, bool)
-            if not (real and math.isfinite(value) and value > 0):
-                raise ValueError(f"{name} must be a finite number in (0, inf), got {value!r}")
-        if self.epsilon is not None and not self.epsilon > 0:
-            raise ValueError(f"epsilon must be > 0, got {self.epsilon!r}")
-        if not 0 < self.delta < 1:
-            raise ValueError(f"delta must be in (0, 1), got {self.delta!r}")
-
-
-@dataclass(frozen=True)
-class LocalConfig:
-    """Hyperparameters of one client's local training in a round (``dp``: DP-SGD, torch only).
-
-    ``max_steps`` caps the local steps (a straggler's partial work): training stops after
-    that many minibatch steps even mid-epoch; None runs every epoch to the end.
-    """
-
-    epochs: int = 1
-    batch_size: int = 32
-    lr: float = 0.1
-    dp: SampleDP | None = None
-    max_steps: int | None = None
-
-    def __post_init__(self) -> None:
-        if self.epochs < 1:
-            raise ValueError(f"local epochs must be >= 1, got {self.epochs}")
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
-        if not self.lr > 0:
-            raise ValueError(f"client lr must be > 0, got {self.lr}")
-        if self.max_steps is not None and self.max_steps < 1:
-            raise ValueError(f"max_steps must be >= 1 (or None: no cap), got {self.max_steps}")
+DP_BUDGET = "dp_history"  # the name of the DP-SGD client budget plugin
 
 
 @dataclass(frozen=True)
@@ -73,7 +26,7 @@ class Algorithm:
     Args:
         name: recipe name, for logs.
         local: local training hyperparameters.
-        aggregator: turns the cohort's deltas into one vector.
+        aggregator: turns the cohort's deltas (and every other named vector) into one.
         server: server optimiser applied to the aggregated delta (a pseudo-gradient
             pointing towards the clients); the result is added to the params.
         local_step: transform applied to every local minibatch gradient (None: plain SGD,
@@ -81,13 +34,9 @@ class Algorithm:
         upload: transform applied to the client delta before it is sent.
         compression: codecs of both directions, error feedback and pruning
             (default: float32 both ways).
-        private_reports: clients report nothing computed from their data but the noised
-            update (weight 1, no loss, count or timing): local DP's untrusted server.
-        scaffold: SCAFFOLD's control variates (Karimireddy et al., ICML 2020): the server
-            ships its control ``c`` with the model, each client corrects every gradient by
-            ``c - c_i``, keeps its own ``c_i`` (option II) and uploads ``Delta c_i``; the
-            server moves ``c`` by ``|S|/N`` times their mean (weighted like the deltas).
-        personal: what clients personalise (fine-tuning, FedPer layers, Ditto), None: nothing.
+        client_plugins: client-side features, run in this order at each hook
+            (:class:`~fedlake.core.plugin.ClientPlugin`).
+        server_plugins: server-side features (:class:`~fedlake.core.plugin.ServerPlugin`).
     """
 
     name: str
@@ -97,6 +46,79 @@ class Algorithm:
     local_step: Transform | None = None
     upload: Transform = field(default_factory=identity)
     compression: Compression = field(default_factory=Compression)
-    private_reports: bool = False  # local DP: clients send weight 1 and no metrics
-    scaffold: bool = False
-    personal: Personalization | None = None
+    client_plugins: tuple[ClientPlugin, ...] = ()
+    server_plugins: tuple[ServerPlugin, ...] = ()
+
+    def __post_init__(self) -> None:
+        for kind, plugins in (("client", self.client_plugins), ("server", self.server_plugins)):
+            names = [p.name for p in plugins]
+            twice = sorted({n for n in names if names.count(n) > 1})
+            if twice:
+                raise ValueError(f"{kind} plugins must have distinct names, got {twice} twice")
+        if self.local.dp is not None and not self.has(DP_BUDGET):
+            raise ValueError(
+                "DP-SGD (local.dp) needs its client budget plugin, which keeps each client's "
+                "privacy history and refuses rounds past its epsilon: add "
+                "fedlake.plugins.dpsgd_budget(dp) (fedlake.algorithms.apply_dp does)"
+            )
+        upload = self.compression.upload
+        keeps = [p.name for p in self.client_plugins if p.kept_local is not None]
+        if keeps and upload is not None and upload.train_positions is not None:
+            raise ValueError(
+                "FedPer personal layers cannot be combined with a random_mask or structured "
+                "upload: use topk or quantize uploads"
+            )
+        if self.vectors and not self.aggregator.linear:
+            raise ValueError(
+                f"{', '.join(p.name for p in self.server_plugins if p.vectors)} needs a linear "
+                f"aggregator (it averages {', '.join(self.vectors)} like the deltas), got "
+                f"{self.aggregator.name}"
+            )
+
+    def has(self, name: str) -> bool:
+        """Whether a client or server plugin called ``name`` is part of the algorithm."""
+        names = [p.name for p in self.client_plugins] + [p.name for p in self.server_plugins]
+        return name in names
+
+    @property
+    def vectors(self) -> tuple[str, ...]:
+        """The named vectors every reply carries besides ``delta`` (server plugins ask)."""
+        return tuple(v for p in self.server_plugins for v in p.vectors)
+
+    @property
+    def needs_acks(self) -> bool:
+        """Whether some client plugin commits its state only once acknowledged."""
+        return any(p.needs_ack for p in self.client_plugins)
+
+    @property
+    def personal(self) -> ClientPlugin | None:
+        """The plugin that says which model a client would use (personalisation), if any."""
+        found = [p for p in self.client_plugins if p.personal is not None]
+        return found[0] if found else None
+
+    def kept_local(self, spec: ParamSpec) -> np.ndarray | None:
+        """Positions that never leave the clients (FedPer's layers), or None."""
+        masks = [p.kept_local(spec) for p in self.client_plugins if p.kept_local is not None]
+        masks = [m for m in masks if m is not None]
+        if not masks:
+            return None
+        out = np.zeros(spec.size, dtype=bool)
+        for m in masks:
+            out |= m
+        return out
+
+
+def with_plugins(
+    algorithm: Algorithm,
+    *,
+    client: Sequence[ClientPlugin] = (),
+    server: Sequence[ServerPlugin] = (),
+    first: bool = False,
+) -> Algorithm:
+    """``algorithm`` with more plugins, after its own (``first``: before them)."""
+    own_c, own_s = algorithm.client_plugins, algorithm.server_plugins
+    if first:
+        return replace(
+            algorithm, client_plugins=(*client, *own_c), server_plugins=(*server, *own_s)
+        )
+    return replace(algorithm, client_plugins=(*own_c, *client), server_plugins=(*own_s, *server))

@@ -52,28 +52,13 @@ class Compression:
     Args:
         upload: codec of client deltas (None: float32, lossless).
         download: codec of the global model sent to clients (None: float32).
-        error_feedback: clients keep what compression dropped (a per-client residual)
-            and add it to their next delta (Stich et al., NeurIPS 2018).
         pruning: magnitude pruning of the global model; clients then train and
             send only the surviving weights.
+
+    Error feedback, which keeps what the upload codec drops on each client, is a client
+    plugin (``fedlake.plugins.error_feedback``).
     """
 
     upload: Codec | None = None
     download: Codec | None = None
-    error_feedback: bool = False
     pruning: Pruner | None = None
-
-    def __post_init__(self) -> None:
-        if self.error_feedback and (self.upload is None or self.upload.lossless):
-            raise ValueError(
-                "error_feedback needs a lossy upload codec (top-k, random-k or quantisation); "
-                "with a lossless one the residual is always zero"
-            )
-        if self.error_feedback and self.upload is not None and not self.upload.contractive:
-            raise ValueError(
-                f"error_feedback needs a contractive upload codec and {self.upload.name} is "
-                "not: its residual can grow every round. Use topk, random_mask with "
-                "unbiased = false, nearest rounding, or stochastic quantisation with "
-                "bucket < (2**bits - 1)**2; or drop error_feedback (unbiased codecs do "
-                "without it)"
-            )

@@ -22,7 +22,7 @@ from numbers import Real
 
 import numpy as np
 
-from fedlake.core.algorithm import Algorithm, LocalConfig
+from fedlake.core.local import LocalConfig
 from fedlake.core.params import ParamSpec
 
 __all__ = ["KINDS", "Personalization", "mask_for", "personal_config", "personal_mask"]
@@ -140,22 +140,3 @@ def personal_config(p: Personalization, config: LocalConfig) -> LocalConfig:
             f"lam={p.lam} * lr={lr} = {p.lam * lr:g}; lower lam or the personal lr"
         )
     return replace(config, epochs=p.epochs, lr=lr, max_steps=None, dp=None)
-
-
-def personal_upload_mask(algorithm: Algorithm, spec: ParamSpec) -> np.ndarray | None:
-    """FedPer's personal positions for ``algorithm`` on a model of ``spec`` (else None).
-
-    Raises:
-        ValueError: a personal layer the model lacks, or a random-mask upload (its
-            positions are drawn over the whole model, personal layers included).
-    """
-    if algorithm.personal is None:
-        return None
-    mask = mask_for(algorithm.personal, spec)
-    upload = algorithm.compression.upload
-    if mask is not None and upload is not None and upload.train_positions is not None:
-        raise ValueError(
-            "FedPer personal layers cannot be combined with a random_mask or structured "
-            "upload: use topk or quantize uploads"
-        )
-    return mask

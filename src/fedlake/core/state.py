@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, NamedTuple
 
 import numpy as np
 
-from fedlake.core.aggregator import Aggregator
+from fedlake.core.aggregator import Aggregator, FoldAccumulator
 from fedlake.core.algorithm import Algorithm
 from fedlake.core.params import frozen
-from fedlake.core.update import CONTROL, DELTA, ClientUpdate, validate_update
+from fedlake.core.rng import SERVER_RNG, round_rng
+from fedlake.core.update import DELTA, ClientUpdate, validate_update
 
 
 @dataclass(frozen=True)
@@ -19,8 +20,8 @@ class ServerState:
     """Everything the server needs to run the next round (immutable).
 
     ``round`` counts completed rounds; ``params`` is read-only.
-    ``privacy_ledger`` records every privacy mechanism applied so far; ``control`` is
-    SCAFFOLD's server control variate (None for other algorithms).
+    ``privacy_ledger`` records every privacy mechanism applied so far; ``plugins`` holds
+    each server plugin's state by name (SCAFFOLD's control variate).
     """
 
     round: int
@@ -29,7 +30,7 @@ class ServerState:
     server_state: Any
     seed: int
     privacy_ledger: tuple[Any, ...] = field(default=())
-    control: np.ndarray | None = None
+    plugins: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def dim(self) -> int:
@@ -46,16 +47,17 @@ def init_server_state(algorithm: Algorithm, params: np.ndarray, *, seed: int) ->
         aggregator_state=algorithm.aggregator.init(p.shape[0]),
         server_state=algorithm.server.init(p),
         seed=int(seed),
-        control=frozen(np.zeros_like(p)) if algorithm.scaffold else None,
+        plugins={plugin.name: plugin.init(p) for plugin in algorithm.server_plugins},
     )
 
 
-def round_rng(seed: int, round_: int, *purpose: int) -> np.random.Generator:
-    """A generator determined only by (seed, round, purpose...): resumable and order-free."""
-    return np.random.default_rng([int(seed), int(round_), *map(int, purpose)])
-
-
-SERVER_RNG = 7  # purpose tag of the server-side generator
+def task_extras(algorithm: Algorithm, state: ServerState) -> dict[str, bytes]:
+    """The encoded vectors the server plugins ship with the model this round."""
+    extras: dict[str, bytes] = {}
+    for plugin in algorithm.server_plugins:
+        if plugin.extras is not None:
+            extras.update(plugin.extras(state.plugins[plugin.name]))
+    return extras
 
 
 class TooFewUpdatesError(ValueError):
@@ -77,112 +79,132 @@ def enough(aggregator: Aggregator, count: int) -> None:
 
 
 class Aggregated(NamedTuple):
-    """A cohort's aggregate; ``control_mean``: SCAFFOLD's mean ``Delta c_i`` (else None).
+    """A cohort's aggregate: ``vectors`` maps ``delta`` (and every vector the server plugins
+    ask for, averaged with the same rule and weights) to its aggregate."""
 
-    The control deltas are averaged with the same rule and weights as the deltas.
-    """
-
-    delta: np.ndarray
+    vectors: Mapping[str, np.ndarray]
     aggregator_state: Any
     num_updates: int
     weight: float
-    control_mean: np.ndarray | None = None
+
+    @property
+    def delta(self) -> np.ndarray:
+        """The aggregated delta."""
+        return self.vectors[DELTA]
 
 
 def aggregate_updates(
     algorithm: Algorithm, state: ServerState, updates: Iterable[ClientUpdate]
 ) -> Aggregated:
-    """Aggregate a cohort: ``(delta, aggregator_state, num_updates, weight, control_mean)``.
+    """Aggregate a cohort: ``(vectors, aggregator_state, num_updates, weight)``.
 
-    Linear aggregators consume ``updates`` as a stream in O(d) memory, so it may
-    be a generator; non-linear ones materialise the cohort. Every update must be
-    valid (see :func:`fedlake.core.update.validate_update`); an invalid one raises.
+    Linear aggregators consume ``updates`` as a stream in O(d) memory per named vector,
+    so it may be a generator; non-linear ones materialise the cohort. Every update must be
+    valid (see :func:`fedlake.core.update.validate_update`) and carry every vector the
+    algorithm's server plugins ask for; an invalid one raises.
 
     Raises:
         TooFewUpdatesError: fewer updates than ``aggregator.min_updates`` (EmptyCohortError
             when there are none).
     """
-
     agg = algorithm.aggregator
-    control = None  # SCAFFOLD: the control deltas, averaged with the deltas' own weights
-    if algorithm.scaffold:
-        if agg.fold is None:
-            raise ValueError(f"SCAFFOLD needs a linear aggregator, got {agg.name}")
-        control = agg.fold.start(state.dim)
-        control.state = state.aggregator_state
+    extra = algorithm.vectors
+    if extra and agg.fold is None:
+        raise ValueError(f"{', '.join(extra)} need a linear aggregator, got {agg.name}")
+    folds: dict[str, FoldAccumulator] = {}  # the extra vectors, folded like the delta
+    if agg.fold is not None:
+        for name in extra:
+            folds[name] = agg.fold.start(state.dim)
+            folds[name].state = state.aggregator_state
 
     def checked() -> Iterator[ClientUpdate]:
-        nonlocal control
         for u in updates:
             reason = validate_update(u, state.dim)
-            if reason is None and control is not None and CONTROL not in u.vectors:
-                reason = f"missing {CONTROL!r} vector (SCAFFOLD's control variate delta)"
+            missing = [name for name in extra if name not in u.vectors]
+            if reason is None and missing:
+                reason = f"missing {missing[0]!r} vector"
             if reason is not None:
                 raise ValueError(f"invalid update from client {u.client_id!r}: {reason}")
-            if control is not None and agg.fold is not None:
-                as_delta = replace(u, vectors={DELTA: u.vectors[CONTROL]})
-                control = agg.fold.add(control, as_delta)  # in place: O(d) memory
+            if agg.fold is not None:
+                for name, acc in folds.items():  # in place: O(d) memory
+                    folds[name] = agg.fold.add(acc, replace(u, vectors={DELTA: u.vectors[name]}))
             yield u
 
-    count, weight = 0, 0.0
     if agg.linear and agg.fold is not None:
         acc = agg.fold.start(state.dim)
         acc.state = state.aggregator_state
+        count, weight = 0, 0.0
         for u in checked():
             acc = agg.fold.add(acc, u)
             count, weight = count + 1, weight + float(u.weight)
-        enough(agg, count)
-        delta, agg_state = agg.fold.result(acc, state.aggregator_state)
-    else:
-        cohort = list(checked())
-        count, weight = len(cohort), float(sum(u.weight for u in cohort))
-        enough(agg, count)
-        delta, agg_state = agg.aggregate(cohort, state.aggregator_state)
-    control_mean = None
-    if control is not None and agg.fold is not None and count:
-        control_mean, _ = agg.fold.result(control, state.aggregator_state)
-    return Aggregated(delta, agg_state, count, weight, control_mean)
+        return finish_folds(algorithm, state, {DELTA: acc, **folds}, count, weight)
+    cohort = list(checked())
+    count, weight = len(cohort), float(sum(u.weight for u in cohort))
+    enough(agg, count)
+    delta, agg_state = agg.aggregate(cohort, state.aggregator_state)
+    return Aggregated({DELTA: delta}, agg_state, count, weight)
+
+
+def finish_folds(
+    algorithm: Algorithm,
+    state: ServerState,
+    accumulators: Mapping[str, FoldAccumulator],
+    count: int,
+    weight: float,
+) -> Aggregated:
+    """The aggregate of folded accumulators (``delta`` and the plugins' vectors).
+
+    Raises:
+        TooFewUpdatesError: ``count`` is fewer than the rule needs.
+    """
+    agg = algorithm.aggregator
+    assert agg.fold is not None
+    enough(agg, count)
+    delta, agg_state = agg.fold.result(accumulators[DELTA], state.aggregator_state)
+    vectors = {DELTA: delta}
+    if count:
+        for name, acc in accumulators.items():
+            if name != DELTA:
+                vectors[name], _ = agg.fold.result(acc, state.aggregator_state)
+    return Aggregated(vectors, agg_state, count, weight)
 
 
 def apply_server_step(
     algorithm: Algorithm,
     state: ServerState,
-    delta: np.ndarray,
+    aggregated: Mapping[str, np.ndarray],
     aggregator_state: Any,
     *,
-    control_mean: np.ndarray | None = None,
     participation: float | None = None,
 ) -> tuple[ServerState, dict[str, float]]:
-    """Apply the server optimiser to an aggregated delta; returns the next state and metrics.
+    """Apply the server optimiser to the aggregated delta, then step each server plugin.
 
-    SCAFFOLD: ``c += participation * control_mean``, with ``participation = |S| / N``
-    (Karimireddy et al., ICML 2020, Algorithm 1: ``c += |S|/N * mean(Delta c_i)``).
+    ``participation`` is the cohort's share of the population, ``|S| / N`` (SCAFFOLD
+    moves its ``c`` by it); returns the next state and metrics.
     """
+    delta = aggregated[DELTA]
     rng = round_rng(state.seed, state.round, SERVER_RNG)
     step, server_state = algorithm.server.update(
         delta, state.server_state, params=state.params, rng=rng
     )
-    control = state.control
     metrics = {
         "update_norm": float(np.linalg.norm(delta)),
         "step_norm": float(np.linalg.norm(step)),
     }
-    if algorithm.scaffold:
-        if control_mean is None or participation is None or not 0 < participation <= 1:
-            raise ValueError(
-                "SCAFFOLD's server step needs the mean control delta and a participation "
-                f"|S|/N in (0, 1], got {participation}"
+    plugins = dict(state.plugins)
+    for plugin in algorithm.server_plugins:
+        if plugin.step is not None:
+            plugins[plugin.name], more = plugin.step(
+                plugins[plugin.name], aggregated, -1.0 if participation is None else participation
             )
-        base = np.zeros(state.dim, np.float32) if control is None else control
-        control = frozen((base + participation * control_mean).astype(np.float32))
-        metrics["control_norm"] = float(np.linalg.norm(control))
+            metrics.update(more)
     new_state = replace(
         state,
         round=state.round + 1,
         params=frozen(state.params + step),
         aggregator_state=aggregator_state,
         server_state=server_state,
-        control=control,
+        plugins=plugins,
     )
     return new_state, metrics
 
@@ -196,16 +218,15 @@ def server_round(
 ) -> tuple[ServerState, dict[str, float]]:
     """One pure server round: aggregate ``updates`` and step; returns the next state and metrics.
 
-    The inputs are not modified; the unit of golden-number tests. ``population`` (SCAFFOLD
-    only) is the number of clients; None means the cohort is everyone.
+    The inputs are not modified; the unit of golden-number tests. ``population`` is the
+    number of clients (SCAFFOLD's ``N``); None means the cohort is everyone.
     """
     agg = aggregate_updates(algorithm, state, updates)
     new_state, metrics = apply_server_step(
         algorithm,
         state,
-        agg.delta,
+        agg.vectors,
         agg.aggregator_state,
-        control_mean=agg.control_mean,
         participation=1.0 if population is None else agg.num_updates / population,
     )
     metrics.update(num_updates=float(agg.num_updates), total_weight=agg.weight)

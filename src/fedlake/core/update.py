@@ -1,4 +1,4 @@
-"""The record a client sends back: named flat vectors, a weight and metrics."""
+"""A client's contribution as the server sees it once decoded: named vectors, weight, metrics."""
 
 from __future__ import annotations
 
@@ -6,48 +6,33 @@ import math
 import numbers
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 
 DELTA = "delta"
-CONTROL = "control"  # SCAFFOLD's control variate delta
 
 
 @dataclass(frozen=True)
 class ClientUpdate:
-    """One client's contribution to a round.
+    """One client's decoded contribution to a round.
 
     Args:
         client_id: stable id of the client.
-        vectors: named flat float32 vectors; ``delta`` (local - global) always,
-            plus e.g. SCAFFOLD's ``control``.
+        vectors: named flat float32 vectors; ``delta`` (local - global) always, plus those
+            the algorithm's server plugins ask for (e.g. SCAFFOLD's ``control``).
         weight: aggregation weight (number of training examples for FedAvg).
         metrics: scalar training metrics (loss, examples, steps, seconds, ...).
-        encoded: the vectors as they travel (codec payloads); the server decodes them
-            into ``vectors``. Empty for updates built in memory.
-        client_state: what the client keeps for its next round (e.g. an error-feedback
-            residual). It never travels to the server: the simulator hands it back to
-            the same client next time, as the device would keep it.
     """
 
     client_id: str
     vectors: Mapping[str, np.ndarray]
     weight: float
     metrics: Mapping[str, float] = field(default_factory=dict)
-    encoded: Mapping[str, bytes] = field(default_factory=dict)
-    client_state: Any = field(default=None, compare=False, repr=False)
 
     @property
     def delta(self) -> np.ndarray:
         """The model delta (local params - global params)."""
         return self.vectors[DELTA]
-
-    def nbytes(self) -> int:
-        """Bytes on the wire: the encoded payloads, or the raw vectors when not encoded."""
-        if self.encoded:
-            return int(sum(len(p) for p in self.encoded.values()))
-        return int(sum(np.asarray(v).nbytes for v in self.vectors.values()))
 
 
 def finite_number(value: object) -> float | None:

@@ -3,30 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-import numpy as np
+from fedlake.core.dataset import ClientDataset
 
-
-@dataclass(frozen=True)
-class ClientDataset:
-    """One client's local data: features ``x`` (n, ...) float32 and integer labels ``y`` (n,)."""
-
-    x_train: np.ndarray
-    y_train: np.ndarray
-    x_test: np.ndarray
-    y_test: np.ndarray
-
-    @property
-    def num_train(self) -> int:
-        """Number of training examples."""
-        return int(len(self.y_train))
-
-    @property
-    def num_test(self) -> int:
-        """Number of test examples."""
-        return int(len(self.y_test))
+__all__ = ["ClientData", "ClientDataset", "InMemoryClientData"]
 
 
 @runtime_checkable

@@ -168,7 +168,7 @@ def check_cells(raw: dict[str, Any], cells: Sequence[Cell]) -> None:
     Builds (without running) one cell per distinct attack and per distinct defence; a
     defence whose precondition fails at some fraction is not an error (that cell is n/a).
     """
-    from fedlake.runner import build_federation
+    from fedlake.run import build_federation
 
     firsts = {c.attack_label: c for c in reversed(cells)} | {
         c.defence_label: c for c in reversed(cells)

@@ -8,10 +8,10 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from fedlake.attacks.data_poisoning import Backdoor, backdoor_success
 from fedlake.config import ConfigError, RunConfig, options, parse_config
 from fedlake.orchestration.events import NullObserver
 from fedlake.orchestration.federation import CohortTooSmallError
+from fedlake.simulation.attacks.data_poisoning import Backdoor, backdoor_success
 
 
 @dataclass(frozen=True)
@@ -119,15 +119,19 @@ def failed_row(cell: Cell, reason: str) -> dict[str, Any]:
 
 
 def _run(base: dict[str, Any], cell: Cell) -> dict[str, Any]:
-    from fedlake.runner import build_federation  # the runner imports the heavy parts
+    from fedlake.run import build_experiment, run_dir_of  # the runner imports the heavy parts
+    from fedlake.simulation import CentralEvaluation
 
     cfg = cell_config(base, cell)
     with tempfile.TemporaryDirectory(prefix="fedlake-cell-") as scratch:
         cfg = cfg.model_copy(update={"output_dir": scratch})
-        federation = build_federation(cfg, observer=NullObserver())
+        experiment = build_experiment(cfg, observer=NullObserver(), run_dir=run_dir_of(cfg))
+        federation = experiment.federation
         federation.run_dir.mkdir(parents=True)
         result = federation.run()
-        eval_set = federation.eval_set()
+        evaluator = federation.evaluator
+        assert isinstance(evaluator, CentralEvaluation) and evaluator.eval_set is not None
+        eval_set = evaluator.eval_set
     completed = [h for h in result.history if h.get("status") == "completed"]
     final = completed[-1] if completed else {}
     finished = result.stop_reason in ("max_rounds", "target_reached")
@@ -141,7 +145,7 @@ def _run(base: dict[str, Any], cell: Cell) -> dict[str, Any]:
         malicious_per_round=final.get("num_malicious"),
         backdoor_success=None,
     )
-    attack = federation.adversary.attack if federation.adversary is not None else None
+    attack = experiment.adversary.attack if experiment.adversary is not None else None
     # Without an attack, the default backdoor's trigger measures how often the honest model
     # already puts triggered inputs in the target class: the baseline of the success rate.
     probe = attack if isinstance(attack, Backdoor) else None

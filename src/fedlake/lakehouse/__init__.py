@@ -1,6 +1,6 @@
 """fedlake.lakehouse: Delta tables, MLflow tracking and run reports.
 
-Importing this package is cheap: the protocols, fakes and names load eagerly;
+Importing this package is cheap: the names load eagerly;
 everything that needs deltalake, pyarrow, mlflow or matplotlib loads on first
 attribute access (install them with ``pip install 'fedlake[lakehouse]'``).
 """
@@ -10,7 +10,6 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from fedlake.lakehouse.base import TABLES, MemoryStore, NullTracker, Store, Tracker
 from fedlake.lakehouse.names import TableName
 
 if TYPE_CHECKING:
@@ -31,13 +30,8 @@ _LAZY = {
 __all__ = [
     "CommitConflictError",
     "DeltaStore",
-    "MemoryStore",
     "MlflowTracker",
-    "NullTracker",
-    "Store",
-    "TABLES",
     "TableName",
-    "Tracker",
     "plot_rounds",
     "summary_rows",
     "table_schema",

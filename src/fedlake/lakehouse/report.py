@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from fedlake.compression.wire import HEADER_BYTES
-from fedlake.orchestration.evaluation import model_score
+from fedlake.orchestration.outcome import model_score
 
 __all__ = [
     "attempt_rows",

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from fedlake.lakehouse.base import TABLES
+from fedlake.orchestration.interfaces import TABLES
 
 if TYPE_CHECKING:
     import pyarrow as pa

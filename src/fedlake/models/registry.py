@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from fedlake.client.logreg import LogRegTrainer
-from fedlake.client.trainer import Trainer
+from fedlake.core.trainer import Trainer
 
 __all__ = ["MODEL_KINDS", "build_trainer"]
 

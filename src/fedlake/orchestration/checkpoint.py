@@ -15,7 +15,7 @@ from fedlake.orchestration.sinks import RunSinks
 
 CHECKPOINT = "checkpoint.pkl"
 HISTORY = "history.json"  # the rounds so far, as JSON: readable without unpickling anything
-FORMAT_VERSION = 2  # 2: client_states (error-feedback residuals)
+FORMAT_VERSION = 3  # 2: client_states (error-feedback residuals); 3: no client state
 
 
 @dataclass
@@ -33,7 +33,13 @@ class Checkpoint:
     finished: bool = False
     stop_reason: str | None = None
     pending: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
-    client_states: dict[str, Any] = field(default_factory=dict)  # simulated on-device state
+    # snapshots of the components that must resume with the run (the simulator's client
+    # stores), by name; the server itself keeps no client's state
+    components: dict[str, bytes] = field(default_factory=dict)
+    # per client, the (round, attempt) of its last contribution the server aggregated
+    acks: dict[str, tuple[int, int]] = field(default_factory=dict)
+    # a format-2 checkpoint's client states, for the simulator's stores to take over
+    legacy_client_states: dict[str, Any] | None = None
     version: int = FORMAT_VERSION
 
 
@@ -130,12 +136,30 @@ def load_checkpoint(run_dir: Path) -> Checkpoint | None:
         return None
     with open(path, "rb") as f:
         ckpt = pickle.load(f)  # our own file, written by save_checkpoint
-    if not isinstance(ckpt, Checkpoint) or ckpt.version not in (1, FORMAT_VERSION):
+    if not isinstance(ckpt, Checkpoint) or ckpt.version not in (1, 2, FORMAT_VERSION):
         raise ValueError(f"{path} is not a fedlake checkpoint of format {FORMAT_VERSION}")
-    if ckpt.version == 1:  # before compression: no client kept any state
-        ckpt.__dict__.setdefault("client_states", {})
-        ckpt.version = FORMAT_VERSION
+    if ckpt.version < FORMAT_VERSION:
+        _upgrade(ckpt)
     return ckpt
+
+
+def _upgrade(ckpt: Checkpoint) -> None:
+    """Bring a format-1 or -2 checkpoint to format 3, in place.
+
+    Format 2 kept the simulated clients' states in the checkpoint and SCAFFOLD's control
+    in ``ServerState.control``; format 3 keeps the control as the ``scaffold`` server
+    plugin's state and hands the clients' states to the simulator's stores.
+    """
+    state = ckpt.state
+    legacy = state.__dict__
+    control = legacy.pop("control", None)
+    if "plugins" not in legacy:
+        object.__setattr__(state, "plugins", {} if control is None else {"scaffold": control})
+    clients = ckpt.__dict__.pop("client_states", None) or {}
+    ckpt.__dict__.setdefault("components", {})
+    ckpt.__dict__.setdefault("acks", {})
+    ckpt.legacy_client_states = clients or None
+    ckpt.version = FORMAT_VERSION
 
 
 def commit(

@@ -9,7 +9,6 @@ import numpy as np
 
 from fedlake.core.state import ServerState
 from fedlake.orchestration.checkpoint import Checkpoint
-from fedlake.orchestration.evaluation import model_score
 
 
 @dataclass
@@ -64,3 +63,12 @@ def keep_best(ckpt: Checkpoint, round_: int, params: np.ndarray, ev: dict[str, f
     ):
         ckpt.best_accuracy, ckpt.best_loss = ev["accuracy"], ev["loss"]
         ckpt.best_round, ckpt.best_params = round_, params
+
+
+def model_score(accuracy: float, loss: float) -> tuple[float, float]:
+    """Ranking key of a global model: higher accuracy first, then lower loss.
+
+    Accuracy on a small test set ties often (a plateau); the loss then picks the
+    better-fitted model, so the champion is not simply the first round to reach it.
+    """
+    return (float(accuracy), -float(loss))

@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import replace
 from typing import Any
 
-from fedlake.client.dp_budget import BUDGET_EXHAUSTED
 from fedlake.core.state import ServerState
+from fedlake.core.task import ClientFailure, FailureReason
 from fedlake.core.update import ClientUpdate
+from fedlake.orchestration.records import ClientRecord
 from fedlake.privacy.accounting import PrivacySpent
 from fedlake.privacy.plan import PrivacyPlan
 
 BUDGET_REASON = "privacy_budget"
-# per-client numbers computed from raw, un-noised updates: under DP they are not published
-PRIVATE_ROW_KEYS = ("update_norm", "train_loss")
 
 
 def dp_facts(
@@ -26,20 +25,15 @@ def dp_facts(
         yield u
 
 
-def budget_refusals(rows: list[dict[str, Any]]) -> int:
+def budget_refusals(failures: Sequence[ClientFailure]) -> int:
     """How many clients of a round refused to train past their own privacy budget."""
-    return sum(
-        row["status"] == "failed" and BUDGET_EXHAUSTED in str(row.get("reason") or "")
-        for row in rows
-    )
+    return sum(f.reason is FailureReason.REFUSED for f in failures)
 
 
-def scrub(rows: list[dict[str, Any]]) -> None:
-    """Blank the per-client statistics of un-noised updates (loss, norm) in ``rows``."""
-    for row in rows:
-        for key in PRIVATE_ROW_KEYS:
-            if key in row:
-                row[key] = None
+def scrub(records: Sequence[ClientRecord]) -> None:
+    """Blank the per-client statistics of un-noised updates (loss, norm): not published."""
+    for rec in records:
+        rec.update_norm = rec.train_loss = None
 
 
 def record_round(

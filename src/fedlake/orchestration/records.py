@@ -1,26 +1,84 @@
-"""A round's row of the rounds table, from its clients' rows and its download."""
+"""Typed records of a round (per client and per round) and the table rows they map to."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
 import numpy as np
 
-from fedlake.client.workload import STRAGGLER
 from fedlake.core.aggregator import Aggregator
 from fedlake.core.params import ParamSpec
-from fedlake.core.update import ClientUpdate
+from fedlake.core.task import FailureReason
 from fedlake.orchestration.sinks import now
 from fedlake.orchestration.transport import Download
+
+
+class ClientStatus(StrEnum):
+    """What became of one sampled client in an attempt."""
+
+    ACCEPTED = "accepted"  # its update was aggregated (or would have been: too few others)
+    REJECTED = "rejected"  # it sent something the server refused (undecodable, invalid)
+    FAILED = "failed"  # it sent nothing: a crash, a refusal, a lost worker
+    DROPPED = "dropped"  # it sent nothing: unavailable, or a straggler the server left
+
+
+class RoundStatus(StrEnum):
+    """How an attempt of a round ended."""
+
+    COMPLETED = "completed"
+    RETRY = "retry"  # too few valid updates; a fresh cohort tries again
+    FAILED = "failed"  # too few valid updates, no retry left: the run stops
+
+
+@dataclass
+class ClientRecord:
+    """One sampled client's outcome in an attempt (metadata only, never parameters).
+
+    ``failure`` is the typed reason of a client that sent nothing; ``update_norm``,
+    ``train_loss`` and ``duration_s`` exist only for clients that replied.
+    """
+
+    client_id: str
+    status: ClientStatus
+    reason: str | None
+    num_examples: int = 0
+    bytes: int = 0
+    failure: FailureReason | None = None
+    replied: bool = False
+    update_norm: float | None = None
+    train_loss: float | None = None
+    duration_s: float | None = None
+
+    @property
+    def unavailable(self) -> bool:
+        """Whether the client never got the model (a dropout, not a straggler)."""
+        return self.failure is FailureReason.UNAVAILABLE
+
+    def row(self) -> dict[str, Any]:
+        """The client_updates row."""
+        out: dict[str, Any] = {
+            "client_id": self.client_id,
+            "status": self.status.value,
+            "reason": self.reason,
+            "num_examples": self.num_examples,
+        }
+        if self.replied:
+            out["update_norm"] = self.update_norm
+        out["bytes"] = self.bytes
+        if self.replied:
+            out["train_loss"] = self.train_loss
+            out["duration_s"] = self.duration_s
+        return out
 
 
 def round_row(
     r: int,
     attempt: int,
     cohort: list[str],
-    rows: list[dict[str, Any]],
+    records: list[ClientRecord],
     seconds: float,
     download: Download,
     *,
@@ -30,32 +88,32 @@ def round_row(
 
     ``extra_down`` is what each client downloads besides the model (SCAFFOLD's control).
     """
-    status = [row["status"] for row in rows]
-    accepted = [row for row in rows if row["status"] == "accepted"]
-    weights = np.array([row["num_examples"] for row in accepted], dtype=float)
-    reported = [row.get("train_loss") for row in accepted]
+    status = [rec.status for rec in records]
+    accepted = [rec for rec in records if rec.status is ClientStatus.ACCEPTED]
+    weights = np.array([rec.num_examples for rec in accepted], dtype=float)
+    reported = [rec.train_loss for rec in accepted]
     losses = np.array([x or 0.0 for x in reported], dtype=float)
     # under DP per-client losses are not published: no mean of them either
     known = bool(weights.sum()) and any(x is not None for x in reported)
-    bytes_up = int(sum(row["bytes"] for row in rows))
-    senders = sum(1 for row in rows if row["bytes"] > 0)
+    bytes_up = int(sum(rec.bytes for rec in records))
+    senders = sum(1 for rec in records if rec.bytes > 0)
     float32_up = 4 * download.received.size * senders  # what uncompressed FedAvg sends
     sent = len(download.payload) + extra_down
     return {
         "round": r + 1,
         "attempt": attempt,
-        "status": "completed",
+        "status": RoundStatus.COMPLETED.value,
         "cohort": json.dumps(cohort),
         "num_sampled": len(cohort),
-        "num_completed": status.count("accepted"),
-        "num_dropped": status.count("dropped"),
-        "num_failed": status.count("failed"),
-        "num_rejected": status.count("rejected"),
+        "num_completed": status.count(ClientStatus.ACCEPTED),
+        "num_dropped": status.count(ClientStatus.DROPPED),
+        "num_failed": status.count(ClientStatus.FAILED),
+        "num_rejected": status.count(ClientStatus.REJECTED),
         "train_loss": float(weights @ losses / weights.sum()) if known else None,
         "eval_loss": None,
         "eval_accuracy": None,
         "bytes_up": bytes_up,
-        "bytes_down": sent * sum(not unavailable(row) for row in rows),
+        "bytes_down": sent * sum(not rec.unavailable for rec in records),
         "upload_ratio": float32_up / bytes_up if bytes_up else None,
         "download_ratio": download.ratio * len(download.payload) / sent,
         "duration_s": seconds,
@@ -66,39 +124,10 @@ def round_row(
     }
 
 
-def unavailable(row: dict[str, Any]) -> bool:
-    """Whether a client row is a client that never got the model (a dropout, not a straggler)."""
-    return row["status"] == "dropped" and not str(row.get("reason") or "").startswith(STRAGGLER)
-
-
-def partial_work(updates: Iterable[ClientUpdate], into: list[str]) -> Iterator[ClientUpdate]:
-    """Pass ``updates`` through, noting the clients that sent partial work (stragglers kept)."""
-    for u in updates:
-        if "work_fraction" in u.metrics:
-            into.append(u.client_id)
-        yield u
-
-
-def straggler_counts(rows: list[dict[str, Any]], partial: list[str]) -> dict[str, int]:
-    """Stragglers of an attempt: dropped ones (from their rows) and those whose partial work
-    was kept (``partial``)."""
-    late = sum(row["status"] == "dropped" and not unavailable(row) for row in rows)
+def straggler_counts(records: list[ClientRecord], partial: list[str]) -> dict[str, int]:
+    """Stragglers of an attempt: dropped ones and those whose partial work was kept."""
+    late = sum(rec.failure is FailureReason.STRAGGLER for rec in records)
     return {"num_stragglers": late + len(partial), "num_partial": len(partial)}
-
-
-def dropped_rows(cohort: list[str], dropped: set[str]) -> list[dict[str, Any]]:
-    """The client_updates rows of the cohort's clients that dropped out (in cohort order)."""
-    return [
-        {
-            "client_id": c,
-            "status": "dropped",
-            "reason": "unavailable (simulated dropout)",
-            "num_examples": 0,
-            "bytes": 0,
-        }
-        for c in cohort
-        if c in dropped
-    ]
 
 
 def retry_message(

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from fedlake.lakehouse.base import Store, Tracker
+from fedlake.orchestration.interfaces import Store, Tracker
 
 METRICS_KEY = "_tracker_metrics"  # pending entry that goes to the tracker, not to a table
 

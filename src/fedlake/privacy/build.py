@@ -1,17 +1,13 @@
-"""Turn the ``[privacy]`` settings into a recipe change and a plan (used by the runner)."""
+"""The resolved ``[privacy]`` settings, the noise calibration and the round loop's plan."""
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import Literal
 
-from fedlake.core.algorithm import Algorithm
-from fedlake.core.transform import chain
 from fedlake.privacy.accounting import Accountant
 from fedlake.privacy.calibration import noise_for_epsilon, plan_noise
-from fedlake.privacy.central import AdaptiveClip, dp_fedavg
-from fedlake.privacy.local import local_gaussian
+from fedlake.privacy.central import AdaptiveClip
 from fedlake.privacy.plan import Budget, PrivacyPlan
 
 
@@ -69,46 +65,6 @@ def calibrate(
         sampling=sampling,
         accountant=accountant,
     )
-
-
-def apply_dp(recipe: Algorithm, dp: DPSettings) -> Algorithm:
-    """``recipe`` with the DP mechanism: DP-FedAvg's aggregator, local noise, or DP-SGD."""
-    if recipe.scaffold:
-        raise ValueError(
-            "scaffold cannot run with differential privacy: its control variates would leave "
-            "the clients un-noised (use fedavg or fedprox)"
-        )
-    if recipe.name == "fednova" and dp.mechanism != "dpsgd":
-        raise ValueError(
-            f"fednova cannot run with {dp.mechanism} DP: it needs each client's step count, "
-            "which the mechanism does not protect (use fedavg or fedprox)"
-        )
-    if dp.mechanism == "central":
-        aggregator = dp_fedavg(
-            clip=dp.clip,
-            noise_multiplier=dp.noise_multiplier,
-            denominator=dp.denominator,
-            seed=dp.seed,
-            secure_noise=dp.secure_noise,
-            adaptive=dp.adaptive,
-        )
-        return dataclasses.replace(recipe, aggregator=aggregator)
-    if dp.mechanism == "local":
-        noise = local_gaussian(
-            clip=dp.clip, noise_multiplier=dp.noise_multiplier, secure_noise=dp.secure_noise
-        )
-        return dataclasses.replace(recipe, upload=chain(recipe.upload, noise), private_reports=True)
-    from fedlake.core.algorithm import SampleDP
-
-    sample_dp = SampleDP(
-        noise_multiplier=dp.noise_multiplier,
-        max_grad_norm=dp.clip,
-        secure_noise=dp.secure_noise,
-        epsilon=dp.epsilon,
-        delta=dp.delta,
-        accountant=dp.accountant,
-    )
-    return dataclasses.replace(recipe, local=dataclasses.replace(recipe.local, dp=sample_dp))
 
 
 def make_plan(dp: DPSettings, *, population: int, cohort: int) -> PrivacyPlan:

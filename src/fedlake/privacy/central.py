@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from fedlake.aggregators.norm_bound import clip_update
-from fedlake.core.aggregator import Aggregator, Fold, FoldAccumulator
+from fedlake.core.aggregator import Aggregator, Fold, FoldAccumulator, merge_sums
 from fedlake.core.checks import check_positive
 from fedlake.core.state import round_rng
 from fedlake.core.update import ClientUpdate
@@ -153,6 +153,6 @@ def dp_fedavg(
         aggregate,
         linear=True,
         name=name,
-        fold=Fold(start, add, result),
+        fold=Fold(start, add, result, merge_sums),
         min_updates=0,  # a Poisson round is released whatever its size, even empty
     )

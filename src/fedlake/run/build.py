@@ -1,0 +1,179 @@
+"""Build a run from its config: data, trainer, recipe spec, executor, attackers, privacy.
+
+Everything the config cannot check by itself (a table's path and clients, a model option
+for the wrong kind, a partition that cannot be made, a recipe setting no worker could
+build) fails here as a one-line ConfigError naming its section, before the run folder is
+touched.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fedlake.aggregators import build_aggregator
+from fedlake.algorithms import ALGORITHMS, personalized
+from fedlake.algorithms.private import apply_dp
+from fedlake.algorithms.spec import RecipeSpec, aggregator_options, build_algorithm
+from fedlake.config import ConfigError, RunConfig, options
+from fedlake.config.algorithm import OWN_AVERAGING
+from fedlake.core.personal import Personalization, mask_for
+from fedlake.orchestration.events import RunObserver
+from fedlake.orchestration.federation import CohortTooSmallError, Federation
+from fedlake.orchestration.sampling import CohortSpec
+from fedlake.run.privacy import build_privacy, privacy_line
+from fedlake.run.scenarios import Scenario, build_data, build_trainer, model_config
+from fedlake.simulation import Population, simulate
+from fedlake.simulation.attacks import Adversary, build_attack
+
+__all__ = [
+    "Experiment",
+    "build_adversary",
+    "build_experiment",
+    "build_federation",
+    "config_section",
+    "recipe_spec",
+]
+
+
+@dataclass
+class Experiment:
+    """A built run: the federation, its scenario (data, shapes), recipe spec and attackers."""
+
+    federation: Federation
+    scenario: Scenario
+    spec: RecipeSpec
+    adversary: Adversary | None = None
+
+
+@contextmanager
+def config_section(name: str) -> Iterator[None]:
+    """Turn an error found while building ``name`` into a one-line ConfigError naming it."""
+    try:
+        yield
+    except ConfigError:
+        raise
+    except (ValueError, KeyError, FileNotFoundError) as exc:
+        text = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
+        raise ConfigError(f"{name}: {text}") from exc
+
+
+def recipe_spec(cfg: RunConfig, *, attackers: int | None, dp: Any, trainer_spec: Any) -> RecipeSpec:
+    """The run's recipe spec, each part checked under its own section's name."""
+    spec = RecipeSpec(
+        algorithm=cfg.algorithm,
+        compression=cfg.compression,
+        attackers=attackers,
+        dp=dp,
+        personalization=cfg.personalization,
+    )
+    with config_section("algorithm"):
+        recipe = ALGORITHMS[cfg.algorithm.name](**cfg.algorithm.recipe_options())
+    if cfg.personalization is not None:
+        with config_section("personalization"):
+            personal = Personalization(**cfg.personalization.model_dump())
+            mask_for(personal, trainer_spec)  # the layers must exist in this model
+            recipe = personalized(recipe, personal)
+    if dp is not None:
+        with config_section("privacy"):
+            apply_dp(recipe, dp)
+    with config_section("algorithm.aggregator"):  # fails here, not in a worker
+        if cfg.algorithm.name not in OWN_AVERAGING:
+            build_aggregator(aggregator_options(cfg.algorithm, attackers=attackers))
+    with config_section("compression"):
+        build_algorithm(spec)  # fails here, not in a worker, on what the config cannot check
+    return spec
+
+
+def build_experiment(cfg: RunConfig, *, observer: RunObserver, run_dir: Path) -> Experiment:
+    """Wire data, trainer, recipe spec and executor into a simulated Federation."""
+    with config_section("data"):
+        scenario = build_data(cfg)
+    with config_section("model"):
+        mcfg = model_config(cfg.model, scenario)
+        trainer = build_trainer(mcfg)
+    fed = cfg.federation
+    cohort = (
+        CohortSpec(count=fed.clients_per_round)
+        if fed.clients_per_round is not None
+        else CohortSpec(fraction=fed.fraction or 0.1)
+    )
+    with config_section("federation"):
+        size = cohort.size(len(scenario.data.client_ids()))
+    with config_section("attack"):
+        adversary = build_adversary(cfg, scenario.num_classes, cohort=size)
+    attackers = adversary.count(size) if adversary is not None else None
+    population = len(scenario.data.client_ids())
+    dp, plan = None, None
+    if cfg.privacy is not None:
+        with config_section("privacy"):
+            dp, plan = build_privacy(cfg, mcfg, population=population, cohort=size)
+            observer.message(privacy_line(dp, plan))
+    spec = recipe_spec(cfg, attackers=attackers, dp=dp, trainer_spec=trainer.spec)
+    from fedlake.run.experiment import flat_params  # experiment builds on this module
+
+    with config_section("federation"):
+        federation = simulate(
+            recipe=spec,
+            trainer=trainer,
+            data=scenario.data,
+            run_dir=run_dir,
+            rounds=fed.rounds,
+            cohort=cohort,
+            seed=cfg.seed,
+            min_clients=fed.min_clients,
+            max_retries=fed.max_retries,
+            target_accuracy=fed.target_accuracy,
+            population=Population(
+                dropout=fed.dropout,
+                stragglers=fed.stragglers,
+                policy=fed.straggler_policy,
+                deadline_s=fed.deadline_s,
+                speed=fed.device_speed,
+                speed_spread=fed.speed_spread,
+            ),
+            eval_clients=fed.eval_clients,
+            executor=cfg.executor.kind,
+            workers=cfg.executor.workers,
+            vectorize=cfg.executor.vectorize,
+            observer=observer,
+            model_config=mcfg,
+            run_params=flat_params(cfg)
+            | ({"privacy.noise_multiplier": dp.noise_multiplier} if dp is not None else {}),
+            adversary=adversary,
+            privacy=plan,
+        )
+    return Experiment(federation, scenario, spec, adversary)
+
+
+def build_federation(cfg: RunConfig, *, observer: RunObserver) -> Federation:
+    """The run's Federation (sinks are attached later); see :func:`build_experiment`."""
+    from fedlake.run.experiment import run_dir_of
+
+    return build_experiment(cfg, observer=observer, run_dir=run_dir_of(cfg)).federation
+
+
+def build_adversary(cfg: RunConfig, num_classes: int, *, cohort: int) -> Adversary | None:
+    """The simulated attackers of ``cfg.attack`` (None without an attack section).
+
+    Raises:
+        CohortTooSmallError: the fraction of a cohort of ``cohort`` clients is no attacker.
+    """
+    if cfg.attack is None:
+        return None
+    fraction = cfg.attack.fraction
+    if fraction is None and cfg.attack.kind != "none":
+        raise ValueError(
+            "fraction is required: the share of each round's cohort that attacks, in [0, 1)"
+        )
+    attack = build_attack(options(cfg.attack), num_classes=num_classes)
+    adversary = Adversary(attack, fraction or 0.0)
+    if cfg.attack.kind != "none" and adversary.count(cohort) == 0:
+        raise CohortTooSmallError(
+            f"fraction {fraction} of a cohort of {cohort} clients is no attacker at all; "
+            "raise the fraction or sample more clients per round"
+        )
+    return adversary

@@ -1,0 +1,135 @@
+"""A simulated federation: the server's Federation over simulated clients, in one call.
+
+The composition the simulator needs, and nothing in the core knows about: the clients'
+fleet and their in-memory stores (saved with each checkpoint), an executor (inline,
+process, or yours), the population model's dropouts and stragglers, the adversary's
+attackers, and central evaluation on the clients' test splits.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Literal
+
+from fedlake.algorithms.spec import RecipeSpec
+from fedlake.backends.inline import InlineExecutor
+from fedlake.backends.process import ProcessExecutor
+from fedlake.client.fleet import ClientFleet
+from fedlake.core.algorithm import Algorithm
+from fedlake.core.trainer import Trainer
+from fedlake.data.base import ClientData
+from fedlake.orchestration.events import NullObserver, RunObserver
+from fedlake.orchestration.federation import Federation
+from fedlake.orchestration.interfaces import Executor
+from fedlake.orchestration.sampling import CohortSpec
+from fedlake.orchestration.sinks import RunSinks
+from fedlake.privacy.plan import PrivacyPlan
+from fedlake.simulation.adversarial import AdversarialExecutor
+from fedlake.simulation.attacks.adversary import Adversary
+from fedlake.simulation.attacks.poisoning import MALICIOUS, malicious_plugins
+from fedlake.simulation.evaluation import CentralEvaluation
+from fedlake.simulation.population import Population, PopulationExecutor
+from fedlake.simulation.stores import SimulatedStores
+
+__all__ = ["ExecutorFactory", "simulate"]
+
+ExecutorFactory = Callable[[ClientFleet, SimulatedStores], Executor]
+
+
+def simulate(
+    *,
+    recipe: RecipeSpec | Callable[[], Algorithm],
+    trainer: Trainer,
+    data: ClientData,
+    run_dir: Path,
+    rounds: int,
+    cohort: CohortSpec,
+    seed: int = 0,
+    min_clients: int = 1,
+    max_retries: int = 2,
+    target_accuracy: float | None = None,
+    population: Population | None = None,
+    eval_clients: int | None = None,
+    executor: Literal["inline", "process"] | ExecutorFactory = "inline",
+    workers: int | None = None,
+    vectorize: bool = True,
+    sinks: RunSinks | None = None,
+    observer: RunObserver | None = None,
+    model_config: dict[str, Any] | None = None,
+    run_params: dict[str, Any] | None = None,
+    adversary: Adversary | None = None,
+    privacy: PrivacyPlan | None = None,
+) -> Federation:
+    """A Federation whose clients are simulated in this machine.
+
+    Args:
+        recipe: the recipe's spec, or a picklable zero-argument factory of the algorithm.
+        executor: ``"inline"`` (vectorised unless ``vectorize`` is false), ``"process"``
+            (``workers`` spawned processes), or ``factory(fleet, stores) -> Executor``.
+        population: dropouts, stragglers and device speeds (None: every client available
+            and as fast as the rest).
+        adversary: the simulated attackers (None: every client honest).
+        eval_clients: how many clients' test splits evaluate the global model.
+
+    The other arguments are the :class:`~fedlake.orchestration.federation.Federation`'s.
+    """
+    population = population or Population()
+    variants = {}
+    if adversary is not None and adversary.attack.poisons:
+        variants[MALICIOUS] = functools.partial(malicious_plugins, adversary.attack)
+    fleet = ClientFleet(data, trainer, recipe, variants=variants)
+    algorithm = fleet.algorithm  # the server's side and the inline clients' share it
+    stores = SimulatedStores(algorithm)
+    inner: Executor
+    if executor == "inline":
+        inner = InlineExecutor(
+            fleet, stores, chunk=InlineExecutor.default_chunk() if vectorize else 1
+        )
+    elif executor == "process":
+        inner = ProcessExecutor(fleet, stores, workers=workers)
+    else:
+        inner = executor(fleet, stores)
+    if population.dropout > 0 or population.heterogeneous:
+        inner = PopulationExecutor(inner, population, epochs=algorithm.local.epochs)
+    kept_local = algorithm.kept_local(trainer.spec)
+    if adversary is not None:
+        inner = AdversarialExecutor(
+            inner,
+            adversary,
+            dim=trainer.spec.size,
+            codec=algorithm.compression.upload,
+            kept_local=kept_local,
+        )
+    client_ids = data.client_ids()
+    evaluator = CentralEvaluation(
+        data,
+        trainer,
+        client_ids,
+        algorithm=algorithm,
+        store=stores,
+        seed=seed,
+        eval_clients=eval_clients,
+    )
+    return Federation(
+        algorithm=algorithm,
+        trainer=trainer,
+        client_ids=client_ids,
+        executor=inner,
+        run_dir=run_dir,
+        rounds=rounds,
+        cohort=cohort,
+        seed=seed,
+        min_clients=min_clients,
+        max_retries=max_retries,
+        target_accuracy=target_accuracy,
+        evaluator=evaluator,
+        sinks=sinks,
+        observer=observer or NullObserver(),
+        model_config=model_config or {},
+        run_params=run_params or {},
+        privacy=privacy,
+        snapshots=(stores,),
+        report_stragglers=population.heterogeneous,
+    )
