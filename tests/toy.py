@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from fedlake.core.trainer import FitResult, LocalConfig
 from fedlake.core.params import ParamSpec
+from fedlake.core.trainer import FitResult, LocalConfig
 from fedlake.core.transform import Transform
 from fedlake.data.base import ClientDataset, InMemoryClientData
 

@@ -14,8 +14,8 @@ from torch import nn
 from fedlake.client.cohort import fit_cohort
 from fedlake.client.logreg import LogRegTrainer
 from fedlake.client.torch_adapter import TorchTrainer
-from fedlake.core.trainer import FitResult, LocalConfig
 from fedlake.core.algorithm import SampleDP
+from fedlake.core.trainer import FitResult, LocalConfig
 from fedlake.core.transform import Transform, chain
 from fedlake.models.cnn1d import cnn1d
 from fedlake.models.mlp import mlp

@@ -21,7 +21,6 @@ from fedlake.client.dpsgd import (
 )
 from fedlake.client.logreg import LogRegTrainer
 from fedlake.client.runtime import ClientRuntime
-from fedlake.plugins.dpsgd_budget import dpsgd_budget
 from fedlake.client.torch_adapter import TorchTrainer
 from fedlake.compression.messages import encode_model
 from fedlake.core.algorithm import LocalConfig, SampleDP
@@ -30,6 +29,7 @@ from fedlake.core.transform import Transform
 from fedlake.data.base import ClientDataset, InMemoryClientData
 from fedlake.models.cnn1d import cnn1d
 from fedlake.models.mlp import mlp
+from fedlake.plugins.dpsgd_budget import dpsgd_budget
 from fedlake.privacy.noise import SecureNoise
 
 

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from fedlake.client.logreg import LogRegTrainer, loss_and_grad, one_hot
-from fedlake.core.trainer import LocalConfig, Trainer
 from fedlake.core.params import frozen
+from fedlake.core.trainer import LocalConfig, Trainer
 from fedlake.core.transform import Transform, identity, scale
 
 

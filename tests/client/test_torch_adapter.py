@@ -18,8 +18,8 @@ from fedlake.client.torch_adapter import (
     module_spec,
     set_flat_params,
 )
-from fedlake.core.trainer import LocalConfig, Trainer
 from fedlake.core.params import frozen
+from fedlake.core.trainer import LocalConfig, Trainer
 from fedlake.core.transform import Transform, identity, scale
 from fedlake.models.cnn1d import cnn1d
 from fedlake.models.mlp import mlp

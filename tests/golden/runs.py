@@ -176,9 +176,9 @@ def _clean(row: dict[str, Any]) -> dict[str, Any]:
 def outcome(name: str, output_dir: Path) -> dict[str, Any]:
     """Run golden run ``name`` under ``output_dir``; what it produced, as digests."""
     from fedlake.config import parse_config
-    from fedlake.testing import MemoryStore
     from fedlake.orchestration.sinks import RunSinks
     from fedlake.run import build_federation, prepare_run_dir
+    from fedlake.testing import MemoryStore
 
     cfg = parse_config({**config(name), "output_dir": str(output_dir)})
     federation = build_federation(cfg, observer=_Quiet())

@@ -11,9 +11,9 @@ from deltalake import DeltaTable
 from deltalake.exceptions import CommitFailedError, DeltaError
 
 from fedlake.lakehouse import delta_store
-from fedlake.orchestration.interfaces import TABLES, Store
 from fedlake.lakehouse.delta_store import CommitConflictError, DeltaStore
 from fedlake.lakehouse.schemas import table_schema
+from fedlake.orchestration.interfaces import TABLES, Store
 
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 

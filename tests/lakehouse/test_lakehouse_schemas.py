@@ -6,7 +6,6 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from fedlake.orchestration.interfaces import TABLES
 from fedlake.lakehouse.schemas import (
     COLUMNS,
     params_from_bytes,
@@ -14,6 +13,7 @@ from fedlake.lakehouse.schemas import (
     table_schema,
     to_arrow,
 )
+from fedlake.orchestration.interfaces import TABLES
 
 TS = pa.timestamp("us", tz="UTC")
 

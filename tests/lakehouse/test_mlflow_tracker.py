@@ -12,13 +12,13 @@ import pandas as pd
 import pytest
 
 from fedlake.lakehouse import pyfunc_model
-from fedlake.orchestration.interfaces import Tracker
 from fedlake.lakehouse.mlflow_tracker import (
     MAX_PARAM_VALUE_LENGTH,
     MlflowTracker,
     flatten_params,
 )
 from fedlake.models.registry import build_trainer
+from fedlake.orchestration.interfaces import Tracker
 
 SRC = Path(__file__).resolve().parents[2] / "src"
 
