@@ -29,7 +29,8 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check src tests
 	$(BIN)/ruff format --check src tests
-	$(BIN)/mypy src/fedlake/core src/fedlake/aggregators src/fedlake/transforms src/fedlake/algorithms src/fedlake/client src/fedlake/data src/fedlake/models src/fedlake/orchestration src/fedlake/compression src/fedlake/attacks src/fedlake/harness src/fedlake/privacy src/fedlake/personal src/fedlake/config
+	$(BIN)/lint-imports
+	$(BIN)/mypy src/fedlake/core src/fedlake/aggregators src/fedlake/transforms src/fedlake/privacy src/fedlake/compression src/fedlake/plugins src/fedlake/algorithms src/fedlake/client src/fedlake/data src/fedlake/models src/fedlake/orchestration src/fedlake/backends src/fedlake/simulation src/fedlake/harness src/fedlake/config src/fedlake/testing
 
 # Flower, for the benchmarks' comparisons only (bench/aggregation.py, and
 # bench/vs_flower_simulation.py, whose simulation engine needs the `simulation` extra, which
