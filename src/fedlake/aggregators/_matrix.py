@@ -11,9 +11,9 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import numpy as np
-from scipy.linalg import blas
 
 from fedlake.aggregators import _kernels
+from fedlake.core.extras import require
 
 Cohort = Sequence[np.ndarray] | np.ndarray
 
@@ -78,6 +78,7 @@ def pairwise_sq_distances(rows: Cohort) -> np.ndarray:
     a block whose largest centred value is above 1e15 or below 1e-15, whose products
     could overflow or underflow float32: that block is centred and multiplied in float64.
     """
+    blas = require("scipy.linalg.blas", extra="sim", purpose="Krum and Bulyan's distances")
     n, d = shape(rows)
     centre = np.asarray(rows[int(np.argsort(_rough_sq_norms(rows), kind="stable")[(n - 1) // 2])])
     gram = np.zeros((n, n), dtype=np.float64)

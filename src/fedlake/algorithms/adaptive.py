@@ -4,8 +4,7 @@ FedYogi (Reddi et al., "Adaptive Federated Optimization", ICLR 2021)."""
 from __future__ import annotations
 
 from dataclasses import replace
-
-from typing_extensions import Unpack
+from typing import Unpack
 
 from fedlake.algorithms.fedavg import LocalOptions, fedavg
 from fedlake.core.algorithm import Algorithm

@@ -4,8 +4,7 @@ in Heterogeneous Federated Optimization", NeurIPS 2020) as a recipe."""
 from __future__ import annotations
 
 from dataclasses import replace
-
-from typing_extensions import Unpack
+from typing import Unpack
 
 from fedlake.aggregators.fednova import fednova as fednova_rule
 from fedlake.algorithms.fedavg import LocalOptions, fedavg

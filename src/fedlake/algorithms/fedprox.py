@@ -4,8 +4,7 @@ Heterogeneous Networks", MLSys 2020): FedAvg plus a proximal term in local train
 from __future__ import annotations
 
 from dataclasses import replace
-
-from typing_extensions import Unpack
+from typing import Unpack
 
 from fedlake.algorithms.fedavg import LocalOptions, fedavg
 from fedlake.core.algorithm import Algorithm

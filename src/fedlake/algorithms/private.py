@@ -8,9 +8,9 @@ from fedlake.core.algorithm import Algorithm, SampleDP, with_plugins
 from fedlake.core.transform import chain
 from fedlake.plugins.dpsgd_budget import dpsgd_budget
 from fedlake.plugins.private_reports import private_reports
-from fedlake.privacy.build import DPSettings
 from fedlake.privacy.central import dp_fedavg
 from fedlake.privacy.local import local_gaussian
+from fedlake.privacy.settings import DPSettings
 
 __all__ = ["apply_dp"]
 

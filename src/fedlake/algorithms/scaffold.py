@@ -4,8 +4,7 @@ Controlled Averaging for Federated Learning", ICML 2020), option II control vari
 from __future__ import annotations
 
 from dataclasses import replace
-
-from typing_extensions import Unpack
+from typing import Unpack
 
 from fedlake.algorithms.fedavg import LocalOptions, fedavg
 from fedlake.core.algorithm import Algorithm, with_plugins

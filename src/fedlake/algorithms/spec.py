@@ -22,7 +22,7 @@ from fedlake.config.robustness import options
 from fedlake.config.run import CompressionConfig
 from fedlake.core.algorithm import Algorithm
 from fedlake.core.personal import Personalization
-from fedlake.privacy.build import DPSettings
+from fedlake.privacy.settings import DPSettings
 
 __all__ = ["RecipeSpec", "aggregator_options", "build_algorithm"]
 

@@ -6,7 +6,6 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args, get_origin
 
-import yaml
 from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from fedlake.compression.pipeline import CODERS, SPARSIFIERS, chain_ok
@@ -15,6 +14,7 @@ from fedlake.config.privacy import PrivacyConfig
 from fedlake.config.robustness import AttackConfig, AttackEvalConfig
 from fedlake.config.section import Section
 from fedlake.config.table import TableData
+from fedlake.core.extras import require
 
 
 class ActivityData(Section):
@@ -378,9 +378,12 @@ def read_raw(path: str | Path) -> dict[str, Any]:
     if not p.is_file():
         raise ConfigError(f"config file not found: {p}")
     text = p.read_text()
+    yaml_file = p.suffix in (".yaml", ".yml")
+    yaml: Any = require("yaml", extra="cli", purpose="a YAML config") if yaml_file else None
+    errors = (tomllib.TOMLDecodeError, yaml.YAMLError) if yaml_file else tomllib.TOMLDecodeError
     try:
-        raw = yaml.safe_load(text) if p.suffix in (".yaml", ".yml") else tomllib.loads(text)
-    except (tomllib.TOMLDecodeError, yaml.YAMLError) as exc:
+        raw = yaml.safe_load(text) if yaml_file else tomllib.loads(text)
+    except errors as exc:
         raise ConfigError(f"{p}: not valid {p.suffix.lstrip('.').upper()}: {exc}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{p}: expected a table of sections at the top level")

@@ -1,31 +1,13 @@
-"""The resolved ``[privacy]`` settings, the noise calibration and the round loop's plan."""
+"""The noise calibration and the round loop's plan of the ``[privacy]`` settings (server side)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Literal
 
 from fedlake.privacy.accounting import Accountant
 from fedlake.privacy.calibration import noise_for_epsilon, plan_noise
-from fedlake.privacy.central import AdaptiveClip
 from fedlake.privacy.plan import Budget, PrivacyPlan
-
-
-@dataclass(frozen=True)
-class DPSettings:
-    """The resolved DP settings of a run (picklable: workers rebuild the recipe from it)."""
-
-    mechanism: str  # central | local | dpsgd
-    noise_multiplier: float
-    clip: float
-    adaptive: AdaptiveClip | None
-    sampling: str
-    denominator: float
-    seed: int
-    secure_noise: bool
-    epsilon: float | None = None  # DP-SGD: each client's own budget
-    delta: float = 1e-5
-    accountant: str = "pld"
+from fedlake.privacy.settings import DPSettings
 
 
 def calibrate(

@@ -15,7 +15,8 @@ import os
 from typing import Protocol
 
 import numpy as np
-from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
+
+from fedlake.core.extras import require
 
 _TWO_53 = float(2**53)
 
@@ -39,7 +40,11 @@ class SecureNoise:
     secure = True
 
     def __init__(self) -> None:
-        self._cipher = Cipher(algorithms.ChaCha20(os.urandom(32), os.urandom(16)), mode=None)
+        ciphers = require(
+            "cryptography.hazmat.primitives.ciphers", extra="crypto", purpose="secure DP noise"
+        )
+        key, nonce = os.urandom(32), os.urandom(16)
+        self._cipher = ciphers.Cipher(ciphers.algorithms.ChaCha20(key, nonce), mode=None)
         self._stream = self._cipher.encryptor()
 
     def _uniform(self, count: int) -> np.ndarray:
