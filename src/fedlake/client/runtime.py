@@ -272,9 +272,9 @@ class ClientRuntime:
                 f"local training returned parameters of shape {local.shape}, "
                 f"expected {global_params.shape}"
             )
-        ctx = replace(ctx, fit=fit, upload=local)
+        ctx = ctx.evolve(fit=fit, upload=local)
         ctx = _hooks(plugins, "after_fit", ctx, states)
-        ctx = replace(ctx, delta=np.asarray(ctx.upload).astype(np.float32) - global_params)
+        ctx = ctx.evolve(delta=np.asarray(ctx.upload).astype(np.float32) - global_params)
         ctx = _hooks(plugins, "on_delta", ctx, states)
         assert ctx.delta is not None
         upload = self.algorithm.upload
@@ -286,7 +286,7 @@ class ClientRuntime:
             raise ValueError(
                 f"local training diverged: {bad} non-finite values (NaN/Inf) in the update"
             )
-        ctx = _hooks(plugins, "before_encode", replace(ctx, delta=delta), states)
+        ctx = _hooks(plugins, "before_encode", ctx.evolve(delta=delta), states)
         assert ctx.delta is not None
         payload, _ = encode_delta(
             ctx.delta, ctx.sent, self.algorithm.compression.upload, ctx.encode_rng
@@ -302,8 +302,8 @@ class ClientRuntime:
             metrics["work_fraction"] = fit.steps / ctx.total_steps
         if fit.privacy is not None:  # DP-SGD facts, for the server's privacy ledger
             metrics.update({f"dp_{k}": float(v) for k, v in fit.privacy.items()})
-        ctx = replace(
-            ctx, payloads={DELTA: payload, **ctx.payloads}, weight=examples, metrics=metrics
+        ctx = ctx.evolve(
+            payloads={DELTA: payload, **ctx.payloads}, weight=examples, metrics=metrics
         )
         ctx = _hooks(plugins, "finish", ctx, states)
         self._save(ctx.task, ctx.client_id, plugins, run.committed, states)

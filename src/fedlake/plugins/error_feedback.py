@@ -9,7 +9,6 @@ lost, only delayed. It is the client's whatever the server makes of its update.
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -50,7 +49,7 @@ def error_feedback(codec: Codec | None) -> ClientPlugin:
         if residual is None or np.shape(residual) != ctx.delta.shape:  # first round
             residual = np.zeros_like(ctx.delta, dtype=np.float32)
         corrected = (ctx.delta + residual).astype(np.float32)
-        return replace(ctx, delta=corrected), corrected
+        return ctx.evolve(delta=corrected), corrected
 
     def finish(ctx: RoundContext, corrected: Any) -> tuple[RoundContext, Any]:
         payload = ctx.payloads[DELTA]

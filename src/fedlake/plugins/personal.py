@@ -16,7 +16,6 @@ Each plugin's state is the client's personal values (FedPer: its layers' values;
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -72,7 +71,7 @@ def fedper(layers: tuple[str, ...]) -> ClientPlugin:
         return personal_mask(spec, layers)
 
     def before_fit(ctx: RoundContext, state: Any) -> tuple[RoundContext, Any]:
-        return replace(ctx, start=fedper_start(ctx.global_params, state, ctx.kept_local)), state
+        return ctx.evolve(start=fedper_start(ctx.global_params, state, ctx.kept_local)), state
 
     def after_fit(ctx: RoundContext, state: Any) -> tuple[RoundContext, Any]:
         # the shared positions' training is uploaded; the personal ones stay exactly the
@@ -82,7 +81,7 @@ def fedper(layers: tuple[str, ...]) -> ClientPlugin:
         if local.shape != anchor.shape:
             raise ValueError(f"local params are shaped {local.shape}, global ones {anchor.shape}")
         mask = _fedper_mask(ctx.kept_local, anchor.size)
-        return replace(ctx, upload=np.where(mask, anchor, local)), local[mask].copy()
+        return ctx.evolve(upload=np.where(mask, anchor, local)), local[mask].copy()
 
     def personal(ctx: PersonalContext, state: Any) -> np.ndarray:
         mask = personal_mask(ctx.trainer.spec, layers)
@@ -125,7 +124,7 @@ def ditto(p: Personalization) -> ClientPlugin:
         if not np.isfinite(v_new).all():  # never keep a diverged personal model
             bad = int((~np.isfinite(v_new)).sum())
             raise ValueError(f"ditto personal training diverged: {bad} non-finite values")
-        return replace(ctx, upload=local), v_new
+        return ctx.evolve(upload=local), v_new
 
     def personal(ctx: PersonalContext, state: Any) -> np.ndarray:
         anchor = np.asarray(ctx.global_params, dtype=np.float32)

@@ -7,7 +7,6 @@ step count or timing.
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Any
 
 from fedlake.core.plugin import ClientPlugin, RoundContext
@@ -19,6 +18,6 @@ def private_reports() -> ClientPlugin:
     """Replace the reply's weight by 1 and drop its metrics."""
 
     def finish(ctx: RoundContext, state: Any) -> tuple[RoundContext, Any]:
-        return replace(ctx, weight=1.0, metrics={}), state
+        return ctx.evolve(weight=1.0, metrics={}), state
 
     return ClientPlugin("private_reports", finish=finish)

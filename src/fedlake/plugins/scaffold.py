@@ -11,7 +11,6 @@ of the clients' control variates through retries and rejections.
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -48,7 +47,7 @@ def scaffold_client() -> ClientPlugin:
         c = decode_control(data, ctx.dim)
         if own is None or np.shape(own) != c.shape:  # first round of this client
             own = np.zeros_like(c)
-        return replace(ctx, correction=c - own), (own, c)
+        return ctx.evolve(correction=c - own), (own, c)
 
     def on_delta(ctx: RoundContext, scratch: Any) -> tuple[RoundContext, Any]:
         own, c = scratch
@@ -61,7 +60,7 @@ def scaffold_client() -> ClientPlugin:
         if not np.isfinite(new).all():
             raise ValueError("local training diverged: non-finite control variate")
         payload, _ = encode_delta(new - own, ctx.sent, None, ctx.encode_rng, None)
-        return replace(ctx, payloads={**ctx.payloads, CONTROL: payload}), new
+        return ctx.evolve(payloads={**ctx.payloads, CONTROL: payload}), new
 
     def commit(old: Any, new: Any, acknowledged: bool) -> Any:
         return new if acknowledged else old

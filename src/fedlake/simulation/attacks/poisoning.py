@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Any
 
 from fedlake.core.plugin import ClientPlugin, RoundContext
@@ -27,7 +26,7 @@ def poisoning(attack: Attack) -> ClientPlugin:
             task.seed, task.round, ATTACK_RNG, task.attempt, POISON, client_key(ctx.client_id)
         )
         claimed = ctx.dataset.num_train
-        return replace(ctx, dataset=attack.poison(ctx.dataset, rng), claimed=claimed), state
+        return ctx.evolve(dataset=attack.poison(ctx.dataset, rng), claimed=claimed), state
 
     return ClientPlugin("poisoning", before_fit=before_fit)
 
