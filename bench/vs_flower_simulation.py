@@ -126,7 +126,11 @@ def fedlake_side(job_path: Path) -> int:
     t_start = time.perf_counter()
     from fedlake.config import parse_config
     from fedlake.orchestration.events import NullObserver
-    from fedlake.run.experiment import run_experiment
+
+    try:
+        from fedlake.run.experiment import run_experiment
+    except ImportError:  # --src of a commit from before the seam redesign
+        from fedlake.runner import run_experiment  # type: ignore[no-redef]
 
     job = json.loads(job_path.read_text())
 
