@@ -21,11 +21,12 @@ from typing import Any
 import numpy as np
 
 from fedlake.client.cohort import fit_cohort
-from fedlake.client.stores import ClientStateStore, MemoryStateStore, Record
+from fedlake.client.masks import corrected, trainable, upload_mask
+from fedlake.client.records import committed_states, next_record
+from fedlake.client.stores import ClientStateStore, MemoryStateStore
 from fedlake.compression.messages import decode_model, encode_delta
 from fedlake.compression.pruning import mask_gradients
 from fedlake.core.algorithm import Algorithm
-from fedlake.core.codec import Codec
 from fedlake.core.plugin import ClientPlugin, ClientRefusal, RoundContext
 from fedlake.core.rng import CLIENT_RNG, client_key, round_rng
 from fedlake.core.task import (
@@ -42,25 +43,8 @@ from fedlake.core.transform import Transform, chain
 from fedlake.core.update import DELTA
 from fedlake.data.base import ClientData
 from fedlake.plugins.dpsgd_budget import steps_per_epoch
-from fedlake.transforms.local import add_correction
 
-__all__ = ["ClientRuntime", "corrected", "upload_mask"]
-
-
-def upload_mask(prune: np.ndarray | None, kept_local: np.ndarray | None) -> np.ndarray | None:
-    """The positions an upload carries: surviving (not pruned) and shared (not kept local)."""
-    if kept_local is None:
-        return prune
-    shared = ~kept_local
-    return shared if prune is None else prune & shared
-
-
-def corrected(step: Transform | None, correction: np.ndarray | None) -> Transform | None:
-    """``step`` after SCAFFOLD's gradient correction (one client's (d,) or a stack's (m, d))."""
-    if correction is None:
-        return step
-    fix = add_correction(correction)
-    return fix if step is None else chain(fix, step)
+__all__ = ["ClientRuntime", "failure_of"]
 
 
 def failure_of(client_id: str, exc: Exception) -> ClientFailure:
@@ -232,12 +216,10 @@ class ClientRuntime:
                 )
             config = replace(config, max_steps=steps)
         global_params, mask = self.model(task)
-        trainable, encode_rng = _trainable(
-            mask, algorithm.compression.upload, global_params.size, rng
-        )
+        trains, encode_rng = trainable(mask, algorithm.compression.upload, global_params.size, rng)
         local_step = algorithm.local_step
-        if trainable is not None:  # pruned (or, structured, unsent) weights do not train
-            masked = mask_gradients(trainable)
+        if trains is not None:  # pruned (or, structured, unsent) weights do not train
+            masked = mask_gradients(trains)
             local_step = masked if local_step is None else chain(local_step, masked)
         plugins = self._plugins(variant)
         committed = self._load(task, cid, plugins, global_params.size)
@@ -253,7 +235,7 @@ class ClientRuntime:
             global_params=global_params,
             total_steps=total,
             local_step=local_step,
-            trainable=trainable,
+            trainable=trains,
             kept_local=self._kept_local,
             sent=upload_mask(mask, self._kept_local),
         )
@@ -341,23 +323,10 @@ class ClientRuntime:
     def _load(
         self, task: ClientTask, cid: str, plugins: tuple[ClientPlugin, ...], dim: int
     ) -> dict[str, Any]:
-        """The client's committed plugin states, pending ones resolved by the task's acks."""
+        """The client's plugin states this round starts from (see ``client/records.py``)."""
         if not plugins:
             return {}
-        record = self.store.load(cid) or {}
-        states = dict(record.get("states") or {})
-        pending = record.get("pending")
-        if pending:
-            acked = tuple(task.acks.get(cid, ())) == tuple(pending["tag"])
-            by_name = {p.name: p for p in plugins}
-            for name, new in pending["states"].items():
-                plugin = by_name.get(name)
-                if plugin is not None and plugin.commit is not None:
-                    states[name] = plugin.commit(states.get(name), new, acked)
-        for plugin in plugins:
-            if plugin.init is not None and states.get(plugin.name) is None:
-                states[plugin.name] = plugin.init(dim)
-        return states
+        return committed_states(self.store.load(cid), plugins, task.acks.get(cid), dim)
 
     def _save(
         self,
@@ -367,24 +336,14 @@ class ClientRuntime:
         committed: dict[str, Any],
         states: dict[str, Any],
     ) -> None:
-        """Keep the plugins' new states: at once, or pending the server's acknowledgement."""
+        """Keep the plugins' new states in the client's store."""
         if not plugins:
             return
-        kept = dict(committed)
-        waiting: dict[str, Any] = {}
-        for plugin in plugins:
-            new = states.get(plugin.name)
-            if plugin.needs_ack:
-                waiting[plugin.name] = new
-            else:
-                kept[plugin.name] = new
-        kept = {k: v for k, v in kept.items() if v is not None}
-        if not kept and not waiting and self.store.load(cid) is None:
-            return  # nothing to remember
-        record: Record = {"states": kept}
-        if waiting:
-            record = {"states": kept, "pending": {"tag": task.tag, "states": waiting}}
-        self.store.save(cid, record)
+        record = next_record(plugins, committed, states, task.tag)
+        if record is not None:
+            self.store.save(cid, record)
+        elif self.store.load(cid) is not None:
+            self.store.save(cid, {"states": {}})
 
     def _vectorisable(self, runs: Sequence[_Round]) -> bool:
         """Whether these clients can train as one cohort (same start, same stacked step)."""
@@ -416,22 +375,3 @@ def _stacked_step(runs: Sequence[_Round], base: Transform | None) -> Transform |
     if runs[0].ctx.correction is None:
         return base
     return corrected(base, np.stack([r.ctx.correction for r in runs]))  # type: ignore[misc]
-
-
-def _trainable(
-    mask: np.ndarray | None, upload: Codec | None, dim: int, rng: np.random.Generator
-) -> tuple[np.ndarray | None, np.random.Generator]:
-    """Which weights a client trains, and the generator its upload is encoded with.
-
-    Pruned weights never train. With a structured upload (Konecny et al., 2016) the
-    client also draws its random mask before training and trains only those weights;
-    the encoder, given an identically seeded generator, keeps exactly them.
-    """
-    if upload is None or upload.train_positions is None:
-        return mask, rng
-    key = int(rng.integers(0, 2**63))
-    surviving = np.arange(dim) if mask is None else np.flatnonzero(mask)
-    chosen = upload.train_positions(surviving.size, np.random.default_rng(key))
-    trainable = np.zeros(dim, dtype=bool)
-    trainable[surviving[chosen]] = True
-    return trainable, np.random.default_rng(key)

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from fedlake.client.runtime import upload_mask
+from fedlake.client.masks import upload_mask
 from fedlake.core.algorithm import Algorithm
 from fedlake.core.params import frozen
 from fedlake.core.state import ServerState, apply_server_step, init_server_state, task_extras

@@ -14,7 +14,7 @@ from collections.abc import Iterator, Mapping, Sequence
 
 import numpy as np
 
-from fedlake.client.runtime import upload_mask
+from fedlake.client.masks import upload_mask
 from fedlake.compression.messages import decode_reply, model_mask
 from fedlake.core.codec import Codec
 from fedlake.core.task import ClientFailure, ClientOutcome, ClientTask, FailureReason
