@@ -42,16 +42,18 @@ from fedlake.orchestration.privacy import (
 )
 from fedlake.orchestration.records import (
     RoundStatus,
+    client_rows,
+    history_record,
     model_row,
     retry_message,
     round_row,
     straggler_counts,
 )
-from fedlake.orchestration.round import make_task, run_attempt
+from fedlake.orchestration.round import AttemptResult, make_task, run_attempt
 from fedlake.orchestration.sampling import CohortSpec, draw_cohort
 from fedlake.orchestration.screening import problems
 from fedlake.orchestration.sinks import METRICS_KEY, RunSinks
-from fedlake.orchestration.transport import prepare_download
+from fedlake.orchestration.transport import Download, prepare_download
 from fedlake.privacy.plan import PrivacyPlan
 
 
@@ -170,108 +172,101 @@ class Federation:
     def _one_round(self, ckpt: Checkpoint, sinks: RunSinks) -> str | None:
         state = ckpt.state
         r = state.round
-        algorithm = self.algorithm
-        pending: dict[str, list[dict[str, Any]]] = {"rounds": [], "client_updates": []}
         if self.privacy is not None:
             over = self.privacy.over_budget(self.privacy.projected(state.privacy_ledger, r + 1))
             if over is not None:
                 self.observer.message(budget_message(self.privacy, over, r + 1))
                 return BUDGET_REASON
-        state, download = prepare_download(algorithm.compression, state, self.seed)
-        extras = task_extras(algorithm, state)
-        extra_down = sum(len(v) for v in extras.values())  # SCAFFOLD's control rides along
-        sent = upload_mask(download.mask, self.kept_local)  # what uploads carry
-        facts: dict[str, dict[str, float]] = {}
-        reached: list[list[str]] = []  # per attempt: whose (noised) update the server got
+        state, download = prepare_download(self.algorithm.compression, state, self.seed)
+        ctx = _RoundScope(r, download, task_extras(self.algorithm, state))
         for attempt in range(self.max_retries + 1):
-            t0 = time.perf_counter()
-            poisson = self.privacy is not None and self.privacy.poisson_clients
-            cohort = draw_cohort(
-                self.client_ids,
-                size=self.cohort_size,
-                seed=self.seed,
-                round_=r,
-                attempt=attempt,
-                poisson_rate=self.privacy.rate if poisson and self.privacy else None,
-                secure=bool(self.privacy and self.privacy.secure_noise),
-            )
-            self.observer.round_started(round=r + 1, attempt=attempt, cohort_size=len(cohort))
-            task = make_task(
-                round_=r,
-                attempt=attempt,
-                seed=self.seed,
-                download=download,
-                extras=extras,
-                cohort=cohort,
-                acks=ckpt.acks,
-            )
-            res = run_attempt(
-                algorithm=algorithm,
-                executor=self.executor,
-                state=state,
-                task=task,
-                cohort=cohort,
-                sent=sent,
-                observer=self.observer,
-                facts=facts,
-            )
-            records = res.records
-            if self.privacy is not None:
-                scrub(records)
-                reached.append(
-                    [rec.client_id for rec in records if rec.status in ("accepted", "rejected")]
-                )
-            used = res.count >= self.min_updates and res.aggregated is not None
-            if used and algorithm.needs_acks:  # their kept state now counts on the clients
-                for cid in res.accepted():
-                    ckpt.acks[cid] = (r, attempt)
-            base = round_row(
-                r, attempt, cohort, records, time.perf_counter() - t0, download,
-                extra_down=extra_down,
-            )  # fmt: skip
-            # rounds.metrics JSON, history and MLflow get these too
-            counts: dict[str, int] = dict(res.executor_metrics)  # simulated attackers
-            if self.report_stragglers:  # partial work kept, and stragglers dropped
-                counts.update(straggler_counts(records, res.partial))
-            trouble = problems(records)
-            if trouble is not None:
-                self.observer.message(f"round {r + 1}: {trouble}")
-            down = len(download.payload) + extra_down
-            pending["client_updates"].extend(
-                {
-                    "round": r + 1,
-                    "attempt": attempt,
-                    "bytes_down": 0 if rec.unavailable else down,
-                    **rec.row(),
-                }
-                for rec in records
-            )
-            if used:
-                break
-            last = attempt == self.max_retries
-            base["status"] = (RoundStatus.FAILED if last else RoundStatus.RETRY).value
-            pending["rounds"].append(base)
-            ckpt.history.append(base)  # its traffic and time count too
-            self.observer.message(
-                retry_message(
-                    r, attempt, res.count, self.min_clients, algorithm.aggregator, last=last
-                )
-            )
-        else:
-            # DP-SGD clients refuse rounds past their own budget: that is why it stopped
-            reason = BUDGET_REASON if budget_refusals(res.failures) else "insufficient_updates"
-            if self.privacy is not None and self.privacy.per_client:  # sent, so charged
-                state, _ = record_round(self.privacy, state, r + 1, reached, facts)
-            pending["audit"] = [
-                sinks.audit_row("run.stop", self.run_dir.name, {"round": r + 1, "reason": reason})
-            ]
-            self._commit(ckpt, state, pending, sinks)
-            return reason
+            done = self._attempt(ckpt, state, ctx, attempt)
+            if done is not None:
+                return self._complete(ckpt, state, ctx, done, sinks)
+        # DP-SGD clients refuse rounds past their own budget: that is why it stopped
+        assert ctx.last is not None
+        reason = BUDGET_REASON if budget_refusals(ctx.last.failures) else "insufficient_updates"
+        if self.privacy is not None and self.privacy.per_client:  # sent, so charged
+            state, _ = record_round(self.privacy, state, r + 1, ctx.reached, ctx.facts)
+        ctx.pending["audit"] = [
+            sinks.audit_row("run.stop", self.run_dir.name, {"round": r + 1, "reason": reason})
+        ]
+        self._commit(ckpt, state, ctx.pending, sinks)
+        return reason
 
+    def _attempt(
+        self, ckpt: Checkpoint, state: ServerState, ctx: _RoundScope, attempt: int
+    ) -> _Attempt | None:
+        """One attempt of the round; the attempt when it has enough valid updates, else None."""
+        t0 = time.perf_counter()
+        r, privacy = ctx.round, self.privacy
+        cohort = draw_cohort(
+            self.client_ids,
+            size=self.cohort_size,
+            seed=self.seed,
+            round_=r,
+            attempt=attempt,
+            poisson_rate=privacy.rate if privacy is not None and privacy.poisson_clients else None,
+            secure=bool(privacy and privacy.secure_noise),
+        )
+        self.observer.round_started(round=r + 1, attempt=attempt, cohort_size=len(cohort))
+        task = make_task(
+            round_=r, attempt=attempt, seed=self.seed, download=ctx.download,
+            extras=ctx.extras, cohort=cohort, acks=ckpt.acks,
+        )  # fmt: skip
+        res = ctx.last = run_attempt(
+            algorithm=self.algorithm, executor=self.executor, state=state, task=task,
+            cohort=cohort, sent=ctx.sent(self.kept_local), observer=self.observer,
+            facts=ctx.facts,
+        )  # fmt: skip
+        if privacy is not None:
+            scrub(res.records)
+            ctx.reached.append(
+                [rec.client_id for rec in res.records if rec.status in ("accepted", "rejected")]
+            )
+        used = res.count >= self.min_updates and res.aggregated is not None
+        if used and self.algorithm.needs_acks:  # their kept state now counts on the clients
+            for cid in res.accepted():
+                ckpt.acks[cid] = (r, attempt)
+        base = round_row(
+            r, attempt, cohort, res.records, time.perf_counter() - t0, ctx.download,
+            extra_down=ctx.extra_down,
+        )  # fmt: skip
+        counts: dict[str, int] = dict(res.executor_metrics)  # simulated attackers
+        if self.report_stragglers:  # partial work kept, and stragglers dropped
+            counts.update(straggler_counts(res.records, res.partial))
+        trouble = problems(res.records)
+        if trouble is not None:
+            self.observer.message(f"round {r + 1}: {trouble}")
+        down = len(ctx.download.payload) + ctx.extra_down
+        ctx.pending["client_updates"].extend(client_rows(res.records, r, attempt, down))
+        if used:
+            return _Attempt(res, base, counts, t0)
+        last = attempt == self.max_retries
+        base["status"] = (RoundStatus.FAILED if last else RoundStatus.RETRY).value
+        ctx.pending["rounds"].append(base)
+        ckpt.history.append(base)  # its traffic and time count too
+        self.observer.message(
+            retry_message(
+                r, attempt, res.count, self.min_clients, self.algorithm.aggregator, last=last
+            )
+        )
+        return None
+
+    def _complete(
+        self,
+        ckpt: Checkpoint,
+        state: ServerState,
+        ctx: _RoundScope,
+        done: _Attempt,
+        sinks: RunSinks,
+    ) -> str | None:
+        """Step the server state with the round's aggregate, evaluate, record, checkpoint."""
+        r, res, base = ctx.round, done.result, done.base
         aggregated = res.aggregated
         assert aggregated is not None
         new_state, server_metrics = apply_server_step(
-            algorithm,
+            self.algorithm,
             state,
             aggregated.vectors,
             aggregated.aggregator_state,
@@ -280,29 +275,28 @@ class Federation:
         if hasattr(aggregated.aggregator_state, "metrics"):  # DP-FedAvg's adaptive clip norm
             server_metrics.update(aggregated.aggregator_state.metrics())
         if self.privacy is not None:
-            new_state, spent = record_round(self.privacy, new_state, r + 1, reached, facts)
+            new_state, spent = record_round(self.privacy, new_state, r + 1, ctx.reached, ctx.facts)
             base.update(spend_columns(spent))
             server_metrics["noise_multiplier"] = self.privacy.noise_multiplier
-        if download.mask is not None:  # pruned stays pruned, whatever the server optimiser does
-            new_state = replace(new_state, params=frozen(new_state.params * download.mask))
+        mask = ctx.download.mask
+        if mask is not None:  # pruned stays pruned, whatever the server optimiser does
+            new_state = replace(new_state, params=frozen(new_state.params * mask))
         ev = self._evaluate(new_state, server_metrics)
         base.update(
             status=RoundStatus.COMPLETED.value,
             eval_loss=ev["loss"],
             eval_accuracy=ev["accuracy"],
-            duration_s=time.perf_counter() - t0,
-            metrics=json.dumps({**server_metrics, "eval_examples": ev["examples"], **counts}),
+            duration_s=time.perf_counter() - done.t0,
+            metrics=json.dumps({**server_metrics, "eval_examples": ev["examples"], **done.counts}),
         )
+        pending = ctx.pending
         pending["rounds"].append(base)
         pending["models"] = [
             model_row(r, new_state.params, self.trainer.spec, self.model_config, ev)
         ]
         if ev["accuracy"] is not None:
             keep_best(ckpt, r + 1, new_state.params, ev)
-        record = {**base, **server_metrics, **counts}
-        ckpt.history.append(record)
-        for key in ("bytes_up", "bytes_down"):  # the run so far, retried attempts included
-            record[f"total_{key}"] = int(sum(h[key] for h in ckpt.history))
+        record = history_record(base, server_metrics, done.counts, ckpt.history)
         pending[METRICS_KEY] = [
             {"step": r + 1, **{k: v for k, v in record.items() if isinstance(v, int | float)}}
         ]
@@ -357,3 +351,37 @@ class Federation:
         )
         self._commit(ckpt, ckpt.state, {"audit": [audit]}, sinks)
         self.observer.message(f"stopped: {reason} after {ckpt.state.round} rounds")
+
+
+@dataclass
+class _RoundScope:
+    """What a round's attempts share: its download, extras, DP facts and pending rows."""
+
+    round: int
+    download: Download
+    extras: dict[str, bytes]
+    facts: dict[str, dict[str, float]] = field(default_factory=dict)
+    reached: list[list[str]] = field(default_factory=list)  # per attempt: whose update came
+    pending: dict[str, list[dict[str, Any]]] = field(
+        default_factory=lambda: {"rounds": [], "client_updates": []}
+    )
+    last: AttemptResult | None = None
+
+    @property
+    def extra_down(self) -> int:
+        """Bytes each client downloads besides the model (SCAFFOLD's control)."""
+        return sum(len(v) for v in self.extras.values())
+
+    def sent(self, kept_local: Any) -> Any:
+        """The positions uploads carry: surviving the pruning, and not kept on the clients."""
+        return upload_mask(self.download.mask, kept_local)
+
+
+@dataclass
+class _Attempt:
+    """An attempt with enough valid updates: its result, rounds row, counts, start time."""
+
+    result: AttemptResult
+    base: dict[str, Any]
+    counts: dict[str, int]
+    t0: float

@@ -124,6 +124,35 @@ def round_row(
     }
 
 
+def client_rows(
+    records: list[ClientRecord], r: int, attempt: int, bytes_down: int
+) -> list[dict[str, Any]]:
+    """The client_updates rows of an attempt (clients that never got the model: 0 bytes down)."""
+    return [
+        {
+            "round": r + 1,
+            "attempt": attempt,
+            "bytes_down": 0 if rec.unavailable else bytes_down,
+            **rec.row(),
+        }
+        for rec in records
+    ]
+
+
+def history_record(
+    base: dict[str, Any],
+    server_metrics: dict[str, float],
+    counts: dict[str, int],
+    history: list[dict[str, Any]],
+) -> dict[str, Any]:
+    """A completed round's history record, appended to ``history`` with the run's totals."""
+    record = {**base, **server_metrics, **counts}
+    history.append(record)
+    for key in ("bytes_up", "bytes_down"):  # the run so far, retried attempts included
+        record[f"total_{key}"] = int(sum(h[key] for h in history))
+    return record
+
+
 def straggler_counts(records: list[ClientRecord], partial: list[str]) -> dict[str, int]:
     """Stragglers of an attempt: dropped ones and those whose partial work was kept."""
     late = sum(rec.failure is FailureReason.STRAGGLER for rec in records)
