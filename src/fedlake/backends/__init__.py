@@ -2,5 +2,6 @@
 
 from fedlake.backends.inline import InlineExecutor
 from fedlake.backends.process import ProcessExecutor
+from fedlake.backends.registry import EXECUTORS
 
-__all__ = ["InlineExecutor", "ProcessExecutor"]
+__all__ = ["EXECUTORS", "InlineExecutor", "ProcessExecutor"]

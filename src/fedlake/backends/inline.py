@@ -35,11 +35,6 @@ class InlineExecutor:
         self.store = store if store is not None else MemoryStateStore()
         self.runtime = fleet.runtime(self.store)
 
-    @staticmethod
-    def default_chunk() -> int:
-        """The default number of clients trained together."""
-        return DEFAULT_CHUNK
-
     def map_clients(
         self,
         task: ClientTask,

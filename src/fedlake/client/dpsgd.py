@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from opacus.grad_sample import GradSampleHooks
 
-from fedlake.client.torch_adapter import _read, torch_threads
+from fedlake.client.torch_common import _read, torch_threads
 from fedlake.core.algorithm import SampleDP
 from fedlake.core.trainer import FitResult, LocalConfig
 from fedlake.core.transform import Transform

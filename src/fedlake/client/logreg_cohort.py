@@ -7,8 +7,8 @@ from typing import Any
 
 import numpy as np
 
-from fedlake.client.cohort import draw_schedule, stacked_update
 from fedlake.client.logreg import LogRegTrainer
+from fedlake.client.schedule import draw_schedule, stacked_update
 from fedlake.core.params import FLOAT
 from fedlake.core.trainer import FitResult, LocalConfig
 from fedlake.core.transform import Transform

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,6 +12,7 @@ import torch.nn.functional as F  # noqa: N812
 from torch import nn
 
 from fedlake.client.logreg import check_labels, total_steps
+from fedlake.client.torch_common import _Entries, _read, torch_threads
 from fedlake.core.params import FLOAT, ParamSpec, TensorSpec, as_vector
 from fedlake.core.trainer import FitResult, LocalConfig
 from fedlake.core.transform import Transform
@@ -47,9 +47,6 @@ def set_flat_params(module: nn.Module, spec: ParamSpec, vector: np.ndarray) -> N
     _write(_bind(module, spec), _checked(vector, spec.size))
 
 
-_Entries = list[tuple[torch.Tensor, slice]]
-
-
 def _bind(module: nn.Module, spec: ParamSpec) -> _Entries:
     state = module.state_dict(keep_vars=True)
     return [(state[name], sl) for name, sl in spec.slices().items()]
@@ -67,16 +64,6 @@ def _tensor(a: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(a if a.flags.writeable else a.copy())
 
 
-def _read(entries: _Entries, size: int, *, grads: bool = False) -> np.ndarray:
-    """Tensors (or their gradients; missing ones read as zeros) as one float32 vector."""
-    out = np.zeros(size, dtype=FLOAT)
-    for t, sl in entries:
-        src = t.grad if grads else t
-        if src is not None:
-            out[sl] = src.detach().reshape(-1).numpy()
-    return out
-
-
 def _write(entries: _Entries, vector: np.ndarray, *, grads: bool = False) -> None:
     """Copy slices of ``vector`` into the tensors (or into their gradients)."""
     flat = _tensor(vector)
@@ -89,19 +76,6 @@ def _write(entries: _Entries, vector: np.ndarray, *, grads: bool = False) -> Non
                 t.grad = src.to(t.dtype, copy=True)
             else:
                 t.grad.copy_(src)
-
-
-@contextmanager
-def torch_threads(n: int) -> Iterator[None]:
-    """Run the block with ``n`` intra-op torch threads, restoring the caller's setting after."""
-    before = torch.get_num_threads()
-    if before != n:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        if before != n:
-            torch.set_num_threads(before)
 
 
 @dataclass
@@ -224,7 +198,7 @@ class TorchTrainer:
         permutation is drawn only for the epochs begun. With ``config.dp`` set, runs
         DP-SGD instead (:func:`fedlake.client.dpsgd.dpsgd_fit`).
         """
-        if config.dp is not None:  # imported here: dpsgd imports this module (and Opacus)
+        if config.dp is not None:  # imported here: only DP-SGD needs Opacus
             from fedlake.client.dpsgd import dpsgd_fit
 
             return dpsgd_fit(

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, grad_and_value, vmap
 
-from fedlake.client.cohort import draw_schedule, stacked_update
+from fedlake.client.schedule import draw_schedule, stacked_update
 from fedlake.client.torch_adapter import TorchTrainer, torch_threads
 from fedlake.core.params import FLOAT
 from fedlake.core.trainer import FitResult, LocalConfig

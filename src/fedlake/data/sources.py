@@ -22,31 +22,17 @@ from fedlake.data.base import ClientDataset
 from fedlake.data.partition import hash_split
 from fedlake.data.preprocess.columns import Kind, as_categorical, as_numeric
 from fedlake.data.preprocess.pipeline import FeaturePipeline
+from fedlake.data.table_format import (
+    _SHAPE_KEY,
+    _SIDECAR,
+    TABLE_FORMATS,
+    _check_format,
+    _import,
+    _is_local,
+)
+from fedlake.data.table_write import write_client_table  # re-exported: always imported from here
 
 __all__ = ["TABLE_FORMATS", "TableClientData", "write_client_table"]
-
-TABLE_FORMATS = ("delta", "parquet", "csv")
-INSTALL_HINT = "pip install 'fedlake[lakehouse]'"
-_SHAPE_KEY = "fedlake.feature_shape"
-_SIDECAR = "_fedlake.json"  # csv only; pyarrow skips files starting with "_"
-
-
-def _import(name: str) -> Any:
-    import importlib
-
-    try:
-        return importlib.import_module(name)
-    except ImportError as err:
-        raise ImportError(f"client tables need {name.split('.')[0]}: {INSTALL_HINT}") from err
-
-
-def _check_format(format: str) -> None:
-    if format not in TABLE_FORMATS:
-        raise ValueError(f"unknown table format {format!r}; accepted: {', '.join(TABLE_FORMATS)}")
-
-
-def _is_local(path: str) -> bool:
-    return "://" not in path or path.startswith("file://")
 
 
 def _open(path: str, format: str, client_column: str) -> tuple[Any, tuple[int, ...] | None]:
@@ -406,7 +392,3 @@ def _partition_values(data: Any, column: str) -> list[Any] | None:
             return None
         keys.append(found[column])
     return keys
-
-
-# the writer lives in its own module; re-exported here, where it has always been imported from
-from fedlake.data.table_write import write_client_table  # noqa: E402

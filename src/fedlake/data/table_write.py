@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from fedlake.data.base import ClientData
-from fedlake.data.sources import _SHAPE_KEY, _SIDECAR, _check_format, _import, _is_local
+from fedlake.data.table_format import _SHAPE_KEY, _SIDECAR, _check_format, _import, _is_local
 
 __all__ = ["write_client_table"]
 

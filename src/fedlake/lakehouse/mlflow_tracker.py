@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import math
 import numbers
-import os
 import re
 import time
 import uuid
@@ -24,9 +23,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from fedlake.lakehouse.mlflow_setup import disable_telemetry, import_mlflow
+
 __all__ = ["MlflowTracker", "disable_telemetry", "flatten_params", "import_mlflow"]
 
-INSTALL_HINT = "pip install 'fedlake[lakehouse]'"
 # MLflow's limits (mlflow.utils.validation) and the characters it accepts in keys.
 MAX_KEY_LENGTH = 250
 MAX_PARAM_VALUE_LENGTH = 6000
@@ -34,24 +34,6 @@ MAX_PARAMS_PER_BATCH = 100
 MAX_METRICS_PER_BATCH = 1000
 _BAD_KEY_CHARS = re.compile(r"[^A-Za-z0-9_.\- /]")
 RUN_STATUSES = ("FINISHED", "FAILED", "KILLED")
-# Env vars MLflow 3.x reads to opt out of usage telemetry (checked at import and per event).
-TELEMETRY_OFF = {"MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true"}
-
-
-def disable_telemetry() -> None:
-    """Opt out of MLflow usage telemetry (set before ``import mlflow``; explicit choices win)."""
-    for key, value in TELEMETRY_OFF.items():
-        os.environ.setdefault(key, value)
-
-
-def import_mlflow() -> Any:
-    """Import ``mlflow`` with telemetry off, or raise ImportError with the install command."""
-    disable_telemetry()
-    try:
-        import mlflow
-    except ImportError as err:
-        raise ImportError(f"MLflow tracking needs mlflow: {INSTALL_HINT}") from err
-    return mlflow
 
 
 def flatten_params(params: Mapping[str, Any], *, prefix: str = "") -> dict[str, str]:

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from fedlake.data.preprocess.pipeline import MODEL_CONFIG_KEY, FeaturePipeline
-from fedlake.lakehouse.mlflow_tracker import import_mlflow
+from fedlake.lakehouse.mlflow_setup import import_mlflow
 from fedlake.lakehouse.schemas import params_to_bytes
 
 mlflow = import_mlflow()

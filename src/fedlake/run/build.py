@@ -35,7 +35,9 @@ __all__ = [
     "build_experiment",
     "build_federation",
     "config_section",
+    "flat_params",
     "recipe_spec",
+    "run_dir_of",
 ]
 
 
@@ -113,7 +115,6 @@ def build_experiment(cfg: RunConfig, *, observer: RunObserver, run_dir: Path) ->
             dp, plan = build_privacy(cfg, mcfg, population=population, cohort=size)
             observer.message(privacy_line(dp, plan))
     spec = recipe_spec(cfg, attackers=attackers, dp=dp, trainer_spec=trainer.spec)
-    from fedlake.run.experiment import flat_params  # experiment builds on this module
 
     with config_section("federation"):
         federation = simulate(
@@ -151,9 +152,21 @@ def build_experiment(cfg: RunConfig, *, observer: RunObserver, run_dir: Path) ->
 
 def build_federation(cfg: RunConfig, *, observer: RunObserver) -> Federation:
     """The run's Federation (sinks are attached later); see :func:`build_experiment`."""
-    from fedlake.run.experiment import run_dir_of
-
     return build_experiment(cfg, observer=observer, run_dir=run_dir_of(cfg)).federation
+
+
+def run_dir_of(cfg: RunConfig) -> Path:
+    """The folder that holds a run's checkpoint, tables, MLflow store and report."""
+    return Path(cfg.output_dir) / cfg.name
+
+
+def flat_params(cfg: RunConfig) -> dict[str, Any]:
+    """The config as flat ``section.key`` params for the tracker."""
+    out: dict[str, Any] = {"name": cfg.name, "seed": cfg.seed}
+    for section, values in cfg.model_dump(by_alias=True).items():
+        if isinstance(values, dict):
+            out.update({f"{section}.{k}": v for k, v in values.items() if v is not None})
+    return out
 
 
 def build_adversary(cfg: RunConfig, num_classes: int, *, cohort: int) -> Adversary | None:

@@ -16,7 +16,7 @@ from fedlake.orchestration.events import NullObserver, RunObserver
 from fedlake.orchestration.outcome import RunResult
 from fedlake.orchestration.sinks import RunSinks
 from fedlake.run.baseline import PooledBaseline, pooled_baseline
-from fedlake.run.build import Experiment, build_experiment
+from fedlake.run.build import Experiment, build_experiment, run_dir_of
 
 CONFIG_FILE = "config.json"
 REPORT_FILE = "report.png"
@@ -44,11 +44,6 @@ class RunOutcome:
     lakehouse_root: Path | None
     archived: Path | None
     baseline: PooledBaseline | None = None
-
-
-def run_dir_of(cfg: RunConfig) -> Path:
-    """The folder that holds a run's checkpoint, tables, MLflow store and report."""
-    return Path(cfg.output_dir) / cfg.name
 
 
 def prepare_run_dir(cfg: RunConfig, *, resume: bool) -> tuple[Path, Path | None]:
@@ -109,15 +104,6 @@ def make_sinks(cfg: RunConfig, run_dir: Path) -> tuple[RunSinks, Path | None]:
             experiment=cfg.lakehouse.experiment,
         )
     return sinks, root
-
-
-def flat_params(cfg: RunConfig) -> dict[str, Any]:
-    """The config as flat ``section.key`` params for the tracker."""
-    out: dict[str, Any] = {"name": cfg.name, "seed": cfg.seed}
-    for section, values in cfg.model_dump(by_alias=True).items():
-        if isinstance(values, dict):
-            out.update({f"{section}.{k}": v for k, v in values.items() if v is not None})
-    return out
 
 
 def run_experiment(

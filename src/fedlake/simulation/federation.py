@@ -11,11 +11,10 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from fedlake.algorithms.spec import RecipeSpec
-from fedlake.backends.inline import InlineExecutor
-from fedlake.backends.process import ProcessExecutor
+from fedlake.backends.registry import EXECUTORS
 from fedlake.client.fleet import ClientFleet
 from fedlake.core.algorithm import Algorithm
 from fedlake.core.trainer import Trainer
@@ -52,7 +51,7 @@ def simulate(
     target_accuracy: float | None = None,
     population: Population | None = None,
     eval_clients: int | None = None,
-    executor: Literal["inline", "process"] | ExecutorFactory = "inline",
+    executor: str | ExecutorFactory = "inline",
     workers: int | None = None,
     vectorize: bool = True,
     sinks: RunSinks | None = None,
@@ -66,8 +65,9 @@ def simulate(
 
     Args:
         recipe: the recipe's spec, or a picklable zero-argument factory of the algorithm.
-        executor: ``"inline"`` (vectorised unless ``vectorize`` is false), ``"process"``
-            (``workers`` spawned processes), or ``factory(fleet, stores) -> Executor``.
+        executor: a name of ``fedlake.backends.registry.EXECUTORS`` (``"inline"``:
+            vectorised unless ``vectorize`` is false; ``"process"``: ``workers`` spawned
+            processes), or ``factory(fleet, stores) -> Executor``.
         population: dropouts, stragglers and device speeds (None: every client available
             and as fast as the rest).
         adversary: the simulated attackers (None: every client honest).
@@ -83,12 +83,10 @@ def simulate(
     algorithm = fleet.algorithm  # the server's side and the inline clients' share it
     stores = SimulatedStores(algorithm)
     inner: Executor
-    if executor == "inline":
-        inner = InlineExecutor(
-            fleet, stores, chunk=InlineExecutor.default_chunk() if vectorize else 1
-        )
-    elif executor == "process":
-        inner = ProcessExecutor(fleet, stores, workers=workers)
+    if isinstance(executor, str):
+        if executor not in EXECUTORS:
+            raise ValueError(f"unknown executor {executor!r}; known: {', '.join(EXECUTORS)}")
+        inner = EXECUTORS[executor](fleet, stores, workers=workers, vectorize=vectorize)
     else:
         inner = executor(fleet, stores)
     if population.dropout > 0 or population.heterogeneous:

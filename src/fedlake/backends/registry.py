@@ -1,0 +1,32 @@
+"""Executors by config name (``[executor] kind``): a new executor is a new file plus a line here."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from fedlake.backends.inline import DEFAULT_CHUNK, InlineExecutor
+from fedlake.backends.process import ProcessExecutor
+from fedlake.client.fleet import ClientFleet
+from fedlake.client.stores import ClientStateStore
+from fedlake.orchestration.interfaces import Executor
+
+__all__ = ["EXECUTORS", "ExecutorMaker", "inline", "process"]
+
+ExecutorMaker = Callable[..., Executor]  # (fleet, store, *, workers, vectorize) -> Executor
+
+
+def inline(
+    fleet: ClientFleet, store: ClientStateStore, *, workers: int | None, vectorize: bool
+) -> Executor:
+    """This process: the cohort trained vectorised (``vectorize``) or one client at a time."""
+    return InlineExecutor(fleet, store, chunk=DEFAULT_CHUNK if vectorize else 1)
+
+
+def process(
+    fleet: ClientFleet, store: ClientStateStore, *, workers: int | None, vectorize: bool
+) -> Executor:
+    """``workers`` spawned processes, one client at a time each."""
+    return ProcessExecutor(fleet, store, workers=workers)
+
+
+EXECUTORS: dict[str, ExecutorMaker] = {"inline": inline, "process": process}
