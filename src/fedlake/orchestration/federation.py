@@ -8,7 +8,6 @@ The server never holds a client's state: executors and their clients do.
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
 from collections.abc import Sequence
@@ -38,15 +37,15 @@ from fedlake.orchestration.privacy import (
     check_first_round,
     record_round,
     scrub,
-    spend_columns,
 )
 from fedlake.orchestration.records import (
+    RoundRecord,
     RoundStatus,
     client_rows,
     history_record,
     model_row,
     retry_message,
-    round_row,
+    round_record,
     straggler_counts,
 )
 from fedlake.orchestration.round import AttemptResult, make_task, run_attempt
@@ -228,7 +227,7 @@ class Federation:
         if used and self.algorithm.needs_acks:  # their kept state now counts on the clients
             for cid in res.accepted():
                 ckpt.acks[cid] = (r, attempt)
-        base = round_row(
+        base = round_record(
             r, attempt, cohort, res.records, time.perf_counter() - t0, ctx.download,
             extra_down=ctx.extra_down,
         )  # fmt: skip
@@ -243,9 +242,9 @@ class Federation:
         if used:
             return _Attempt(res, base, counts, t0)
         last = attempt == self.max_retries
-        base["status"] = (RoundStatus.FAILED if last else RoundStatus.RETRY).value
-        ctx.pending["rounds"].append(base)
-        ckpt.history.append(base)  # its traffic and time count too
+        base.status = RoundStatus.FAILED if last else RoundStatus.RETRY
+        ctx.pending["rounds"].append(base.row())
+        ckpt.history.append(base.row())  # its traffic and time count too
         self.observer.message(
             retry_message(
                 r, attempt, res.count, self.min_clients, self.algorithm.aggregator, last=last
@@ -276,27 +275,25 @@ class Federation:
             server_metrics.update(aggregated.aggregator_state.metrics())
         if self.privacy is not None:
             new_state, spent = record_round(self.privacy, new_state, r + 1, ctx.reached, ctx.facts)
-            base.update(spend_columns(spent))
+            base.epsilon, base.delta = spent.epsilon, spent.delta
             server_metrics["noise_multiplier"] = self.privacy.noise_multiplier
         mask = ctx.download.mask
         if mask is not None:  # pruned stays pruned, whatever the server optimiser does
             new_state = replace(new_state, params=frozen(new_state.params * mask))
         ev = self._evaluate(new_state, server_metrics)
-        base.update(
-            status=RoundStatus.COMPLETED.value,
-            eval_loss=ev["loss"],
-            eval_accuracy=ev["accuracy"],
-            duration_s=time.perf_counter() - done.t0,
-            metrics=json.dumps({**server_metrics, "eval_examples": ev["examples"], **done.counts}),
-        )
+        base.status = RoundStatus.COMPLETED
+        base.eval_loss, base.eval_accuracy = ev["loss"], ev["accuracy"]
+        base.duration_s = time.perf_counter() - done.t0
+        base.metrics = {**server_metrics, "eval_examples": ev["examples"], **done.counts}
+        row = base.row()
         pending = ctx.pending
-        pending["rounds"].append(base)
+        pending["rounds"].append(row)
         pending["models"] = [
             model_row(r, new_state.params, self.trainer.spec, self.model_config, ev)
         ]
         if ev["accuracy"] is not None:
             keep_best(ckpt, r + 1, new_state.params, ev)
-        record = history_record(base, server_metrics, done.counts, ckpt.history)
+        record = history_record(row, server_metrics, done.counts, ckpt.history)
         pending[METRICS_KEY] = [
             {"step": r + 1, **{k: v for k, v in record.items() if isinstance(v, int | float)}}
         ]
@@ -382,6 +379,6 @@ class _Attempt:
     """An attempt with enough valid updates: its result, rounds row, counts, start time."""
 
     result: AttemptResult
-    base: dict[str, Any]
+    base: RoundRecord
     counts: dict[str, int]
     t0: float

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import replace
-from typing import Any
 
 from fedlake.core.state import ServerState
 from fedlake.core.task import ClientFailure, FailureReason
@@ -52,13 +51,6 @@ def record_round(
     entries = plan.round_entries(round_, reached, facts)
     ledger = (*state.privacy_ledger, *entries)
     return replace(state, privacy_ledger=ledger), plan.spent(ledger)
-
-
-def spend_columns(spent: PrivacySpent | None) -> dict[str, Any]:
-    """The rounds-table privacy columns (null without DP)."""
-    if spent is None:
-        return {"epsilon": None, "delta": None}
-    return {"epsilon": spent.epsilon, "delta": spent.delta}
 
 
 def budget_message(plan: PrivacyPlan, spent: PrivacySpent, round_: int) -> str:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
@@ -74,7 +75,64 @@ class ClientRecord:
         return out
 
 
-def round_row(
+@dataclass
+class RoundRecord:
+    """One attempt of a round, as the rounds table and the history keep it.
+
+    ``metrics`` are the round's server metrics, evaluation counts and executor counts
+    (JSON in the table); ``epsilon`` and ``delta`` the privacy spent so far (DP runs).
+    """
+
+    round: int  # 1-based
+    attempt: int
+    status: RoundStatus
+    cohort: list[str]
+    num_sampled: int
+    num_completed: int
+    num_dropped: int
+    num_failed: int
+    num_rejected: int
+    train_loss: float | None
+    bytes_up: int
+    bytes_down: int
+    upload_ratio: float | None
+    download_ratio: float
+    duration_s: float
+    eval_loss: float | None = None
+    eval_accuracy: float | None = None
+    metrics: dict[str, Any] = field(default_factory=dict)
+    epsilon: float | None = None
+    delta: float | None = None
+    created_at: datetime = field(default_factory=now)
+
+    def row(self) -> dict[str, Any]:
+        """The rounds-table row (and the history's record, before the round's extras)."""
+        return {
+            "round": self.round,
+            "attempt": self.attempt,
+            "status": self.status.value,
+            "cohort": json.dumps(self.cohort),
+            "num_sampled": self.num_sampled,
+            "num_completed": self.num_completed,
+            "num_dropped": self.num_dropped,
+            "num_failed": self.num_failed,
+            "num_rejected": self.num_rejected,
+            "train_loss": self.train_loss,
+            "eval_loss": self.eval_loss,
+            "eval_accuracy": self.eval_accuracy,
+            "bytes_up": self.bytes_up,
+            "bytes_down": self.bytes_down,
+            "upload_ratio": self.upload_ratio,
+            "download_ratio": self.download_ratio,
+            "duration_s": self.duration_s,
+            "metrics": json.dumps(self.metrics),
+            "epsilon": self.epsilon,
+            "delta": self.delta,
+            "created_at": self.created_at,
+        }
+
+
+def round_record(
     r: int,
     attempt: int,
     cohort: list[str],
@@ -83,8 +141,8 @@ def round_row(
     download: Download,
     *,
     extra_down: int = 0,
-) -> dict[str, Any]:
-    """The rounds-table row of attempt ``attempt`` of round ``r`` (0-based), before evaluation.
+) -> RoundRecord:
+    """The record of attempt ``attempt`` of round ``r`` (0-based), before evaluation.
 
     ``extra_down`` is what each client downloads besides the model (SCAFFOLD's control).
     """
@@ -99,29 +157,23 @@ def round_row(
     senders = sum(1 for rec in records if rec.bytes > 0)
     float32_up = 4 * download.received.size * senders  # what uncompressed FedAvg sends
     sent = len(download.payload) + extra_down
-    return {
-        "round": r + 1,
-        "attempt": attempt,
-        "status": RoundStatus.COMPLETED.value,
-        "cohort": json.dumps(cohort),
-        "num_sampled": len(cohort),
-        "num_completed": status.count(ClientStatus.ACCEPTED),
-        "num_dropped": status.count(ClientStatus.DROPPED),
-        "num_failed": status.count(ClientStatus.FAILED),
-        "num_rejected": status.count(ClientStatus.REJECTED),
-        "train_loss": float(weights @ losses / weights.sum()) if known else None,
-        "eval_loss": None,
-        "eval_accuracy": None,
-        "bytes_up": bytes_up,
-        "bytes_down": sent * sum(not rec.unavailable for rec in records),
-        "upload_ratio": float32_up / bytes_up if bytes_up else None,
-        "download_ratio": download.ratio * len(download.payload) / sent,
-        "duration_s": seconds,
-        "metrics": "{}",
-        "epsilon": None,  # privacy spent so far (DP runs), at ``delta``
-        "delta": None,
-        "created_at": now(),
-    }
+    return RoundRecord(
+        round=r + 1,
+        attempt=attempt,
+        status=RoundStatus.COMPLETED,
+        cohort=list(cohort),
+        num_sampled=len(cohort),
+        num_completed=status.count(ClientStatus.ACCEPTED),
+        num_dropped=status.count(ClientStatus.DROPPED),
+        num_failed=status.count(ClientStatus.FAILED),
+        num_rejected=status.count(ClientStatus.REJECTED),
+        train_loss=float(weights @ losses / weights.sum()) if known else None,
+        bytes_up=bytes_up,
+        bytes_down=sent * sum(not rec.unavailable for rec in records),
+        upload_ratio=float32_up / bytes_up if bytes_up else None,
+        download_ratio=download.ratio * len(download.payload) / sent,
+        duration_s=seconds,
+    )
 
 
 def client_rows(
@@ -140,13 +192,13 @@ def client_rows(
 
 
 def history_record(
-    base: dict[str, Any],
+    row: dict[str, Any],
     server_metrics: dict[str, float],
     counts: dict[str, int],
     history: list[dict[str, Any]],
 ) -> dict[str, Any]:
     """A completed round's history record, appended to ``history`` with the run's totals."""
-    record = {**base, **server_metrics, **counts}
+    record = {**row, **server_metrics, **counts}
     history.append(record)
     for key in ("bytes_up", "bytes_down"):  # the run so far, retried attempts included
         record[f"total_{key}"] = int(sum(h[key] for h in history))
