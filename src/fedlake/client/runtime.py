@@ -98,22 +98,9 @@ class ClientRuntime:
     # -- public ---------------------------------------------------------------------------
     def handle(self, task: ClientTask, client_id: str, variant: str | None = None) -> ClientOutcome:
         """Run ``client_id``'s round of ``task``: its reply, or a typed failure."""
-        try:
-            run = self._prepare(task, client_id, variant)
-            if isinstance(run, ClientFailure):
-                return run
-            ctx = run.ctx
-            fit = self.trainer.fit(
-                ctx.start_params,
-                ctx.dataset.x_train,
-                ctx.dataset.y_train,
-                config=ctx.config,
-                rng=ctx.rng,
-                grad_transform=corrected(ctx.local_step, ctx.correction),
-            )
-            return self._finish(run, fit)
-        except Exception as exc:  # a client's failure must never stop the round
-            return failure_of(client_id, exc)
+        failed: dict[str, ClientOutcome] = {}
+        run = self._try_prepare(task, client_id, variant, failed)
+        return failed[client_id] if run is None else self._alone(run)
 
     def handle_many(
         self,

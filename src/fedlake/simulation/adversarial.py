@@ -22,6 +22,7 @@ from fedlake.orchestration.interfaces import Executor
 from fedlake.orchestration.screening import in_cohort_order
 from fedlake.simulation.attacks.adversary import Adversary
 from fedlake.simulation.attacks.poisoning import MALICIOUS
+from fedlake.simulation.chain import map_inner
 
 __all__ = ["AdversarialExecutor"]
 
@@ -68,11 +69,7 @@ class AdversarialExecutor:
         own = dict(variants or {})
         if attack.poisons:
             own.update({cid: MALICIOUS for cid in chosen})
-        if own:
-            outcomes = self.inner.map_clients(task, cohort, variants=own)  # type: ignore[call-arg]
-        else:
-            outcomes = self.inner.map_clients(task, cohort)
-        results = list(in_cohort_order(outcomes, cohort))
+        results = list(in_cohort_order(map_inner(self.inner, task, cohort, own), cohort))
         offline = {
             r.client_id
             for r in results

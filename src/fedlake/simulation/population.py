@@ -19,6 +19,7 @@ from fedlake.core.rng import client_key, round_rng
 from fedlake.core.task import ClientFailure, ClientOutcome, ClientTask, FailureReason, Instructions
 from fedlake.orchestration.folding import Folded, FoldPlan
 from fedlake.orchestration.interfaces import Executor
+from fedlake.simulation.chain import map_inner
 
 __all__ = ["DROPOUT_RNG", "STRAGGLER_RNG", "Population", "PopulationExecutor"]
 
@@ -141,10 +142,7 @@ class PopulationExecutor:
         if not active:
             return
         own = {c: v for c, v in (variants or {}).items() if c not in dropped}
-        if own:
-            yield from self.inner.map_clients(task, active, variants=own)  # type: ignore[call-arg]
-        else:
-            yield from self.inner.map_clients(task, active)
+        yield from map_inner(self.inner, task, active, own)
 
     @property
     def folds(self) -> bool:
