@@ -49,7 +49,7 @@ def test_an_unsaved_round_never_reaches_history(tmp_path):
     class Boom(NullObserver):
         def round_started(self, *, round, attempt, cohort_size):
             if round == 4:
-                fed.min_updates = 5  # more than a cohort of 4 gives: round 4 is retried
+                fed.player.min_updates = 5  # more than a cohort of 4 gives: round 4 is retried
 
         def message(self, text):
             if "round 4" in text:

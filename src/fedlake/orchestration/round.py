@@ -1,170 +1,262 @@
-"""One attempt of a round: make the task, collect the replies through screening, aggregate.
+"""One round of the server: privacy budget, download, attempts until enough valid updates,
+the server step, evaluation and records.
 
-The server's side of a round, as data flows: the task carries the encoded model and the
-server plugins' extras; the executor answers with replies or typed failures, in any order;
-they are put in cohort order, screened (decoded, validated, recorded) and streamed into
-the aggregator. Stepping the server state with the aggregate is the pure
-:func:`fedlake.core.state.apply_server_step`.
+Per attempt: draw a cohort, send it the task (``attempt.run_attempt``: screening and the
+aggregator's fold), and retry with a fresh cohort while too few valid updates came back;
+then step the server state with the pure :func:`fedlake.core.state.apply_server_step`,
+evaluate, and hand the typed records to the checkpoint and the sinks.
 """
 
 from __future__ import annotations
 
-import contextlib
-import functools
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
 
-import numpy as np
-
-from fedlake.compression.messages import decode_reply
+from fedlake.client.masks import upload_mask
 from fedlake.core.algorithm import Algorithm
-from fedlake.core.state import (
-    Aggregated,
-    ServerState,
-    TooFewUpdatesError,
-    aggregate_updates,
-    finish_folds,
-)
-from fedlake.core.task import ClientFailure, ClientTask, Tag
-from fedlake.core.update import ClientUpdate
+from fedlake.core.params import frozen
+from fedlake.core.state import ServerState, apply_server_step, task_extras
+from fedlake.core.trainer import Trainer
+from fedlake.orchestration.attempt import AttemptResult, make_task, run_attempt
+from fedlake.orchestration.checkpoint import Checkpoint
 from fedlake.orchestration.events import RunObserver
-from fedlake.orchestration.folding import FoldPlan, merge_folded
-from fedlake.orchestration.interfaces import Executor, FoldingExecutor, RoundReporter
-from fedlake.orchestration.privacy import dp_facts
-from fedlake.orchestration.records import ClientRecord, ClientStatus
-from fedlake.orchestration.screening import in_cohort_order, screen
-from fedlake.orchestration.transport import Download
+from fedlake.orchestration.interfaces import Evaluator, Executor
+from fedlake.orchestration.outcome import keep_best
+from fedlake.orchestration.privacy import (
+    BUDGET_REASON,
+    budget_message,
+    budget_refusals,
+    record_round,
+    scrub,
+)
+from fedlake.orchestration.records import (
+    RoundRecord,
+    RoundStatus,
+    client_rows,
+    history_record,
+    model_row,
+    retry_message,
+    round_record,
+    straggler_counts,
+)
+from fedlake.orchestration.sampling import draw_cohort
+from fedlake.orchestration.screening import problems
+from fedlake.orchestration.sinks import METRICS_KEY, RunSinks
+from fedlake.orchestration.transport import Download, prepare_download
+from fedlake.privacy.plan import PrivacyPlan
 
-__all__ = ["AttemptResult", "make_task", "run_attempt"]
+__all__ = ["Commit", "RoundPlayer"]
+
+Commit = Callable[[Checkpoint, ServerState, dict[str, list[dict[str, Any]]], RunSinks], None]
 
 
 @dataclass
-class AttemptResult:
-    """What one attempt produced: every client's record and, when enough, the aggregate."""
+class RoundPlayer:
+    """Plays a federation's rounds (the Federation decides when to stop).
 
-    cohort: list[str]
-    records: list[ClientRecord]
-    aggregated: Aggregated | None
-    count: int  # valid updates
-    partial: list[str] = field(default_factory=list)  # accepted partial work (stragglers)
-    failures: list[ClientFailure] = field(default_factory=list)
-    executor_metrics: dict[str, int] = field(default_factory=dict)
-
-    def accepted(self) -> list[str]:
-        """The clients whose update the attempt accepted."""
-        return [rec.client_id for rec in self.records if rec.status is ClientStatus.ACCEPTED]
-
-
-def make_task(
-    *,
-    round_: int,
-    attempt: int,
-    seed: int,
-    download: Download,
-    extras: Mapping[str, bytes],
-    cohort: Sequence[str],
-    acks: Mapping[str, Tag],
-) -> ClientTask:
-    """The attempt's task: the encoded model, the plugins' extras, the cohort's acks."""
-    return ClientTask(
-        round=round_,
-        attempt=attempt,
-        seed=seed,
-        model=download.payload,
-        extras=dict(extras),
-        acks={c: acks[c] for c in cohort if c in acks},
-    )
-
-
-def run_attempt(
-    *,
-    algorithm: Algorithm,
-    executor: Executor,
-    state: ServerState,
-    task: ClientTask,
-    cohort: list[str],
-    sent: np.ndarray | None,
-    observer: RunObserver,
-    facts: dict[str, dict[str, float]],
-) -> AttemptResult:
-    """Send ``task`` to ``cohort``, screen what comes back and aggregate the valid updates.
-
-    ``sent`` marks the positions uploads carry; ``facts`` collects each update's DP-SGD
-    facts. Too few valid updates for the rule leaves ``aggregated`` None.
+    ``min_updates`` is the valid updates a round needs (the user's ``min_clients`` and the
+    aggregation rule's own minimum; 0 for Poisson-sampled DP rounds, which are always
+    released); ``commit`` checkpoints a round with its pending rows and writes them.
     """
-    records: list[ClientRecord] = []
-    result = AttemptResult(cohort, records, None, 0)
-    done = [0]
 
-    def tick() -> None:
-        done[0] += 1
-        observer.client_finished(round=task.round + 1, done=done[0], total=len(cohort))
+    algorithm: Algorithm
+    trainer: Trainer
+    client_ids: Sequence[str]
+    executor: Executor
+    seed: int
+    cohort_size: int
+    min_clients: int
+    min_updates: int
+    max_retries: int
+    evaluator: Evaluator | None
+    observer: RunObserver
+    privacy: PrivacyPlan | None
+    report_stragglers: bool
+    model_config: dict[str, Any]
+    run_name: str
+    commit: Commit
 
-    if isinstance(executor, FoldingExecutor) and executor.folds:
-        return _folded_attempt(algorithm, executor, state, task, sent, result, tick, facts)
+    def __post_init__(self) -> None:
+        self.kept_local = self.algorithm.kept_local(self.trainer.spec)
 
-    decode = functools.partial(
-        decode_reply, dim=state.dim, mask=sent, codec=algorithm.compression.upload
-    )
-    outcomes = in_cohort_order(executor.map_clients(task, cohort), cohort)
-    accepted = _partial_work(
-        dp_facts(
-            screen(
-                outcomes,
-                state.dim,
-                records,
-                decode,
-                on_result=tick,
-                required=algorithm.vectors,
-                failures=result.failures,
-            ),
-            facts,
-        ),
-        result.partial,
-    )
-    try:
-        result.aggregated = aggregate_updates(algorithm, state, accepted)
-        result.count = result.aggregated.num_updates
-    except TooFewUpdatesError:  # none, or fewer than the rule needs
-        result.count = sum(rec.status is ClientStatus.ACCEPTED for rec in records)
-    if isinstance(executor, RoundReporter):
-        result.executor_metrics = executor.round_metrics()
-    return result
+    def play(self, ckpt: Checkpoint, sinks: RunSinks) -> tuple[str | None, float | None]:
+        """Play the next round: ``(why the run stops, or None; the global model's accuracy)``.
 
+        Every attempt, retry and completed round is recorded and checkpointed on the way.
+        """
+        state = ckpt.state
+        r = state.round
+        if self.privacy is not None:
+            over = self.privacy.over_budget(self.privacy.projected(state.privacy_ledger, r + 1))
+            if over is not None:
+                self.observer.message(budget_message(self.privacy, over, r + 1))
+                return BUDGET_REASON, None
+        state, download = prepare_download(self.algorithm.compression, state, self.seed)
+        ctx = _RoundScope(r, download, task_extras(self.algorithm, state))
+        for attempt in range(self.max_retries + 1):
+            done = self._attempt(ckpt, state, ctx, attempt)
+            if done is not None:
+                return None, self._complete(ckpt, state, ctx, done, sinks)
+        # DP-SGD clients refuse rounds past their own budget: that is why it stopped
+        assert ctx.last is not None
+        reason = BUDGET_REASON if budget_refusals(ctx.last.failures) else "insufficient_updates"
+        if self.privacy is not None and self.privacy.per_client:  # sent, so charged
+            state, _ = record_round(self.privacy, state, r + 1, ctx.reached, ctx.facts)
+        ctx.pending["audit"] = [
+            sinks.audit_row("run.stop", self.run_name, {"round": r + 1, "reason": reason})
+        ]
+        self.commit(ckpt, state, ctx.pending, sinks)
+        return reason, None
 
-def _folded_attempt(
-    algorithm: Algorithm,
-    executor: FoldingExecutor,
-    state: ServerState,
-    task: ClientTask,
-    sent: np.ndarray | None,
-    result: AttemptResult,
-    tick: Callable[[], None],
-    facts: dict[str, dict[str, float]],
-) -> AttemptResult:
-    """The attempt with the executor screening and folding replies where clients run."""
-    plan = FoldPlan(state.dim, sent, state.aggregator_state)
-    parts = executor.fold_clients(task, result.cohort, plan)
-    total = merge_folded(parts, algorithm, plan, result.cohort)
-    for _ in total.records:
-        tick()
-    result.records.extend(total.records)
-    result.failures.extend(total.failures)
-    result.partial.extend(total.partial)
-    facts.update(total.facts)
-    result.count = total.count
-    with contextlib.suppress(TooFewUpdatesError):  # too few: no aggregate, maybe a retry
-        result.aggregated = finish_folds(
-            algorithm, state, total.accumulators, total.count, total.weight
+    def _attempt(
+        self, ckpt: Checkpoint, state: ServerState, ctx: _RoundScope, attempt: int
+    ) -> _Attempt | None:
+        """One attempt of the round; the attempt when it has enough valid updates, else None."""
+        t0 = time.perf_counter()
+        r, privacy = ctx.round, self.privacy
+        cohort = draw_cohort(
+            self.client_ids,
+            size=self.cohort_size,
+            seed=self.seed,
+            round_=r,
+            attempt=attempt,
+            poisson_rate=privacy.rate if privacy is not None and privacy.poisson_clients else None,
+            secure=bool(privacy and privacy.secure_noise),
         )
-    if isinstance(executor, RoundReporter):
-        result.executor_metrics = executor.round_metrics()
-    return result
+        self.observer.round_started(round=r + 1, attempt=attempt, cohort_size=len(cohort))
+        task = make_task(
+            round_=r, attempt=attempt, seed=self.seed, download=ctx.download,
+            extras=ctx.extras, cohort=cohort, acks=ckpt.acks,
+        )  # fmt: skip
+        res = ctx.last = run_attempt(
+            algorithm=self.algorithm, executor=self.executor, state=state, task=task,
+            cohort=cohort, sent=ctx.sent(self.kept_local), observer=self.observer,
+            facts=ctx.facts,
+        )  # fmt: skip
+        if privacy is not None:
+            scrub(res.records)
+            ctx.reached.append(
+                [rec.client_id for rec in res.records if rec.status in ("accepted", "rejected")]
+            )
+        used = res.count >= self.min_updates and res.aggregated is not None
+        if used and self.algorithm.needs_acks:  # their kept state now counts on the clients
+            for cid in res.accepted():
+                ckpt.acks[cid] = (r, attempt)
+        base = round_record(
+            r, attempt, cohort, res.records, time.perf_counter() - t0, ctx.download,
+            extra_down=ctx.extra_down,
+        )  # fmt: skip
+        counts: dict[str, int] = dict(res.executor_metrics)  # simulated attackers
+        if self.report_stragglers:  # partial work kept, and stragglers dropped
+            counts.update(straggler_counts(res.records, res.partial))
+        trouble = problems(res.records)
+        if trouble is not None:
+            self.observer.message(f"round {r + 1}: {trouble}")
+        down = len(ctx.download.payload) + ctx.extra_down
+        ctx.pending["client_updates"].extend(client_rows(res.records, r, attempt, down))
+        if used:
+            return _Attempt(res, base, counts, t0)
+        last = attempt == self.max_retries
+        base.status = RoundStatus.FAILED if last else RoundStatus.RETRY
+        ctx.pending["rounds"].append(base.row())
+        ckpt.history.append(base.row())  # its traffic and time count too
+        self.observer.message(
+            retry_message(
+                r, attempt, res.count, self.min_clients, self.algorithm.aggregator, last=last
+            )
+        )
+        return None
+
+    def _complete(
+        self,
+        ckpt: Checkpoint,
+        state: ServerState,
+        ctx: _RoundScope,
+        done: _Attempt,
+        sinks: RunSinks,
+    ) -> float | None:
+        """Step the server state with the round's aggregate, evaluate, record, checkpoint;
+        the global model's accuracy."""
+        r, res, base = ctx.round, done.result, done.base
+        aggregated = res.aggregated
+        assert aggregated is not None
+        new_state, server_metrics = apply_server_step(
+            self.algorithm,
+            state,
+            aggregated.vectors,
+            aggregated.aggregator_state,
+            participation=res.count / len(self.client_ids),
+        )
+        if hasattr(aggregated.aggregator_state, "metrics"):  # DP-FedAvg's adaptive clip norm
+            server_metrics.update(aggregated.aggregator_state.metrics())
+        if self.privacy is not None:
+            new_state, spent = record_round(self.privacy, new_state, r + 1, ctx.reached, ctx.facts)
+            base.epsilon, base.delta = spent.epsilon, spent.delta
+            server_metrics["noise_multiplier"] = self.privacy.noise_multiplier
+        mask = ctx.download.mask
+        if mask is not None:  # pruned stays pruned, whatever the server optimiser does
+            new_state = replace(new_state, params=frozen(new_state.params * mask))
+        ev = self._evaluate(new_state, server_metrics)
+        base.status = RoundStatus.COMPLETED
+        base.eval_loss, base.eval_accuracy = ev["loss"], ev["accuracy"]
+        base.duration_s = time.perf_counter() - done.t0
+        base.metrics = {**server_metrics, "eval_examples": ev["examples"], **done.counts}
+        row = base.row()
+        pending = ctx.pending
+        pending["rounds"].append(row)
+        pending["models"] = [
+            model_row(r, new_state.params, self.trainer.spec, self.model_config, ev)
+        ]
+        if ev["accuracy"] is not None:
+            keep_best(ckpt, r + 1, new_state.params, ev)
+        record = history_record(row, server_metrics, done.counts, ckpt.history)
+        pending[METRICS_KEY] = [
+            {"step": r + 1, **{k: v for k, v in record.items() if isinstance(v, int | float)}}
+        ]
+        self.commit(ckpt, new_state, pending, sinks)
+        self.observer.round_finished(record)
+        return ev["accuracy"]
+
+    def _evaluate(self, state: ServerState, server_metrics: dict[str, float]) -> dict[str, Any]:
+        """The global model's evaluation after a round (its extra metrics join the round's)."""
+        if self.evaluator is None:
+            return {"loss": None, "accuracy": None, "examples": None}
+        ev, more = self.evaluator.evaluate(state.params, state.round - 1)
+        server_metrics.update(more)
+        return ev
 
 
-def _partial_work(updates: Iterable[ClientUpdate], into: list[str]) -> Iterator[ClientUpdate]:
-    """Pass ``updates`` through, noting the clients that sent partial work (stragglers kept)."""
-    for u in updates:
-        if "work_fraction" in u.metrics:
-            into.append(u.client_id)
-        yield u
+@dataclass
+class _RoundScope:
+    """What a round's attempts share: its download, extras, DP facts and pending rows."""
+
+    round: int
+    download: Download
+    extras: dict[str, bytes]
+    facts: dict[str, dict[str, float]] = field(default_factory=dict)
+    reached: list[list[str]] = field(default_factory=list)  # per attempt: whose update came
+    pending: dict[str, list[dict[str, Any]]] = field(
+        default_factory=lambda: {"rounds": [], "client_updates": []}
+    )
+    last: AttemptResult | None = None
+
+    @property
+    def extra_down(self) -> int:
+        """Bytes each client downloads besides the model (SCAFFOLD's control)."""
+        return sum(len(v) for v in self.extras.values())
+
+    def sent(self, kept_local: Any) -> Any:
+        """The positions uploads carry: surviving the pruning, and not kept on the clients."""
+        return upload_mask(self.download.mask, kept_local)
+
+
+@dataclass
+class _Attempt:
+    """An attempt with enough valid updates: its result, rounds row, counts, start time."""
+
+    result: AttemptResult
+    base: RoundRecord
+    counts: dict[str, int]
+    t0: float
