@@ -5,9 +5,12 @@ from __future__ import annotations
 import typer
 
 from fedlake.cli.attack_eval import attack_eval
+from fedlake.cli.certs import certs
+from fedlake.cli.client import client
 from fedlake.cli.privacy import privacy
 from fedlake.cli.report import report
 from fedlake.cli.run import run
+from fedlake.cli.server import server
 
 app = typer.Typer(
     name="fedlake",
@@ -20,6 +23,9 @@ app.command("run")(run)
 app.command("report")(report)
 app.command("attack-eval")(attack_eval)
 app.command("privacy")(privacy)
+app.command("certs")(certs)
+app.command("server")(server)
+app.command("client")(client)
 
 
 def main() -> None:

@@ -56,8 +56,30 @@ class SklearnData(Section):
     test_fraction: float = Field(0.2, gt=0, lt=1)
 
 
+class RemoteData(Section):
+    """Clients bring their own data (``fedlake server``): the server knows only its shape.
+
+    The column names travel to the clients as hints for reading their tables.
+    """
+
+    scenario: Literal["remote"]
+    input_shape: tuple[int, ...] = Field(..., min_length=1)
+    num_classes: int = Field(..., ge=2)
+    label_column: str = "label"
+    client_column: str = "client_id"
+    feature_columns: tuple[str, ...] | None = None
+    test_fraction: float = Field(0.2, gt=0, lt=1)
+
+    @model_validator(mode="after")
+    def _positive_shape(self) -> RemoteData:
+        if any(s < 1 for s in self.input_shape):
+            raise ValueError(f"input_shape must be positive sizes, got {list(self.input_shape)}")
+        return self
+
+
 DataConfig = Annotated[
-    ActivityData | SyntheticData | SklearnData | TableData, Field(discriminator="scenario")
+    ActivityData | SyntheticData | SklearnData | TableData | RemoteData,
+    Field(discriminator="scenario"),
 ]
 
 
@@ -199,6 +221,18 @@ class FederationConfig(Section):
         return self
 
 
+class DeploymentConfig(Section):
+    """``fedlake server``: how long a round waits, and what one server accepts."""
+
+    round_timeout_s: float = Field(300.0, gt=0, allow_inf_nan=False)
+    long_poll_s: float = Field(25.0, gt=0, le=60)
+    heartbeat_s: float = Field(5.0, gt=0)
+    max_body_mb: float = Field(512.0, gt=0)
+    requests_per_s: float = Field(50.0, gt=0)
+    max_waiting: int = Field(10_000, ge=1)
+    linger_s: float = Field(10.0, ge=0)  # after the run: time for clients to hear it ended
+
+
 class ExecutorConfig(Section):
     """Where clients run."""
 
@@ -235,6 +269,7 @@ class RunConfig(Section):
     algorithm: AlgorithmConfig = Field(default_factory=AlgorithmConfig)
     federation: FederationConfig = Field(default_factory=FederationConfig)
     executor: ExecutorConfig = Field(default_factory=ExecutorConfig)
+    deployment: DeploymentConfig = Field(default_factory=DeploymentConfig)
     compression: CompressionConfig = Field(default_factory=CompressionConfig)
     lakehouse: LakehouseConfig = Field(default_factory=LakehouseConfig)
     attack: AttackConfig | None = None

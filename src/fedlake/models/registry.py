@@ -15,7 +15,7 @@ import numpy as np
 from fedlake.client.logreg import LogRegTrainer
 from fedlake.core.trainer import Trainer
 
-__all__ = ["MODEL_KINDS", "build_trainer"]
+__all__ = ["MODEL_KINDS", "build_trainer", "trainer_from_config"]
 
 MODEL_KINDS = ("logreg", "mlp", "cnn1d")
 
@@ -124,3 +124,15 @@ def _torch_trainer(
     )
     _ = trainer.spec  # build the module once here, so bad options fail now and not in a worker
     return trainer
+
+
+def trainer_from_config(config: dict[str, Any]) -> Trainer:
+    """A trainer from a stored model config (the run's ``model_config``: JSON lists for
+    tuples; its feature pipeline, if any, is the data's business and is ignored here)."""
+    from fedlake.data.preprocess.pipeline import MODEL_CONFIG_KEY
+
+    opts = {k: v for k, v in config.items() if k != MODEL_CONFIG_KEY}
+    for key in ("hidden", "channels", "input_shape"):
+        if key in opts and opts[key] is not None:
+            opts[key] = tuple(opts[key])
+    return build_trainer(**opts)

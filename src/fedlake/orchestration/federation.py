@@ -9,7 +9,7 @@ resume with it. The server never holds a client's state: executors and their cli
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -54,6 +54,9 @@ class Federation:
         snapshots: components saved with every checkpoint and restored on resume (the
             simulator's client stores).
         report_stragglers: add straggler counts to every round's metrics.
+        run_id: the id of a fresh run (None: a random one); a resumed run keeps its own.
+        audit_feeds: functions giving audit rows to write with each checkpoint (a
+            server's joins, submissions and refusals).
     """
 
     algorithm: Algorithm
@@ -75,6 +78,8 @@ class Federation:
     privacy: PrivacyPlan | None = None
     snapshots: Sequence[Snapshotable] = ()
     report_stragglers: bool = False
+    run_id: str | None = None
+    audit_feeds: Sequence[Callable[[], list[dict[str, Any]]]] = ()
 
     def __post_init__(self) -> None:
         if self.rounds < 1:
@@ -112,7 +117,8 @@ class Federation:
         if ckpt is None:
             params = self.trainer.init_params(self.seed)
             state = init_server_state(self.algorithm, params, seed=self.seed)
-            ckpt = Checkpoint(state=state, history=[], run_id=uuid.uuid4().hex[:12])
+            run_id = self.run_id or uuid.uuid4().hex[:12]
+            ckpt = Checkpoint(state=state, history=[], run_id=run_id)
         self._restore(ckpt)
         self.player = player = self._player()  # with the observer and executor as they are now
         sinks = open_sinks(self.sinks, ckpt, self.run_dir.name, self.run_params, resume=resume)
@@ -184,6 +190,9 @@ class Federation:
         sinks: RunSinks,
     ) -> None:
         ckpt.components = {s.name: s.snapshot() for s in self.snapshots}
+        fed = [row for feed in self.audit_feeds for row in feed()]
+        if fed:
+            pending = {**pending, "audit": [*pending.get("audit", []), *fed]}
         commit(ckpt, state, pending, sinks, self.run_dir)
 
     def _restore(self, ckpt: Checkpoint) -> None:

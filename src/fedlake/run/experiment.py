@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -112,13 +113,18 @@ def run_experiment(
     resume: bool = False,
     observer: RunObserver | None = None,
     stop_after: int | None = None,
+    build: Callable[..., Experiment] = build_experiment,
 ) -> RunOutcome:
-    """Run ``cfg`` end to end; writes history, report plot, tables and the registered model."""
+    """Run ``cfg`` end to end; writes history, report plot, tables and the registered model.
+
+    ``build(cfg, observer=, run_dir=)`` makes the experiment: a simulated federation by
+    default, a served one for ``fedlake server``.
+    """
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     os.environ.setdefault("DO_NOT_TRACK", "true")
     observer = observer or NullObserver()
     # config errors: nothing touched yet
-    experiment = build_experiment(cfg, observer=observer, run_dir=run_dir_of(cfg))
+    experiment = build(cfg, observer=observer, run_dir=run_dir_of(cfg))
     federation = experiment.federation
     run_dir, archived = prepare_run_dir(cfg, resume=resume)
     sinks, lake_root = make_sinks(cfg, run_dir)
@@ -133,8 +139,10 @@ def run_experiment(
 
             report = plot_rounds(result.history, run_dir / REPORT_FILE, title=cfg.name)
         # under DP the last model, not the best by (un-noised) evaluation on the
-        # clients' own test splits: picking by it would be an unaccounted release
-        chosen = result.state.params if federation.privacy else result.best_params
+        # clients' own test splits: picking by it would be an unaccounted release; with
+        # no evaluation (a served federation) the last model too
+        last_model = federation.privacy is not None or federation.evaluator is None
+        chosen = result.state.params if last_model and result.state.round else result.best_params
         finished = chosen is not None and result.stop_reason != "paused"
         if finished and cfg.federation.pooled_baseline:
             observer.message("pooled baseline: training the same model on all clients' rows")

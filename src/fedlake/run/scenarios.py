@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 from fedlake.config import (
     ActivityData,
     ModelConfig,
+    RemoteData,
     RunConfig,
     SklearnData,
     SyntheticData,
@@ -41,6 +42,11 @@ def build_data(cfg: RunConfig) -> Scenario:
     d = cfg.data
     data: ClientData
     pipeline = None
+    if isinstance(d, RemoteData):
+        raise ValueError(
+            "scenario 'remote' has no data here: its clients bring their own; serve it with "
+            "`fedlake server --config ...` (simulate with a scenario that has data)"
+        )
     if isinstance(d, ActivityData):
         from fedlake.data.activity import ACTIVITIES, ActivityPopulation
 
@@ -142,10 +148,6 @@ def model_config(model: ModelConfig, scenario: Scenario) -> dict[str, Any]:
 
 def build_trainer(config: dict[str, Any]) -> Trainer:
     """A trainer from a model config made by :func:`model_config`."""
-    from fedlake.models.registry import build_trainer as build
+    from fedlake.models.registry import trainer_from_config
 
-    opts = {k: v for k, v in config.items() if k != MODEL_CONFIG_KEY}
-    for key in ("hidden", "channels"):
-        if key in opts:
-            opts[key] = tuple(opts[key])
-    return build(**opts)
+    return trainer_from_config(config)

@@ -1,0 +1,251 @@
+"""The data owner's side: a client that joins a federation over HTTPS and trains when sampled.
+
+It only opens outgoing connections. It long-polls the server for a task (the server
+answers the moment one is published), downloads its task frame, runs
+:class:`~fedlake.client.runtime.ClientRuntime` on its own data with its own folder store,
+and uploads the reply, retrying with exponential backoff and jitter (a resent reply is
+recognised by its digest and counted once). A heartbeat runs while it trains. Killed and
+restarted, it continues from its store; when the server is unreachable it waits and
+reconnects on its own.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import ssl
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode, urlsplit
+
+from fedlake.algorithms.spec import RecipeSpec, build_algorithm
+from fedlake.backends.remote.auth import Credential
+from fedlake.backends.remote.wire import FrameError, reply_to_bytes, task_from_bytes
+from fedlake.client.folder_store import FolderStateStore
+from fedlake.client.runtime import ClientRuntime
+from fedlake.core.extras import require
+from fedlake.core.task import ClientFailure, ClientReply
+from fedlake.data.base import ClientData
+from fedlake.models.registry import trainer_from_config
+
+__all__ = ["RemoteClient", "ServerError"]
+
+RETRYABLE = {408, 425, 429, 500, 502, 503, 504}
+
+
+class ServerError(RuntimeError):
+    """The server refused a request for good (4xx other than a retry): what it said."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(f"server answered {status}: {reason}")
+        self.status, self.reason = status, reason
+
+
+@dataclass
+class Backoff:
+    """Exponential backoff with full jitter: base * 2^n, capped, times a uniform draw."""
+
+    base_s: float = 0.5
+    cap_s: float = 30.0
+    tries: int = 0
+
+    def wait(self) -> float:
+        """The next pause, in seconds."""
+        span = min(self.cap_s, self.base_s * 2**self.tries)
+        self.tries += 1
+        return random.uniform(0.0, span)
+
+    def reset(self) -> None:
+        """Back to the shortest pause."""
+        self.tries = 0
+
+
+class RemoteClient:
+    """One client of a federation served at ``server`` (``https://host:port``).
+
+    Args:
+        server: the server's base URL (``http://`` only for a loopback ``--insecure`` one).
+        credential: this client's signing key (and the CA that signed the server's cert).
+        data: this client's data (its own rows; ``data.load(credential.client_id)``), or a
+            function of the federation's data hints that opens it.
+        state_dir: where the client keeps its state between rounds (created if needed).
+        ca_file: the CA to trust instead of the credential's (None: the credential's).
+        log: where progress lines go.
+    """
+
+    def __init__(
+        self,
+        server: str,
+        credential: Credential,
+        data: ClientData | Callable[[dict[str, Any]], ClientData],
+        *,
+        state_dir: str | Path,
+        ca_file: str | Path | None = None,
+        long_poll_s: float = 25.0,
+        heartbeat_s: float = 5.0,
+        max_wait_s: float | None = None,
+        log: Callable[[str], None] = print,
+    ) -> None:
+        httpx = require("httpx", extra="client", purpose="a networked fedlake client")
+        self.server = server.rstrip("/")
+        self.credential = credential
+        self.data = data
+        self.store = FolderStateStore(state_dir)
+        self.long_poll_s = long_poll_s
+        self.heartbeat_s = heartbeat_s
+        self.max_wait_s = max_wait_s
+        self.log = log
+        self.client_id = credential.client_id
+        verify: Any = True
+        if urlsplit(self.server).scheme == "https":
+            verify = _ssl_context(ca_file, credential.ca_pem)
+        self.http = httpx.Client(verify=verify, timeout=httpx.Timeout(30.0, read=60.0))
+        self._httpx = httpx
+
+    # -- requests ---------------------------------------------------------------------------
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: dict[str, Any] | None = None,
+        body: bytes = b"",
+        timeout: float | None = None,
+        retry: bool = True,
+        ok: tuple[int, ...] = (200,),
+    ) -> Any:
+        """A signed request, retried (backoff with jitter) on network errors and 429/5xx."""
+        query = urlencode(params or {})
+        url = self.server + path + (f"?{query}" if query else "")
+        backoff = Backoff()
+        started = time.monotonic()
+        while True:
+            headers = self.credential.headers(method, path, query, body)
+            if body:
+                headers["content-type"] = "application/octet-stream"
+            try:
+                response = self.http.request(
+                    method, url, content=body or None, headers=headers, timeout=timeout
+                )
+            except self._httpx.TransportError as exc:
+                response, problem = None, f"{type(exc).__name__}: {exc}"
+            else:
+                problem = f"HTTP {response.status_code}"
+            if response is not None and (response.status_code in ok or not retry):
+                return response
+            if response is not None and response.status_code not in RETRYABLE:
+                raise ServerError(response.status_code, _reason(response))
+            waited = time.monotonic() - started
+            if self.max_wait_s is not None and waited > self.max_wait_s:
+                raise ConnectionError(f"{method} {path}: {problem} for {waited:.0f} s; giving up")
+            pause = backoff.wait()
+            if response is not None and response.headers.get("retry-after", "").isdigit():
+                pause = max(pause, float(response.headers["retry-after"]))
+            self.log(f"{method} {path}: {problem}; retrying in {pause:.1f} s")
+            time.sleep(pause)
+
+    # -- the loop ---------------------------------------------------------------------------
+    def run(self) -> str:
+        """Answer the federation's tasks until it finishes; the reason it finished."""
+        info = self.request("GET", "/v1/federation").json()
+        self.run_id = info["run"]
+        trainer = trainer_from_config(info["model_config"])
+        algorithm = build_algorithm(RecipeSpec.from_json(json.dumps(info["spec"])))
+        data = self.data(info.get("data", {})) if callable(self.data) else self.data
+        runtime = ClientRuntime(data, trainer, algorithm, self.store)
+        self.log(f"{self.client_id}: joined run {self.run_id} ({info.get('name', '')})")
+        while True:
+            response = self.request(
+                "GET",
+                "/v1/task",
+                params={"wait": self.long_poll_s},
+                timeout=self.long_poll_s + 30,
+                ok=(200, 204, 410),
+            )
+            if response.status_code == 410:
+                reason = response.json().get("finished", "finished")
+                self.log(f"{self.client_id}: the federation finished ({reason})")
+                return str(reason)
+            if response.status_code == 204:
+                continue
+            self._answer(runtime, response.json())
+
+    def _answer(self, runtime: ClientRuntime, offer: dict[str, Any]) -> None:
+        """Fetch the offered task, train, and send the reply (or the failure)."""
+        r, a = int(offer["round"]), int(offer["attempt"])
+        base = f"/v1/rounds/{r}/attempts/{a}"
+        try:
+            frame = self.request("GET", base + "/task").content
+            task, client, run = task_from_bytes(frame)
+            if hashlib.sha256(task.model).hexdigest() != offer["model_sha256"]:
+                raise FrameError("the model's checksum does not match the offer's")
+        except (FrameError, ServerError) as exc:
+            self.log(f"{self.client_id}: round {r}: task not received: {exc}")
+            return
+        if client != self.client_id or run != self.run_id:
+            self.log(f"{self.client_id}: round {r}: a task for {client!r} of run {run!r}: ignored")
+            return
+        self.log(f"{self.client_id}: round {r} attempt {a}: training")
+        with _Heartbeat(self, self.heartbeat_s):
+            outcome = runtime.handle(task, client)
+        try:
+            if isinstance(outcome, ClientReply):
+                body = reply_to_bytes(outcome, round_=task.round, attempt=a, run_id=run)
+                answer = self.request("PUT", base + "/reply", body=body).json()
+                self.log(f"{self.client_id}: round {r}: reply {answer.get('status')}")
+            else:
+                assert isinstance(outcome, ClientFailure)
+                doc = {"reason": outcome.reason.value, "message": outcome.message}
+                self.request("POST", base + "/failure", body=json.dumps(doc).encode())
+                self.log(f"{self.client_id}: round {r}: {outcome.status}: {outcome.message}")
+        except ServerError as exc:  # the attempt closed meanwhile, or a refusal: go on
+            self.log(f"{self.client_id}: round {r}: not taken: {exc.reason}")
+
+    def close(self) -> None:
+        """Close the connections."""
+        self.http.close()
+
+
+class _Heartbeat:
+    """Posts a heartbeat every ``every_s`` seconds while the client trains."""
+
+    def __init__(self, client: RemoteClient, every_s: float) -> None:
+        self.client, self.every_s = client, every_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, daemon=True)
+
+    def __enter__(self) -> _Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.every_s):
+            try:
+                self.client.request("POST", "/v1/heartbeat", body=b"{}", retry=False)
+            except Exception:  # a missed heartbeat is harmless; the reply matters
+                continue
+
+
+def _reason(response: Any) -> str:
+    try:
+        return str(response.json().get("error", response.text))
+    except (ValueError, AttributeError):
+        return response.text[:500]
+
+
+def _ssl_context(ca_file: str | Path | None, ca_pem: bytes | None) -> ssl.SSLContext:
+    """Trust ``ca_file``, or the CA the credential carries, or the system's."""
+    if ca_file is not None:
+        return ssl.create_default_context(cafile=str(ca_file))
+    if ca_pem:
+        return ssl.create_default_context(cadata=ca_pem.decode())
+    return ssl.create_default_context()

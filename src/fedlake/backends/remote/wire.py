@@ -1,0 +1,203 @@
+"""Tasks and replies as bytes: one self-describing frame each, never pickle, never JSON floats.
+
+A frame is ``magic (4) | version (u8) | header length (u32 LE) | header | sections``: the
+header is UTF-8 JSON (scalars, strings and the sections' names and lengths, at most
+64 KiB), the sections are raw bytes one after another (the encoded model, its extras, the
+upload payloads), so a 100 MB model travels as one unbroken section and is never copied
+into JSON. :func:`task_parts` returns the pieces of a task's frame without joining them,
+so the server streams one shared model to every client with no copy per client. Every
+decoder checks every length, name and type and raises :class:`FrameError` (a
+``CodecError``) saying what is wrong.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import struct
+from collections.abc import Mapping
+from typing import Any
+
+from fedlake.core.codec import CodecError
+from fedlake.core.task import ClientReply, ClientTask, Instructions
+
+__all__ = [
+    "REPLY_MAGIC",
+    "TASK_MAGIC",
+    "FrameError",
+    "reply_from_bytes",
+    "reply_to_bytes",
+    "task_from_bytes",
+    "task_parts",
+]
+
+TASK_MAGIC, REPLY_MAGIC = b"FLTK", b"FLRP"
+VERSION = 1
+PREFIX = struct.Struct("<4sBI")
+MAX_HEADER = 64 * 1024
+MAX_SECTIONS = 64
+NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+MODEL = "model"
+
+
+class FrameError(CodecError):
+    """A task or reply frame that cannot be read (truncated, corrupt, another version)."""
+
+
+def _frame(magic: bytes, header: dict[str, Any], sections: list[tuple[str, bytes]]) -> list[Any]:
+    header = {**header, "sections": [[name, len(data)] for name, data in sections]}
+    text = json.dumps(header, separators=(",", ":"), allow_nan=False).encode()
+    if len(text) > MAX_HEADER:
+        raise ValueError(f"frame header of {len(text)} bytes exceeds {MAX_HEADER}")
+    return [PREFIX.pack(magic, VERSION, len(text)), text, *(memoryview(d) for _, d in sections)]
+
+
+def _parse(
+    data: bytes | bytearray | memoryview, magic: bytes
+) -> tuple[dict[str, Any], dict[str, memoryview]]:
+    view = memoryview(data)
+    kind = "task" if magic == TASK_MAGIC else "reply"
+    if len(view) < PREFIX.size:
+        raise FrameError(f"{kind} frame of {len(view)} bytes is shorter than its prefix")
+    got, version, size = PREFIX.unpack_from(view)
+    if got != magic:
+        raise FrameError(f"not a fedlake {kind} frame (magic {bytes(got)!r})")
+    if version != VERSION:
+        raise FrameError(f"{kind} frame of version {version}; this fedlake reads {VERSION}")
+    if size > MAX_HEADER or PREFIX.size + size > len(view):
+        raise FrameError(f"{kind} frame header of {size} bytes does not fit the frame")
+    try:
+        header = json.loads(bytes(view[PREFIX.size : PREFIX.size + size]))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise FrameError(f"{kind} frame header is not JSON: {exc}") from None
+    if not isinstance(header, dict):
+        raise FrameError(f"{kind} frame header must be an object")
+    listed = header.pop("sections", None)
+    if not isinstance(listed, list) or len(listed) > MAX_SECTIONS:
+        raise FrameError(f"{kind} frame must list at most {MAX_SECTIONS} sections")
+    sections: dict[str, memoryview] = {}
+    pos = PREFIX.size + size
+    for entry in listed:
+        ok = isinstance(entry, list) and len(entry) == 2
+        name, length = entry if ok else (None, None)
+        if not (isinstance(name, str) and NAME.match(name) and _count(length)):
+            raise FrameError(f"{kind} frame has a malformed section entry {entry!r}")
+        if name in sections:
+            raise FrameError(f"{kind} frame has section {name!r} twice")
+        if pos + length > len(view):
+            raise FrameError(f"{kind} frame is cut short inside section {name!r}")
+        sections[name] = view[pos : pos + length]
+        pos += length
+    if pos != len(view):
+        raise FrameError(f"{kind} frame has {len(view) - pos} bytes after its last section")
+    return header, sections
+
+
+def _count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _int(header: Mapping[str, Any], key: str, kind: str) -> int:
+    value = header.get(key)
+    if not _count(value):
+        raise FrameError(f"{kind} frame field {key!r} must be an integer >= 0, got {value!r}")
+    return int(value)
+
+
+def task_parts(task: ClientTask, client_id: str, run_id: str) -> list[Any]:
+    """The frame of ``task`` for ``client_id`` as pieces (bytes and memoryviews) to send.
+
+    It carries only that client's instructions and acknowledgement.
+    """
+    work = task.instructions.get(client_id)
+    ack = task.acks.get(client_id)
+    header = {
+        "run": run_id,
+        "client": client_id,
+        "round": task.round,
+        "attempt": task.attempt,
+        "seed": task.seed,
+        "instructions": None
+        if work is None
+        else {"fraction": work.fraction, "max_steps": work.max_steps, "drop": work.drop_partial},
+        "ack": None if ack is None else list(ack),
+    }
+    extras = sorted(task.extras.items())
+    return _frame(TASK_MAGIC, header, [(MODEL, task.model), *((f"x_{k}", v) for k, v in extras)])
+
+
+def task_from_bytes(data: bytes | bytearray | memoryview) -> tuple[ClientTask, str, str]:
+    """``(task, client_id, run_id)`` of a task frame."""
+    header, sections = _parse(data, TASK_MAGIC)
+    if MODEL not in sections:
+        raise FrameError("task frame has no model section")
+    client, run = header.get("client"), header.get("run")
+    if not (isinstance(client, str) and client and isinstance(run, str)):
+        raise FrameError("task frame must name its client and run")
+    instructions: dict[str, Instructions] = {}
+    work = header.get("instructions")
+    if work is not None:
+        try:
+            instructions[client] = Instructions(
+                fraction=float(work["fraction"]),
+                max_steps=None if work["max_steps"] is None else int(work["max_steps"]),
+                drop_partial=bool(work["drop"]),
+            )
+        except (TypeError, KeyError, ValueError) as exc:
+            raise FrameError(f"task frame has malformed instructions: {exc}") from None
+    acks = {}
+    ack = header.get("ack")
+    if ack is not None:
+        if not (isinstance(ack, list) and len(ack) == 2 and all(_count(v) for v in ack)):
+            raise FrameError(f"task frame has a malformed ack {ack!r}")
+        acks[client] = (int(ack[0]), int(ack[1]))
+    extras = {k[2:]: bytes(v) for k, v in sections.items() if k.startswith("x_")}
+    task = ClientTask(
+        round=_int(header, "round", "task"),
+        attempt=_int(header, "attempt", "task"),
+        seed=_int(header, "seed", "task"),
+        model=bytes(sections[MODEL]),
+        extras=extras,
+        instructions=instructions,
+        acks=acks,
+    )
+    return task, client, run
+
+
+def reply_to_bytes(reply: ClientReply, *, round_: int, attempt: int, run_id: str) -> bytes:
+    """The frame of ``reply`` to attempt ``attempt`` of round ``round_`` of run ``run_id``."""
+    header = {
+        "run": run_id,
+        "client": reply.client_id,
+        "round": round_,
+        "attempt": attempt,
+        "weight": float(reply.weight),
+        "metrics": {k: float(v) for k, v in reply.metrics.items()},
+    }
+    return b"".join(bytes(p) for p in _frame(REPLY_MAGIC, header, sorted(reply.payloads.items())))
+
+
+def reply_from_bytes(data: bytes | bytearray | memoryview) -> tuple[ClientReply, dict[str, Any]]:
+    """``(reply, header)`` of a reply frame; the header names its run, round and attempt."""
+    header, sections = _parse(data, REPLY_MAGIC)
+    client = header.get("client")
+    if not (isinstance(client, str) and client):
+        raise FrameError("reply frame must name its client")
+    weight = header.get("weight")
+    metrics = header.get("metrics")
+    if not isinstance(weight, int | float) or isinstance(weight, bool):
+        raise FrameError(f"reply weight must be a number, got {weight!r}")
+    if not isinstance(metrics, dict) or not all(
+        isinstance(k, str) and isinstance(v, int | float) and not isinstance(v, bool)
+        and math.isfinite(v)
+        for k, v in metrics.items()
+    ):  # fmt: skip
+        raise FrameError("reply metrics must map names to finite numbers")
+    for key in ("round", "attempt"):
+        _int(header, key, "reply")
+    if not isinstance(header.get("run"), str):
+        raise FrameError("reply frame must name its run")
+    payloads = {k: bytes(v) for k, v in sections.items()}
+    reply = ClientReply(client, payloads, float(weight), {k: float(v) for k, v in metrics.items()})
+    return reply, header

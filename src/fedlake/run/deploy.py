@@ -1,0 +1,243 @@
+"""``fedlake server``: the same run config, served to clients that bring their own data.
+
+:func:`build_served` makes the Federation of a deployed run (its population: the enrolled
+clients; its executor: remote clients through the :class:`Coordinator`; no simulation:
+no population model, no attackers, no central evaluation); :func:`serve` runs it in a
+thread while the HTTP server answers the clients, and stops the server once every client
+had time to hear the run ended.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fedlake.algorithms.spec import build_algorithm
+from fedlake.backends.remote.auth import Registry
+from fedlake.backends.remote.certs import REGISTRY, TOKEN
+from fedlake.backends.remote.coordinator import Coordinator
+from fedlake.backends.remote.executor import RemoteExecutor
+from fedlake.config import ConfigError, RemoteData, RunConfig
+from fedlake.orchestration.checkpoint import load_checkpoint
+from fedlake.orchestration.events import NullObserver, RunObserver
+from fedlake.orchestration.federation import Federation
+from fedlake.orchestration.sampling import CohortSpec
+from fedlake.run.build import Experiment, config_section, flat_params, recipe_spec
+from fedlake.run.experiment import RunOutcome, run_dir_of, run_experiment
+from fedlake.run.privacy import build_privacy, privacy_line
+from fedlake.run.scenarios import Scenario, build_trainer, model_config
+
+__all__ = ["Served", "build_served", "serve"]
+
+# settings that only a simulation has: a deployed federation has real clients
+SIMULATION_ONLY = {
+    ("federation", "dropout"): 0.0,
+    ("federation", "stragglers"): 0.0,
+    ("federation", "deadline_s"): None,
+    ("federation", "pooled_baseline"): False,
+    ("federation", "eval_clients"): None,
+}
+
+
+@dataclass
+class Served:
+    """A deployed run: its Federation, the coordinator its HTTP server shares, the clients'
+    registry, and what a joining client is told."""
+
+    federation: Federation
+    coordinator: Coordinator
+    registry: Registry
+    info: dict[str, Any]
+    experiment: Experiment
+
+
+def _check_deployable(cfg: RunConfig) -> RemoteData:
+    if not isinstance(cfg.data, RemoteData):
+        raise ConfigError(
+            f"data: fedlake server needs scenario = 'remote' (clients bring their own data), "
+            f"got {cfg.data.scenario!r}"
+        )
+    if cfg.attack is not None:
+        raise ConfigError("attack: simulated attackers are for fedlake run, not a deployment")
+    for (section, key), default in SIMULATION_ONLY.items():
+        if getattr(getattr(cfg, section), key) != default:
+            raise ConfigError(
+                f"{section}.{key} simulates clients; a deployed federation has real ones: "
+                "remove it (the deployment section sets the round's timeout)"
+            )
+    return cfg.data
+
+
+def build_served(
+    cfg: RunConfig, certs: Path, *, observer: RunObserver | None = None, resume: bool = False
+) -> Served:
+    """The deployed run of ``cfg`` over the clients enrolled in ``certs``."""
+    observer = observer or NullObserver()
+    data = _check_deployable(cfg)
+    with config_section("certs"):
+        registry = Registry(certs / REGISTRY)
+        clients = registry.enrolled()
+        if not clients:
+            raise ValueError(f"no client is enrolled in {certs / REGISTRY}")
+    scenario = Scenario(None, tuple(data.input_shape), data.num_classes)  # type: ignore[arg-type]
+    with config_section("model"):
+        mcfg = model_config(cfg.model, scenario)
+        trainer = build_trainer(mcfg)
+    fed = cfg.federation
+    cohort = (
+        CohortSpec(count=fed.clients_per_round)
+        if fed.clients_per_round is not None
+        else CohortSpec(fraction=fed.fraction or 0.1)
+    )
+    with config_section("federation"):
+        size = cohort.size(len(clients))
+    dp, plan = None, None
+    if cfg.privacy is not None:
+        with config_section("privacy"):
+            dp, plan = build_privacy(cfg, mcfg, population=len(clients), cohort=size)
+            observer.message(privacy_line(dp, plan))
+    spec = recipe_spec(cfg, attackers=None, dp=dp, trainer_spec=trainer.spec)
+    run_dir = run_dir_of(cfg)
+    ckpt = load_checkpoint(run_dir) if resume and run_dir.exists() else None
+    run_id = ckpt.run_id if ckpt is not None else uuid.uuid4().hex[:12]
+    coordinator = Coordinator(run_id)
+    with config_section("federation"):
+        federation = Federation(
+            algorithm=build_algorithm(spec),
+            trainer=trainer,
+            client_ids=clients,
+            executor=RemoteExecutor(coordinator, round_timeout_s=cfg.deployment.round_timeout_s),
+            run_dir=run_dir,
+            rounds=fed.rounds,
+            cohort=cohort,
+            seed=cfg.seed,
+            min_clients=fed.min_clients,
+            max_retries=fed.max_retries,
+            target_accuracy=fed.target_accuracy,
+            observer=observer,
+            model_config=mcfg,
+            run_params=flat_params(cfg)
+            | ({"privacy.noise_multiplier": dp.noise_multiplier} if dp is not None else {}),
+            privacy=plan,
+            run_id=run_id,
+            audit_feeds=(coordinator.drain_audit,),
+        )
+    info = {
+        "run": run_id,
+        "name": cfg.name,
+        "spec": json.loads(spec.to_json()),
+        "model_config": mcfg,
+        "data": {
+            "label_column": data.label_column,
+            "client_column": data.client_column,
+            "feature_columns": None if data.feature_columns is None else list(data.feature_columns),
+            "test_fraction": data.test_fraction,
+            "input_shape": list(data.input_shape),
+        },
+        "deployment": {"heartbeat_s": cfg.deployment.heartbeat_s},
+    }
+    return Served(federation, coordinator, registry, info, Experiment(federation, scenario, spec))
+
+
+def serve(
+    cfg: RunConfig,
+    certs: Path,
+    *,
+    host: str,
+    port: int,
+    tls: bool,
+    resume: bool = False,
+    observer: RunObserver | None = None,
+    ready: threading.Event | None = None,
+) -> RunOutcome:
+    """Serve ``cfg``'s federation on ``host:port`` until it ends; its outcome."""
+    import uvicorn
+
+    from fedlake.backends.remote.app import Limits, create_app
+
+    observer = observer or NullObserver()
+    served = build_served(cfg, certs, observer=_Forward(observer, None), resume=resume)
+    served.federation.observer = _Forward(observer, served.coordinator)
+    token = (certs / TOKEN).read_text().strip()
+    outcome: dict[str, Any] = {}
+    d = cfg.deployment
+
+    def rounds() -> None:
+        try:
+            outcome["result"] = run_experiment(
+                cfg,
+                resume=resume,
+                observer=served.federation.observer,
+                build=lambda *_, **__: served.experiment,
+            )
+            served.coordinator.finish(outcome["result"].result.stop_reason)
+        except BaseException as exc:  # the server must stop and say why
+            outcome["error"] = exc
+            served.coordinator.finish(f"error: {type(exc).__name__}: {exc}")
+        timer = threading.Timer(d.linger_s, lambda: setattr(server, "should_exit", True))
+        timer.daemon = True
+        timer.start()
+
+    def start() -> None:
+        threading.Thread(target=rounds, name="fedlake-rounds", daemon=True).start()
+        if ready is not None:
+            ready.set()
+
+    app = create_app(
+        served.coordinator,
+        served.registry,
+        operator_token=token,
+        federation_info=served.info,
+        limits=Limits(
+            max_body_mb=d.max_body_mb,
+            requests_per_s=d.requests_per_s,
+            max_waiting=d.max_waiting,
+            long_poll_s=d.long_poll_s,
+        ),
+        on_start=start,
+    )
+    ssl = {"ssl_certfile": str(certs / "server.pem"), "ssl_keyfile": str(certs / "server.key")}
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_level="warning",
+        timeout_graceful_shutdown=5,
+        **(ssl if tls else {}),
+    )
+    server = uvicorn.Server(config)
+    server.run()
+    if "error" in outcome:
+        raise outcome["error"]
+    if "result" not in outcome:
+        raise RuntimeError("the server stopped before its federation ended")
+    result: RunOutcome = outcome["result"]
+    return result
+
+
+class _Forward:
+    """The console's observer, with each finished round also shown on the status page."""
+
+    def __init__(self, inner: RunObserver, coordinator: Coordinator | None) -> None:
+        self.inner, self.coordinator = inner, coordinator
+
+    def run_started(self, **kw: Any) -> None:
+        self.inner.run_started(**kw)
+
+    def round_started(self, **kw: Any) -> None:
+        self.inner.round_started(**kw)
+
+    def client_finished(self, **kw: Any) -> None:
+        self.inner.client_finished(**kw)
+
+    def round_finished(self, record: Any) -> None:
+        if self.coordinator is not None:
+            self.coordinator.record_round(dict(record))
+        self.inner.round_finished(record)
+
+    def message(self, text: str) -> None:
+        self.inner.message(text)
