@@ -164,6 +164,13 @@ class ClientRuntime:
         self._model = (task.model, params, mask)
         return params, mask
 
+    def total_steps(self, num_train: int) -> int:
+        """A client's full local work in a round, in minibatch steps, for ``num_train`` rows."""
+        config = self.algorithm.local
+        if config.dp is not None:  # DP-SGD's rule: expected batches per epoch
+            return config.epochs * steps_per_epoch(num_train, config.batch_size)
+        return local_steps(num_train, config.batch_size, config.epochs)
+
     # -- one client's round ---------------------------------------------------------------
     def _try_prepare(
         self, task: ClientTask, cid: str, variant: str | None, results: dict[str, ClientOutcome]
@@ -187,11 +194,7 @@ class ClientRuntime:
         if ds.num_train == 0:
             raise ValueError(f"client {cid!r} has no training examples")
         config = algorithm.local
-        total = (
-            config.epochs * steps_per_epoch(ds.num_train, config.batch_size)  # DP-SGD's rule
-            if config.dp is not None
-            else local_steps(ds.num_train, config.batch_size, config.epochs)
-        )
+        total = self.total_steps(ds.num_train)
         work = task.instructions_for(cid)
         steps = work.steps(total)
         if steps < total:

@@ -105,6 +105,8 @@ def build_served(
     ckpt = load_checkpoint(run_dir) if resume and run_dir.exists() else None
     run_id = ckpt.run_id if ckpt is not None else uuid.uuid4().hex[:12]
     coordinator = Coordinator(run_id)
+    for cid in clients:  # the population this run starts with, in its audit log
+        coordinator.audit("fedlake.server", "client.enrolled", cid, registry.entry(cid))
     with config_section("federation"):
         federation = Federation(
             algorithm=build_algorithm(spec),
@@ -139,6 +141,7 @@ def build_served(
             "input_shape": list(data.input_shape),
         },
         "deployment": {"heartbeat_s": cfg.deployment.heartbeat_s},
+        "straggler_policy": fed.straggler_policy,
     }
     return Served(federation, coordinator, registry, info, Experiment(federation, scenario, spec))
 
@@ -200,14 +203,14 @@ def serve(
         ),
         on_start=start,
     )
-    ssl = {"ssl_certfile": str(certs / "server.pem"), "ssl_keyfile": str(certs / "server.key")}
     config = uvicorn.Config(
         app,
         host=host,
         port=port,
         log_level="warning",
         timeout_graceful_shutdown=5,
-        **(ssl if tls else {}),
+        ssl_certfile=str(certs / "server.pem") if tls else None,
+        ssl_keyfile=str(certs / "server.key") if tls else None,
     )
     server = uvicorn.Server(config)
     server.run()

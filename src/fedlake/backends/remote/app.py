@@ -102,7 +102,7 @@ def create_app(
             headers["Retry-After"] = "1"
         return responses.JSONResponse({"error": reason}, status_code=status, headers=headers)
 
-    async def read_body(request: Request) -> bytes:
+    async def read_body(request: Request) -> bytearray:
         declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > limits.max_body:
             raise Refusal(413, f"body of {declared} bytes over the limit {limits.max_body}")
@@ -111,9 +111,9 @@ def create_app(
             body += chunk
             if len(body) > limits.max_body:
                 raise Refusal(413, f"body over the limit of {limits.max_body} bytes")
-        return bytes(body)
+        return body  # one copy of the body in memory; frames are read through views
 
-    async def authenticate(request: Request) -> tuple[str, bytes]:
+    async def authenticate(request: Request) -> tuple[str, bytearray]:
         """The signing client and the request body (read once, under the size limit)."""
         address = request.client.host if request.client else "unknown"
         body = await read_body(request)
@@ -281,7 +281,7 @@ def create_app(
     return app
 
 
-def _json_object(body: bytes) -> dict[str, Any]:
+def _json_object(body: bytes | bytearray) -> dict[str, Any]:
     try:
         doc = json.loads(body or b"{}")
     except (UnicodeDecodeError, json.JSONDecodeError):

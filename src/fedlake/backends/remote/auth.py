@@ -167,6 +167,12 @@ class Registry:
             self._reload()
             return sorted(c for c, e in self._clients.items() if not e.get("revoked"))
 
+    def entry(self, client: str) -> dict[str, Any]:
+        """``client``'s registry entry without its key (enrolment time, revocation)."""
+        with self._lock:
+            self._reload()
+            return {k: v for k, v in self._clients[client].items() if k != "public_key"}
+
     def verify(
         self, method: str, path: str, query: str, headers: Mapping[str, str], digest: str
     ) -> str:

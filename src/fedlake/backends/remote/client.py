@@ -28,14 +28,16 @@ from fedlake.backends.remote.auth import Credential
 from fedlake.backends.remote.wire import FrameError, reply_to_bytes, task_from_bytes
 from fedlake.client.folder_store import FolderStateStore
 from fedlake.client.runtime import ClientRuntime
+from fedlake.client.stores import ClientStateStore
 from fedlake.core.extras import require
-from fedlake.core.task import ClientFailure, ClientReply
+from fedlake.core.task import ClientFailure, ClientReply, Instructions
 from fedlake.data.base import ClientData
 from fedlake.models.registry import trainer_from_config
 
-__all__ = ["RemoteClient", "ServerError"]
+__all__ = ["RemoteClient", "ServerError", "plan_work"]
 
 RETRYABLE = {408, 425, 429, 500, 502, 503, 504}
+UPLOAD_MARGIN_S = 2.0  # kept free before the deadline for the upload
 
 
 class ServerError(RuntimeError):
@@ -74,6 +76,9 @@ class RemoteClient:
         data: this client's data (its own rows; ``data.load(credential.client_id)``), or a
             function of the federation's data hints that opens it.
         state_dir: where the client keeps its state between rounds (created if needed).
+        store: keep the state there instead (a test's shared store).
+        runtime: build the client runtime from the federation's description yourself
+            (None: from its recipe spec and model config, over ``data`` and the store).
         ca_file: the CA to trust instead of the credential's (None: the credential's).
         log: where progress lines go.
     """
@@ -84,7 +89,9 @@ class RemoteClient:
         credential: Credential,
         data: ClientData | Callable[[dict[str, Any]], ClientData],
         *,
-        state_dir: str | Path,
+        state_dir: str | Path | None = None,
+        store: ClientStateStore | None = None,
+        runtime: Callable[[dict[str, Any]], ClientRuntime] | None = None,
         ca_file: str | Path | None = None,
         long_poll_s: float = 25.0,
         heartbeat_s: float = 5.0,
@@ -95,12 +102,17 @@ class RemoteClient:
         self.server = server.rstrip("/")
         self.credential = credential
         self.data = data
-        self.store = FolderStateStore(state_dir)
+        if store is None and state_dir is None:
+            raise ValueError("give the client a state_dir (or a store) to keep its state in")
+        self.store = store if store is not None else FolderStateStore(state_dir)  # type: ignore[arg-type]
+        self.make_runtime = runtime
         self.long_poll_s = long_poll_s
         self.heartbeat_s = heartbeat_s
         self.max_wait_s = max_wait_s
         self.log = log
         self.client_id = credential.client_id
+        self._rate: float | None = None  # local steps per second, measured last round
+        self.policy = "keep"
         verify: Any = True
         if urlsplit(self.server).scheme == "https":
             verify = _ssl_context(ca_file, credential.ca_pem)
@@ -149,15 +161,47 @@ class RemoteClient:
             self.log(f"{method} {path}: {problem}; retrying in {pause:.1f} s")
             time.sleep(pause)
 
+    def download(self, path: str) -> bytearray:
+        """A binary body, streamed into one buffer of its announced size (no second copy)."""
+        backoff = Backoff()
+        while True:
+            headers = self.credential.headers("GET", path, "")
+            try:
+                with self.http.stream("GET", self.server + path, headers=headers) as response:
+                    if response.status_code != 200:
+                        response.read()
+                        if response.status_code not in RETRYABLE:
+                            raise ServerError(response.status_code, _reason(response))
+                        raise self._httpx.TransportError(f"HTTP {response.status_code}")
+                    size = int(response.headers.get("content-length", "0"))
+                    buffer = bytearray(size)
+                    got = 0
+                    for chunk in response.iter_bytes():
+                        if got + len(chunk) > size:
+                            raise ServerError(502, "the body is longer than announced")
+                        buffer[got : got + len(chunk)] = chunk
+                        got += len(chunk)
+                    if got != size:
+                        raise self._httpx.TransportError(f"body cut short at {got} of {size}")
+                    return buffer
+            except self._httpx.TransportError as exc:
+                pause = backoff.wait()
+                self.log(f"GET {path}: {exc}; retrying in {pause:.1f} s")
+                time.sleep(pause)
+
     # -- the loop ---------------------------------------------------------------------------
     def run(self) -> str:
         """Answer the federation's tasks until it finishes; the reason it finished."""
         info = self.request("GET", "/v1/federation").json()
         self.run_id = info["run"]
-        trainer = trainer_from_config(info["model_config"])
-        algorithm = build_algorithm(RecipeSpec.from_json(json.dumps(info["spec"])))
-        data = self.data(info.get("data", {})) if callable(self.data) else self.data
-        runtime = ClientRuntime(data, trainer, algorithm, self.store)
+        self.policy = str(info.get("straggler_policy", "keep"))
+        if self.make_runtime is not None:
+            runtime = self.make_runtime(info)
+        else:
+            trainer = trainer_from_config(info["model_config"])
+            algorithm = build_algorithm(RecipeSpec.from_json(json.dumps(info["spec"])))
+            data = self.data(info.get("data", {})) if callable(self.data) else self.data
+            runtime = ClientRuntime(data, trainer, algorithm, self.store)
         self.log(f"{self.client_id}: joined run {self.run_id} ({info.get('name', '')})")
         while True:
             response = self.request(
@@ -180,7 +224,7 @@ class RemoteClient:
         r, a = int(offer["round"]), int(offer["attempt"])
         base = f"/v1/rounds/{r}/attempts/{a}"
         try:
-            frame = self.request("GET", base + "/task").content
+            frame = self.download(base + "/task")
             task, client, run = task_from_bytes(frame)
             if hashlib.sha256(task.model).hexdigest() != offer["model_sha256"]:
                 raise FrameError("the model's checksum does not match the offer's")
@@ -190,9 +234,15 @@ class RemoteClient:
         if client != self.client_id or run != self.run_id:
             self.log(f"{self.client_id}: round {r}: a task for {client!r} of run {run!r}: ignored")
             return
+        work = self._plan(runtime, client, float(offer.get("deadline_in_s", float("inf"))))
+        if work is not None:  # it cannot finish everything by the deadline
+            task = task.with_instructions({client: work})
         self.log(f"{self.client_id}: round {r} attempt {a}: training")
+        started = time.monotonic()
         with _Heartbeat(self, self.heartbeat_s):
             outcome = runtime.handle(task, client)
+        if isinstance(outcome, ClientReply) and outcome.metrics.get("steps"):
+            self._rate = outcome.metrics["steps"] / max(1e-6, time.monotonic() - started)
         try:
             if isinstance(outcome, ClientReply):
                 body = reply_to_bytes(outcome, round_=task.round, attempt=a, run_id=run)
@@ -205,6 +255,17 @@ class RemoteClient:
                 self.log(f"{self.client_id}: round {r}: {outcome.status}: {outcome.message}")
         except ServerError as exc:  # the attempt closed meanwhile, or a refusal: go on
             self.log(f"{self.client_id}: round {r}: not taken: {exc.reason}")
+
+    def _plan(self, runtime: ClientRuntime, client: str, left_s: float) -> Instructions | None:
+        """The part of its work this client can do by the deadline (None: all of it).
+
+        From its speed in its last round on this machine; the server's straggler policy
+        says whether partial work is sent (``keep``) or nothing (``drop``).
+        """
+        if self._rate is None:
+            return None
+        total = runtime.total_steps(runtime.data.load(client).num_train)
+        return plan_work(total, self._rate, left_s - UPLOAD_MARGIN_S, self.policy)
 
     def close(self) -> None:
         """Close the connections."""
@@ -233,6 +294,19 @@ class _Heartbeat:
                 self.client.request("POST", "/v1/heartbeat", body=b"{}", retry=False)
             except Exception:  # a missed heartbeat is harmless; the reply matters
                 continue
+
+
+def plan_work(total: int, rate: float, left_s: float, policy: str) -> Instructions | None:
+    """A step cap for ``total`` steps at ``rate`` steps/s with ``left_s`` seconds left.
+
+    None when everything fits; else the steps that fit, with ``drop_partial`` under the
+    ``drop`` policy (the client then sends nothing: a straggler).
+    """
+    if not (rate > 0) or total / rate <= left_s:
+        return None
+    return Instructions(
+        max_steps=max(0, int(rate * max(0.0, left_s))), drop_partial=policy == "drop"
+    )
 
 
 def _reason(response: Any) -> str:

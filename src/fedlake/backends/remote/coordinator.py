@@ -107,6 +107,7 @@ class Coordinator:
                 "round": attempt.task.round + 1,
                 "attempt": attempt.task.attempt,
                 "deadline": attempt.deadline,
+                "deadline_in_s": max(0.0, attempt.deadline - time.time()),
                 "model_sha256": attempt.model_sha256,
             }
 
@@ -122,7 +123,9 @@ class Coordinator:
             task = attempt.task
         return task_parts(task, client, self.run_id)
 
-    def submit(self, client: str, round_: int, attempt_: int, body: bytes, digest: str) -> str:
+    def submit(
+        self, client: str, round_: int, attempt_: int, body: bytes | bytearray, digest: str
+    ) -> str:
         """Take ``client``'s reply frame; ``"accepted"`` or ``"duplicate"``, else Refusal."""
         with self._lock:
             attempt = self._attempt

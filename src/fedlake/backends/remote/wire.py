@@ -99,7 +99,7 @@ def _count(value: Any) -> bool:
 
 
 def _int(header: Mapping[str, Any], key: str, kind: str) -> int:
-    value = header.get(key)
+    value: Any = header.get(key)
     if not _count(value):
         raise FrameError(f"{kind} frame field {key!r} must be an integer >= 0, got {value!r}")
     return int(value)
@@ -152,12 +152,13 @@ def task_from_bytes(data: bytes | bytearray | memoryview) -> tuple[ClientTask, s
         if not (isinstance(ack, list) and len(ack) == 2 and all(_count(v) for v in ack)):
             raise FrameError(f"task frame has a malformed ack {ack!r}")
         acks[client] = (int(ack[0]), int(ack[1]))
-    extras = {k[2:]: bytes(v) for k, v in sections.items() if k.startswith("x_")}
+    # views into ``data``: the model is not copied (the frame is kept alive by them)
+    extras: dict[str, Any] = {k[2:]: v for k, v in sections.items() if k.startswith("x_")}
     task = ClientTask(
         round=_int(header, "round", "task"),
         attempt=_int(header, "attempt", "task"),
         seed=_int(header, "seed", "task"),
-        model=bytes(sections[MODEL]),
+        model=sections[MODEL],  # type: ignore[arg-type]  # a view: bytes-like, no copy
         extras=extras,
         instructions=instructions,
         acks=acks,
@@ -198,6 +199,6 @@ def reply_from_bytes(data: bytes | bytearray | memoryview) -> tuple[ClientReply,
         _int(header, key, "reply")
     if not isinstance(header.get("run"), str):
         raise FrameError("reply frame must name its run")
-    payloads = {k: bytes(v) for k, v in sections.items()}
+    payloads: dict[str, Any] = dict(sections)  # views into ``data``: no copy of the update
     reply = ClientReply(client, payloads, float(weight), {k: float(v) for k, v in metrics.items()})
     return reply, header
