@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TORCH_VERSION := 2.13.0
 
-.PHONY: run test lint bench clean venv
+.PHONY: run test lint bench clean venv browser
 
 venv: $(STAMP)
 
@@ -23,7 +23,16 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	MLFLOW_DISABLE_TELEMETRY=true DO_NOT_TRACK=true $(BIN)/fedlake run --config examples/activity_fedavg.toml
 
-test: $(STAMP)
+# The status page's test drives a real headless browser: Debian's chromium (playwright
+# drives it; no browser is downloaded). Installed here when missing and we may; otherwise
+# the test fails and says how to install it.
+browser:
+	@command -v chromium >/dev/null || command -v chromium-browser >/dev/null || \
+	  { if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	      apt-get update -qq && apt-get install -y -qq chromium >/dev/null; \
+	    else echo "note: no chromium; tests/network/test_status_page.py will fail (apt-get install -y chromium)"; fi; }
+
+test: $(STAMP) browser
 	MLFLOW_DISABLE_TELEMETRY=true DO_NOT_TRACK=true $(BIN)/python -m pytest -q
 
 lint: $(STAMP)

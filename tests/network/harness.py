@@ -38,11 +38,11 @@ def prepare(folder: Path) -> list[str]:
     return out.stdout.split()
 
 
-def write_config(folder: Path, **federation: Any) -> Path:
-    """digits_served.toml with its [federation] and [deployment] keys overridden."""
+def write_config(folder: Path, source: Path | None = None, **federation: Any) -> Path:
+    """digits_served.toml (or ``source``) with its section keys overridden (``section__key``)."""
     import tomllib
 
-    raw = tomllib.loads((EXAMPLE / "digits_served.toml").read_text())
+    raw = tomllib.loads((source or EXAMPLE / "digits_served.toml").read_text())
     for key, value in federation.items():
         section, _, name = key.partition("__")
         raw.setdefault(section, {})[name] = value
@@ -79,11 +79,14 @@ class Processes:
         self.procs: dict[str, subprocess.Popen[str]] = {}
         self.logs: list[Any] = []
 
-    def start(self, name: str, args: list[str]) -> subprocess.Popen[str]:
-        """Start ``args`` (output to ``<folder>/<name>.log``)."""
+    def start(
+        self, name: str, args: list[str], env: dict[str, str] | None = None
+    ) -> subprocess.Popen[str]:
+        """Start ``args`` (output to ``<folder>/<name>.log``; ``env`` added to ours)."""
         log = open(self.folder / f"{name}.log", "a")  # noqa: SIM115 (closed by stop_all)
         self.logs.append(log)
-        env = {**os.environ, "PYTHONUNBUFFERED": "1", "MLFLOW_DISABLE_TELEMETRY": "true"}
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", "MLFLOW_DISABLE_TELEMETRY": "true",
+               **(env or {})}  # fmt: skip
         proc = subprocess.Popen(
             args, stdout=log, stderr=subprocess.STDOUT, text=True, cwd=self.folder, env=env,
             start_new_session=True,

@@ -76,9 +76,7 @@ def test_a_served_federation_ends_with_the_simulated_model(site, tmp_path) -> No
     assert got.tobytes() == simulated(4).tobytes()
 
 
-def test_scaffold_with_error_feedback_keeps_client_state_across_the_network(
-    site, tmp_path
-) -> None:
+def test_scaffold_with_error_feedback_keeps_client_state_across_the_network(site, tmp_path) -> None:
     """SCAFFOLD's c_i and error feedback's residual live in each client's own folder; the
     acks travel in the tasks; the served model is still the simulated one."""
     folder = fresh(site, tmp_path)
@@ -148,3 +146,46 @@ def _wait(condition, timeout: float, what: str) -> None:
             return
         time.sleep(0.2)
     raise TimeoutError(f"no {what} within {timeout} s")
+
+
+def test_secrets_never_reach_logs_mlflow_or_delta(site, tmp_path) -> None:
+    """The operator's token (used on the status page mid-run, and wrongly guessed) and the
+    clients' private keys appear nowhere in what the run writes: logs, MLflow, Delta."""
+    import json
+    import ssl
+
+    import httpx
+
+    folder = fresh(site, tmp_path)
+    config = write_config(folder, federation__rounds=2, deployment__linger_s=2)
+    config.write_text(config.read_text().replace("mlflow = false", "mlflow = true"))
+    token = (folder / "certs" / "operator.token").read_text().strip()
+    port = free_port()
+    with processes(folder) as procs:
+        procs.server(config, port)
+        verify = ssl.create_default_context(cafile=str(folder / "certs" / "ca.pem"))
+        base = f"https://localhost:{port}"
+        ok = httpx.get(f"{base}/status", headers={"authorization": f"Bearer {token}"},
+                       verify=verify)  # fmt: skip
+        assert ok.status_code == 200
+        bad = httpx.get(f"{base}/status", headers={"authorization": f"Bearer {token[:-2]}xx"},
+                        verify=verify)  # fmt: skip
+        assert bad.status_code in (401, 403)
+        for cid in site[1]:
+            procs.client(cid, port)
+        assert procs.wait("server", timeout=180) == 0, procs.log("server")
+        for cid in site[1]:
+            assert procs.wait(cid, timeout=30) == 0, procs.log(cid)
+    secrets = {"operator token": token, "guessed token": f"{token[:-2]}xx"}
+    for cid in site[1]:
+        key = json.loads((folder / "certs" / "clients" / f"{cid}.json").read_text())
+        body = "".join(key["private_key"].splitlines()[1:-1])  # the PEM's base64
+        secrets[f"{cid}'s key"] = body
+    written = [p for p in folder.rglob("*") if p.is_file() and not p.is_symlink()
+               and not {"certs", "data"} & set(p.relative_to(folder).parts)]  # fmt: skip
+    assert any("mlflow" in str(p) or p.suffix == ".db" for p in written), "MLflow wrote nothing"
+    assert any(p.suffix == ".parquet" for p in written), "Delta wrote nothing"
+    for path in written:
+        blob = path.read_bytes()
+        for what, secret in secrets.items():
+            assert secret.encode() not in blob, f"{what} found in {path.relative_to(folder)}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -26,6 +27,13 @@ def client(
     ca: Annotated[
         Path | None, typer.Option(help="CA to trust for the server (default: the credential's).")
     ] = None,
+    proxy_token_env: Annotated[
+        str | None,
+        typer.Option(
+            help="Environment variable holding a bearer token for a proxy in front of the "
+            "server (a Databricks App: a service principal's OAuth token)."
+        ),
+    ] = None,
     debug: Annotated[bool, typer.Option(help="Show tracebacks.")] = False,
 ) -> None:
     """Join a federation: wait for tasks, train on local data when sampled, reply.
@@ -41,6 +49,11 @@ def client(
 
     with friendly_errors(debug):
         cred = Credential.load(credential)
+        token = None
+        if proxy_token_env is not None:
+            token = os.environ.get(proxy_token_env)
+            if not token:
+                raise ValueError(f"--proxy-token-env {proxy_token_env}: that variable is not set")
 
         def open_table(hints: dict[str, Any]) -> TableClientData:
             table = TableClientData(
@@ -65,6 +78,7 @@ def client(
 
         folder = state or Path(".fedlake-state") / cred.client_id
         remote = RemoteClient(server, cred, open_table, state_dir=folder, ca_file=ca,
+                              proxy_token=token,
                               log=lambda line: print(line, flush=True))  # fmt: skip
         try:
             remote.run()

@@ -47,7 +47,7 @@ def make_codec(sparsifier: Sparsifier | None = None, coder: ValueCoder | None = 
         )
         return header.pack() + body
 
-    def decode(data: bytes, dim: int) -> np.ndarray:
+    def decode(data: bytes | bytearray | memoryview, dim: int) -> np.ndarray:
         header, reader = read_header(data)
         expect(header, sparsifier=sp.tag, coder=vc.tag, bits=vc.bits, bucket=vc.bucket, dim=dim)
         positions = sp.positions(reader, header.index_mode, dim, header.count)

@@ -58,7 +58,7 @@ class Header:
         )
 
 
-def read_header(data: bytes) -> tuple[Header, Reader]:
+def read_header(data: bytes | bytearray | memoryview) -> tuple[Header, Reader]:
     """Parse and check the header; return it with a reader over exactly the body."""
     if not isinstance(data, bytes | bytearray | memoryview):
         raise CodecError(f"payload must be bytes, got {type(data).__name__}")

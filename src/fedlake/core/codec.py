@@ -31,7 +31,7 @@ class Codec(NamedTuple):
 
     name: str
     encode: Callable[[np.ndarray, np.random.Generator], bytes]
-    decode: Callable[[bytes, int], np.ndarray]
+    decode: Callable[[bytes | bytearray | memoryview, int], np.ndarray]
     lossless: bool = False
     contractive: bool = True
     train_positions: Callable[[int, np.random.Generator], np.ndarray] | None = None

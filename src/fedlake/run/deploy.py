@@ -10,6 +10,7 @@ had time to hear the run ended.
 from __future__ import annotations
 
 import json
+import os
 import threading
 import uuid
 from dataclasses import dataclass
@@ -105,6 +106,9 @@ def build_served(
     ckpt = load_checkpoint(run_dir) if resume and run_dir.exists() else None
     run_id = ckpt.run_id if ckpt is not None else uuid.uuid4().hex[:12]
     coordinator = Coordinator(run_id)
+    for row in ckpt.history if ckpt is not None else []:  # the status page's chart, resumed
+        if row.get("status") == "completed":
+            coordinator.record_round(row)
     for cid in clients:  # the population this run starts with, in its audit log
         coordinator.audit("fedlake.server", "client.enrolled", cid, registry.entry(cid))
     with config_section("federation"):
@@ -165,7 +169,7 @@ def serve(
     observer = observer or NullObserver()
     served = build_served(cfg, certs, observer=_Forward(observer, None), resume=resume)
     served.federation.observer = _Forward(observer, served.coordinator)
-    token = (certs / TOKEN).read_text().strip()
+    token = operator_token(certs)
     outcome: dict[str, Any] = {}
     d = cfg.deployment
 
@@ -220,6 +224,21 @@ def serve(
         raise RuntimeError("the server stopped before its federation ended")
     result: RunOutcome = outcome["result"]
     return result
+
+
+def operator_token(certs: Path) -> str:
+    """The operator's token: FEDLAKE_OPERATOR_TOKEN (a Databricks App secret) or the file."""
+    given = os.environ.get("FEDLAKE_OPERATOR_TOKEN", "").strip()
+    if given:
+        if len(given) < 24:
+            raise ValueError("FEDLAKE_OPERATOR_TOKEN is too short (24 characters or more)")
+        return given
+    path = certs / TOKEN
+    if not path.exists():
+        raise ValueError(
+            f"no operator token: {path} is missing and FEDLAKE_OPERATOR_TOKEN is not set"
+        )
+    return path.read_text().strip()
 
 
 class _Forward:

@@ -65,6 +65,11 @@ class _Buckets:
         self._state[key] = (tokens - 1, now)
         return 0.0
 
+    def full(self, key: str) -> bool:
+        """Whether ``key`` has no request left right now (nothing is taken)."""
+        tokens, then = self._state.get(key, (self.capacity, time.monotonic()))
+        return min(self.capacity, tokens + (time.monotonic() - then) * self.rate) < 1
+
 
 def create_app(
     coordinator: Coordinator,
@@ -242,10 +247,14 @@ def create_app(
         return {"status": "ok", "server_time": time.time()}
 
     def operator(request: Request) -> None:
+        address = request.client.host if request.client else "unknown"
+        if strangers.full(address):  # guessing the token floods no audit log
+            raise Refusal(429, "too many refused requests from this address")
         given = request.headers.get("authorization", "")
         token = given.removeprefix("Bearer ") if given.startswith("Bearer ") else None
         token = token or request.cookies.get("fedlake_operator")
         if not check_token(token, operator_token):
+            strangers.take(address)
             raise Refusal(401, "the status page needs the operator's token")
 
     @app.get("/v1/status")
@@ -258,8 +267,16 @@ def create_app(
     @app.get("/status", response_class=responses.HTMLResponse)
     @guarded
     async def status_page(request: Request) -> Any:
-        """The operator's status page (operator token as a bearer header or a cookie)."""
-        operator(request)
+        """The operator's status page (operator token as a bearer header or a cookie).
+
+        Without the token the page still loads (it holds no data) with status 401: its own
+        request for the data is refused and it shows the login form.
+        """
+        try:
+            operator(request)
+        except Refusal as refusal:
+            refuse(request, None, refusal.status, refusal.reason)
+            return responses.HTMLResponse(STATUS_HTML, status_code=refusal.status)
         return responses.HTMLResponse(STATUS_HTML)
 
     @app.post("/status/login")
@@ -270,7 +287,11 @@ def create_app(
         from urllib.parse import unquote_plus
 
         token = unquote_plus(fields.get("token", ""))
+        address = request.client.host if request.client else "unknown"
+        if strangers.full(address):
+            return refuse(request, None, 429, "too many refused requests from this address")
         if not check_token(token, operator_token):
+            strangers.take(address)
             return refuse(request, None, 401, "wrong operator token")
         response = responses.RedirectResponse("/status", status_code=303)
         response.set_cookie(

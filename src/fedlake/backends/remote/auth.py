@@ -137,6 +137,10 @@ class Registry:
         self._clients: dict[str, dict[str, Any]] = {}
         self._keys: dict[str, Any] = {}
         self._nonces: dict[str, OrderedDict[str, float]] = {}
+        # the nonces seen live in memory: a request signed before this server started
+        # could be a replay the lost cache would not catch, so it is refused (retryably:
+        # an honest client signs again)
+        self.started = time.time()
         self._reload()
 
     def _reload(self) -> None:
@@ -209,6 +213,8 @@ class Registry:
                 self._keys[client].verify(base64.b64decode(str(get["signature"])), message)
             except Exception:  # InvalidSignature, or base64 garbage: the same answer
                 raise AuthError(401, "bad signature", client) from None
+            if stamp < self.started:
+                raise AuthError(503, "signed before the server started: sign it again", client)
             seen = self._nonces.setdefault(client, OrderedDict())
             while seen and next(iter(seen.values())) < now - 2 * self.skew_s:
                 seen.popitem(last=False)

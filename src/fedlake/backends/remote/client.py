@@ -80,6 +80,9 @@ class RemoteClient:
         runtime: build the client runtime from the federation's description yourself
             (None: from its recipe spec and model config, over ``data`` and the store).
         ca_file: the CA to trust instead of the credential's (None: the credential's).
+        proxy_token: a bearer token for a proxy in front of the server (a Databricks App
+            lets in only workspace identities); sent as ``Authorization`` on every request,
+            beside this client's own signature, which the server still checks.
         log: where progress lines go.
     """
 
@@ -93,6 +96,7 @@ class RemoteClient:
         store: ClientStateStore | None = None,
         runtime: Callable[[dict[str, Any]], ClientRuntime] | None = None,
         ca_file: str | Path | None = None,
+        proxy_token: str | None = None,
         long_poll_s: float = 25.0,
         heartbeat_s: float = 5.0,
         max_wait_s: float | None = None,
@@ -116,7 +120,10 @@ class RemoteClient:
         verify: Any = True
         if urlsplit(self.server).scheme == "https":
             verify = _ssl_context(ca_file, credential.ca_pem)
-        self.http = httpx.Client(verify=verify, timeout=httpx.Timeout(30.0, read=60.0))
+        base = {"authorization": f"Bearer {proxy_token}"} if proxy_token else {}
+        self.http = httpx.Client(
+            verify=verify, timeout=httpx.Timeout(30.0, read=60.0), headers=base
+        )
         self._httpx = httpx
 
     # -- requests ---------------------------------------------------------------------------

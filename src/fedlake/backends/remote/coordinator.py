@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import math
 import queue
 import threading
 import time
@@ -214,8 +215,9 @@ class Coordinator:
         keep = ("round", "attempt", "eval_accuracy", "eval_loss", "train_loss", "num_completed",
                 "num_sampled", "num_dropped", "num_failed", "num_rejected", "bytes_up",
                 "bytes_down", "epsilon", "delta", "duration_s")  # fmt: skip
+        row = {k: _finite(record.get(k)) for k in keep}  # JSON has no NaN: a diverged loss
         with self._lock:
-            self.rounds.append({k: record.get(k) for k in keep})
+            self.rounds.append(row)
 
     def audit(self, actor: str, action: str, obj: str, details: dict[str, Any]) -> None:
         """Queue an audit row (written with the next checkpoint)."""
@@ -241,6 +243,7 @@ class Coordinator:
         with self._lock:
             attempt = self._attempt
             connected = sorted(c for c, t in self._seen.items() if now - t < CONNECTED_S)
+            answered = [] if attempt is None else list(attempt.answered.items())
             return {
                 "run": self.run_id,
                 "finished": self.finished,
@@ -250,7 +253,10 @@ class Coordinator:
                 "connected": connected,
                 "sampled": [] if attempt is None else list(attempt.cohort),
                 "fetched": [] if attempt is None else sorted(attempt.fetched),
-                "finished_clients": [] if attempt is None else sorted(attempt.answered),
+                "finished_clients": sorted(
+                    c for c, how in answered if not how.startswith("failure:")
+                ),
+                "failed_clients": sorted(c for c, how in answered if how.startswith("failure:")),
                 "rounds": list(self.rounds),
                 "refusals": list(self.refusals),
             }
@@ -261,6 +267,13 @@ class Coordinator:
             return
         for event in events:
             loop.call_soon_threadsafe(event.set)
+
+
+def _finite(value: Any) -> Any:
+    """``value``, with a non-finite float as None (JSON cannot carry NaN or infinity)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
 
 
 def reply_digest(body: bytes | bytearray | memoryview) -> str:
