@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import math
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager, suppress
@@ -22,6 +23,8 @@ from typing import Any
 
 from fastapi import FastAPI, Query, Request
 from fastapi import responses as responses
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 
 from fedlake.backends.remote.auth import AuthError, Registry, check_token
 from fedlake.backends.remote.coordinator import Coordinator, Refusal
@@ -51,7 +54,7 @@ class _Buckets:
     """Token buckets per key (a client, or an address for unauthenticated requests)."""
 
     def __init__(self, rate: float, burst_s: float = 4.0) -> None:
-        self.rate, self.capacity = rate, rate * burst_s
+        self.rate, self.capacity = rate, max(1.0, rate * burst_s)  # one request at least
         self._state: dict[str, tuple[float, float]] = {}
 
     def take(self, key: str) -> float:
@@ -100,16 +103,29 @@ def create_app(
         description="Federated learning rounds over HTTPS: signed requests, binary frames.",
     )
 
-    def refuse(request: Request, client: str | None, status: int, reason: str) -> Any:
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> Any:
+        """A parameter of the wrong type: 422, recorded and audited like every refusal."""
+        errors = jsonable_encoder(exc.errors())
+        reason = "invalid request: " + "; ".join(
+            f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in errors
+        )
+        client = request.headers.get("x-fedlake-client")
+        coordinator.refuse(client, f"{request.method} {request.url.path}", 422, reason)
+        return responses.JSONResponse({"error": reason, "detail": errors}, status_code=422)
+
+    def refuse(
+        request: Request, client: str | None, status: int, reason: str, retry_s: float = 1.0
+    ) -> Any:
         coordinator.refuse(client, f"{request.method} {request.url.path}", status, reason)
         headers = {}
         if status in (429, 503):
-            headers["Retry-After"] = "1"
+            headers["Retry-After"] = str(max(1, math.ceil(retry_s)))
         return responses.JSONResponse({"error": reason}, status_code=status, headers=headers)
 
     async def read_body(request: Request) -> bytearray:
-        declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > limits.max_body:
+        declared = request.headers.get("content-length") or ""
+        if declared.isascii() and declared.isdigit() and int(declared) > limits.max_body:
             raise Refusal(413, f"body of {declared} bytes over the limit {limits.max_body}")
         body = bytearray()
         async for chunk in request.stream():
@@ -133,7 +149,7 @@ def create_app(
             raise Refusal(exc.status, exc.reason) from None
         wait = buckets.take(client)
         if wait:
-            raise Refusal(429, f"over {limits.requests_per_s:g} requests per second")
+            raise Refusal(429, f"over {limits.requests_per_s:g} requests per second", wait)
         coordinator.seen(client)
         return client, body
 
@@ -143,7 +159,7 @@ def create_app(
             try:
                 return await handler(request, **kw)
             except Refusal as exc:
-                return refuse(request, client, exc.status, exc.reason)
+                return refuse(request, client, exc.status, exc.reason, exc.retry_after_s)
 
         run.__name__ = handler.__name__
         run.__doc__ = handler.__doc__
@@ -188,7 +204,18 @@ def create_app(
         finally:
             waiting[0] -= 1
 
-    @app.get("/v1/rounds/{round_}/attempts/{attempt}/task")
+    @app.get(
+        "/v1/rounds/{round_}/attempts/{attempt}/task",
+        response_class=responses.Response,
+        responses={
+            200: {
+                "description": "this client's task frame",
+                "content": {
+                    "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}
+                },  # fmt: skip
+            }
+        },
+    )
     @guarded
     async def task(request: Request, round_: int, attempt: int) -> Any:
         """This client's task frame (binary, streamed)."""
@@ -305,7 +332,7 @@ def create_app(
 def _json_object(body: bytes | bytearray) -> dict[str, Any]:
     try:
         doc = json.loads(body or b"{}")
-    except (UnicodeDecodeError, json.JSONDecodeError):
+    except (ValueError, RecursionError):  # not UTF-8 or JSON, a huge number, too deep
         raise Refusal(400, "the body is not JSON") from None
     if not isinstance(doc, dict):
         raise Refusal(400, "the body must be a JSON object")

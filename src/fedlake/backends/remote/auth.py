@@ -19,7 +19,9 @@ import base64
 import hashlib
 import hmac
 import json
+import math
 import os
+import re
 import secrets
 import threading
 import time
@@ -41,6 +43,7 @@ __all__ = [
     "canonical",
 ]
 
+NONCE = re.compile(r"[0-9a-f]{16,64}")
 SKEW_S = 300.0  # the most a request's timestamp may differ from the server's clock
 HEADERS = {
     "client": "x-fedlake-client",
@@ -197,15 +200,19 @@ class Registry:
                 raise AuthError(401, f"client {client!r} is not enrolled", client)
             if entry.get("revoked"):
                 raise AuthError(403, f"client {client!r} is revoked", client)
-            if not hmac.compare_digest(str(get["body"]), digest):
+            if not hmac.compare_digest(str(get["body"]).encode(), digest.encode()):
                 raise AuthError(401, "the body does not match its signed digest", client)
             try:
                 stamp = float(str(get["timestamp"]))
             except ValueError:
                 raise AuthError(401, "malformed timestamp", client) from None
+            if not math.isfinite(stamp):  # NaN is never stale: replayable once its nonce goes
+                raise AuthError(401, "malformed timestamp", client)
             now = time.time()
             if abs(now - stamp) > self.skew_s:
                 raise AuthError(401, f"timestamp {now - stamp:+.0f} s from the server's", client)
+            if not NONCE.fullmatch(str(get["nonce"])):  # bounded: the replay cache keeps them
+                raise AuthError(401, "malformed nonce (16 to 64 hex digits)", client)
             message = canonical(
                 method, path, query, digest, str(get["timestamp"]), str(get["nonce"]), client
             )

@@ -35,9 +35,9 @@ CONNECTED_S = 60.0  # a client seen within this long counts as connected
 class Refusal(Exception):
     """A request the coordinator refuses: an HTTP status and the reason (audited)."""
 
-    def __init__(self, status: int, reason: str) -> None:
+    def __init__(self, status: int, reason: str, retry_after_s: float = 1.0) -> None:
         super().__init__(reason)
-        self.status, self.reason = status, reason
+        self.status, self.reason, self.retry_after_s = status, reason, retry_after_s
 
 
 @dataclass

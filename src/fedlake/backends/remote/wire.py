@@ -37,7 +37,7 @@ VERSION = 1
 PREFIX = struct.Struct("<4sBI")
 MAX_HEADER = 64 * 1024
 MAX_SECTIONS = 64
-NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+NAME = re.compile(r"[a-z][a-z0-9_]{0,63}")  # fullmatch: no trailing newline
 MODEL = "model"
 
 
@@ -69,7 +69,8 @@ def _parse(
         raise FrameError(f"{kind} frame header of {size} bytes does not fit the frame")
     try:
         header = json.loads(bytes(view[PREFIX.size : PREFIX.size + size]))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (ValueError, RecursionError) as exc:  # not UTF-8, not JSON, a number past
+        # int()'s digit limit, nesting past the recursion limit
         raise FrameError(f"{kind} frame header is not JSON: {exc}") from None
     if not isinstance(header, dict):
         raise FrameError(f"{kind} frame header must be an object")
@@ -81,7 +82,7 @@ def _parse(
     for entry in listed:
         ok = isinstance(entry, list) and len(entry) == 2
         name, length = entry if ok else (None, None)
-        if not (isinstance(name, str) and NAME.match(name) and _count(length)):
+        if not (isinstance(name, str) and NAME.fullmatch(name) and _count(length)):
             raise FrameError(f"{kind} frame has a malformed section entry {entry!r}")
         if name in sections:
             raise FrameError(f"{kind} frame has section {name!r} twice")
@@ -96,6 +97,16 @@ def _parse(
 
 def _count(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _float(value: Any) -> float | None:
+    """A JSON number as a float; None for anything else, or an integer past a float's range."""
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return None
+    try:
+        return float(value)
+    except OverflowError:
+        return None
 
 
 def _int(header: Mapping[str, Any], key: str, kind: str) -> int:
@@ -144,7 +155,7 @@ def task_from_bytes(data: bytes | bytearray | memoryview) -> tuple[ClientTask, s
                 max_steps=None if work["max_steps"] is None else int(work["max_steps"]),
                 drop_partial=bool(work["drop"]),
             )
-        except (TypeError, KeyError, ValueError) as exc:
+        except (TypeError, KeyError, ValueError, OverflowError) as exc:
             raise FrameError(f"task frame has malformed instructions: {exc}") from None
     acks = {}
     ack = header.get("ack")
@@ -185,20 +196,22 @@ def reply_from_bytes(data: bytes | bytearray | memoryview) -> tuple[ClientReply,
     client = header.get("client")
     if not (isinstance(client, str) and client):
         raise FrameError("reply frame must name its client")
-    weight = header.get("weight")
+    weight = _float(header.get("weight"))
+    if weight is None:
+        raise FrameError(f"reply weight must be a number, got {header.get('weight')!r}")
     metrics = header.get("metrics")
-    if not isinstance(weight, int | float) or isinstance(weight, bool):
-        raise FrameError(f"reply weight must be a number, got {weight!r}")
-    if not isinstance(metrics, dict) or not all(
-        isinstance(k, str) and isinstance(v, int | float) and not isinstance(v, bool)
-        and math.isfinite(v)
-        for k, v in metrics.items()
-    ):  # fmt: skip
+    if not isinstance(metrics, dict):
         raise FrameError("reply metrics must map names to finite numbers")
+    values: dict[str, float] = {}
+    for name, raw in metrics.items():
+        value = _float(raw)
+        if not isinstance(name, str) or value is None or not math.isfinite(value):
+            raise FrameError("reply metrics must map names to finite numbers")
+        values[name] = value
     for key in ("round", "attempt"):
         _int(header, key, "reply")
     if not isinstance(header.get("run"), str):
         raise FrameError("reply frame must name its run")
     payloads: dict[str, Any] = dict(sections)  # views into ``data``: no copy of the update
-    reply = ClientReply(client, payloads, float(weight), {k: float(v) for k, v in metrics.items()})
+    reply = ClientReply(client, payloads, weight, values)
     return reply, header
