@@ -8,7 +8,7 @@ touched.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,6 +49,9 @@ class Experiment:
     scenario: Scenario
     spec: RecipeSpec
     adversary: Adversary | None = None
+    # called with the stop reason once the rounds end, before the report and registration
+    # (a served federation tells its clients at once rather than after MLflow)
+    rounds_ended: Callable[[str], None] | None = None
 
 
 @contextmanager

@@ -147,7 +147,8 @@ def build_served(
         "deployment": {"heartbeat_s": cfg.deployment.heartbeat_s},
         "straggler_policy": fed.straggler_policy,
     }
-    return Served(federation, coordinator, registry, info, Experiment(federation, scenario, spec))
+    experiment = Experiment(federation, scenario, spec, rounds_ended=coordinator.finish)
+    return Served(federation, coordinator, registry, info, experiment)
 
 
 def serve(
@@ -218,6 +219,10 @@ def serve(
     )
     server = uvicorn.Server(config)
     server.run()
+    late = served.coordinator.drain_audit()  # refused while lingering: after the last commit
+    sinks = served.federation.sinks
+    if late and sinks is not None and sinks.store is not None:
+        sinks.flush({"audit": late})
     if "error" in outcome:
         raise outcome["error"]
     if "result" not in outcome:

@@ -133,6 +133,8 @@ def run_experiment(
     version = report = baseline = None
     try:
         result = federation.run(resume=resume, stop_after=stop_after)
+        if experiment.rounds_ended is not None:
+            experiment.rounds_ended(result.stop_reason)
         history_path = run_dir / HISTORY  # current when federation.run returns
         if result.history:
             from fedlake.lakehouse.report import plot_rounds
