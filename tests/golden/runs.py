@@ -198,7 +198,8 @@ def outcome(name: str, output_dir: Path) -> dict[str, Any]:
         "final_accuracy": final.get("eval_accuracy"),
         "model": digest(np.asarray(result.state.params)),
         "best_model": None if result.best_params is None else digest(result.best_params),
-        "round_models": digest([digest(r["params"]) for r in models]),
+        # a row's params are the state vector (a store converts them): digest their bytes
+        "round_models": digest([digest(np.asarray(r["params"], "<f4").tobytes()) for r in models]),
         "history": digest([_clean(h) for h in result.history]),
         "client_rows": digest(clients),
     }

@@ -1,6 +1,7 @@
 """The round loop on toy clients: golden numbers, rejections, retries, resume, executors."""
 
 import functools
+import pickle
 from dataclasses import replace
 
 import numpy as np
@@ -11,7 +12,7 @@ from fedlake.algorithms.fedavg import fedavg
 from fedlake.backends.inline import InlineExecutor
 from fedlake.compression.codec import plain
 from fedlake.compression.wire import HEADER_BYTES, read_header
-from fedlake.orchestration.checkpoint import load_checkpoint
+from fedlake.orchestration.checkpoint import CHECKPOINT, FLUSHED, load_checkpoint
 from fedlake.orchestration.events import NullObserver
 from fedlake.orchestration.sampling import CohortSpec
 from fedlake.orchestration.sinks import RunSinks
@@ -231,11 +232,28 @@ def test_resume_replays_rows_not_yet_written(tmp_path):
     from fedlake.orchestration.checkpoint import save_checkpoint
 
     ckpt.pending = {"rounds": [{"round": 99, "attempt": 0, "status": "completed"}]}
+    ckpt.pending_token = "a save whose rows were never marked written"
     save_checkpoint(ckpt, tmp_path / "run")
     store = MemoryStore()
     fed2 = make(tmp_path, sinks=RunSinks(run_id="", store=store, tracker=NullTracker()))
     fed2.run(resume=True)
     assert 99 in [r["round"] for r in store.read("rounds")]
+
+
+def test_resume_does_not_write_rows_marked_written_again(tmp_path):
+    """One save per round plus a marker: rows the marker names are not replayed."""
+    store = MemoryStore()
+    fed = make(tmp_path, sinks=RunSinks(run_id="", store=store, tracker=NullTracker()))
+    fed.run(stop_after=2)
+    on_disk = pickle.loads((tmp_path / "run" / CHECKPOINT).read_bytes())
+    assert on_disk.pending, "the checkpoint keeps its rows until the marker says written"
+    assert (tmp_path / "run" / FLUSHED).read_text() == on_disk.pending_token
+    assert not load_checkpoint(tmp_path / "run").pending
+    written = len(store.read("rounds"))
+    fed2 = make(tmp_path, sinks=RunSinks(run_id="", store=store, tracker=NullTracker()))
+    fed2.run(resume=True)
+    rounds = [r["round"] for r in store.read("rounds")]
+    assert len(rounds) > written and sorted(set(rounds)) == rounds == sorted(rounds)
 
 
 def test_a_finished_run_goes_on_when_its_limits_are_raised(tmp_path):

@@ -6,14 +6,17 @@ import json
 import os
 import pickle
 import time
+import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from fedlake.core.state import ServerState
 from fedlake.orchestration.sinks import RunSinks
 
 CHECKPOINT = "checkpoint.pkl"
+FLUSHED = "checkpoint.flushed"  # the token of the checkpoint whose pending rows are written
 HISTORY = "history.json"  # the rounds so far, as JSON: readable without unpickling anything
 FORMAT_VERSION = 3  # 2: client_states (error-feedback residuals); 3: no client state
 
@@ -41,17 +44,27 @@ class Checkpoint:
     # a format-2 checkpoint's client states, for the simulator's stores to take over
     legacy_client_states: dict[str, Any] | None = None
     version: int = FORMAT_VERSION
+    # names this save's pending rows: FLUSHED holding it says they were written (a marker
+    # of a few bytes instead of saving the whole checkpoint, model included, again)
+    pending_token: str | None = None
 
 
-def _write_atomically(path: Path, data: bytes, *, durable: bool = True) -> Path:
+def _write_atomically(
+    path: Path, data: bytes | Callable[[BinaryIO], None], *, durable: bool = True
+) -> Path:
     """Write ``data`` to ``path`` via a temp file and a rename: a kill never leaves half a file.
 
+    ``data`` is the bytes, or a function that writes them to the open file (a pickle
+    streamed straight to disk: a 100 MB model is not first copied into one bytes object).
     ``durable`` also waits for the disk (fsync): for the checkpoint, not for derived files.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     with open(tmp, "wb") as f:
-        f.write(data)
+        if callable(data):
+            data(f)
+        else:
+            f.write(data)
         f.flush()
         if durable:
             os.fsync(f.fileno())
@@ -92,7 +105,7 @@ def save_checkpoint(ckpt: Checkpoint, run_dir: Path, *, history: bool = True) ->
         _history_behind.pop(run_dir, None)
         _write_atomically(run_dir / HISTORY, history_json(ckpt.history), durable=False)
     return _write_atomically(
-        run_dir / CHECKPOINT, pickle.dumps(ckpt, protocol=pickle.HIGHEST_PROTOCOL)
+        run_dir / CHECKPOINT, lambda f: pickle.dump(ckpt, f, protocol=pickle.HIGHEST_PROTOCOL)
     )
 
 
@@ -140,7 +153,17 @@ def load_checkpoint(run_dir: Path) -> Checkpoint | None:
         raise ValueError(f"{path} is not a fedlake checkpoint of format {FORMAT_VERSION}")
     if ckpt.version < FORMAT_VERSION:
         _upgrade(ckpt)
+    token = getattr(ckpt, "pending_token", None)
+    if ckpt.pending and token is not None and _flushed(run_dir) == token:
+        ckpt.pending = {}  # written before the run stopped: nothing to replay
     return ckpt
+
+
+def _flushed(run_dir: Path) -> str | None:
+    try:
+        return (run_dir / FLUSHED).read_text().strip()
+    except OSError:
+        return None
 
 
 def _upgrade(ckpt: Checkpoint) -> None:
@@ -169,20 +192,22 @@ def commit(
     sinks: RunSinks,
     run_dir: Path,
 ) -> None:
-    """Checkpoint with the rows pending, write them, then checkpoint them as written.
+    """Checkpoint with the rows pending, write them, then mark them as written.
 
-    With no store and no tracker there is nothing to lose between the two: one save.
+    A kill between the checkpoint and the mark replays the rows on resume (the rounds
+    table is checked for them). With no store and no tracker there is nothing to lose
+    between the two: one save, no mark.
     """
     ckpt.state = state
     if sinks.store is None and sinks.tracker is None:
-        ckpt.pending = {}
+        ckpt.pending, ckpt.pending_token = {}, None
         save_checkpoint(ckpt, run_dir)
         return
-    ckpt.pending = pending
+    ckpt.pending, ckpt.pending_token = pending, uuid.uuid4().hex
     save_checkpoint(ckpt, run_dir)
     sinks.flush(pending)
+    _write_atomically(run_dir / FLUSHED, ckpt.pending_token.encode())
     ckpt.pending = {}
-    save_checkpoint(ckpt, run_dir, history=False)  # only the pending rows changed
 
 
 def open_sinks(

@@ -229,10 +229,14 @@ def model_row(
     model_config: dict[str, Any],
     ev: dict[str, float],
 ) -> dict[str, Any]:
-    """The models-table row of the global model after round ``r`` (0-based)."""
+    """The models-table row of the global model after round ``r`` (0-based).
+
+    ``params`` stays the (read-only) state vector itself, not a copy: the store converts
+    it when it writes the row, and the checkpoint pickles it once with the state.
+    """
     return {
         "round": r + 1,
-        "params": params.tobytes(),
+        "params": params,
         "spec": spec.to_json(),
         "model_config": json.dumps(model_config),
         "metrics": json.dumps(ev),

@@ -11,7 +11,6 @@ reconnects on its own.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import random
 import ssl
@@ -25,7 +24,12 @@ from urllib.parse import urlencode, urlsplit
 
 from fedlake.algorithms.spec import RecipeSpec, build_algorithm
 from fedlake.backends.remote.auth import Credential
-from fedlake.backends.remote.wire import FrameError, reply_to_bytes, task_from_bytes
+from fedlake.backends.remote.wire import (
+    FrameError,
+    model_checksum,
+    reply_to_bytes,
+    task_from_bytes,
+)
 from fedlake.client.folder_store import FolderStateStore
 from fedlake.client.runtime import ClientRuntime
 from fedlake.client.stores import ClientStateStore
@@ -233,7 +237,7 @@ class RemoteClient:
         try:
             frame = self.download(base + "/task")
             task, client, run = task_from_bytes(frame)
-            if hashlib.sha256(task.model).hexdigest() != offer["model_sha256"]:
+            if model_checksum(task.model) != offer["model_xxh3_128"]:
                 raise FrameError("the model's checksum does not match the offer's")
         except (FrameError, ServerError) as exc:
             self.log(f"{self.client_id}: round {r}: task not received: {exc}")

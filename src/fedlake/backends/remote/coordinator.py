@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from fedlake.backends.remote.wire import FrameError, reply_from_bytes, task_parts
+from fedlake.backends.remote.wire import FrameError, model_checksum, reply_from_bytes, task_parts
 from fedlake.core.task import ClientFailure, ClientOutcome, ClientTask, FailureReason
 
 __all__ = ["Attempt", "Coordinator", "Refusal", "reply_digest"]
@@ -50,7 +50,7 @@ class Attempt:
     outcomes: queue.Queue[ClientOutcome] = field(default_factory=queue.Queue)
     fetched: set[str] = field(default_factory=set)
     answered: dict[str, str] = field(default_factory=dict)  # client -> reply sha256 / failure
-    model_sha256: str = ""
+    model_checksum: str = ""  # xxh3-128 of the encoded model (see model_checksum)
 
     @property
     def tag(self) -> tuple[int, int]:
@@ -109,7 +109,7 @@ class Coordinator:
                 "attempt": attempt.task.attempt,
                 "deadline": attempt.deadline,
                 "deadline_in_s": max(0.0, attempt.deadline - time.time()),
-                "model_sha256": attempt.model_sha256,
+                "model_xxh3_128": attempt.model_checksum,
             }
 
     def task_frame(self, client: str, round_: int, attempt_: int) -> list[Any]:
@@ -188,7 +188,7 @@ class Coordinator:
     def open_attempt(self, task: ClientTask, cohort: Sequence[str], timeout_s: float) -> Attempt:
         """Offer ``task`` to ``cohort`` until ``timeout_s`` from now; wake their long-polls."""
         attempt = Attempt(task, list(cohort), time.time() + timeout_s)
-        attempt.model_sha256 = hashlib.sha256(task.model).hexdigest()
+        attempt.model_checksum = model_checksum(task.model)
         with self._lock:
             self._attempt = attempt
             events = [self._events.get(c) for c in cohort]

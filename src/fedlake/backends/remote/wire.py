@@ -20,12 +20,14 @@ from collections.abc import Mapping
 from typing import Any
 
 from fedlake.core.codec import CodecError
+from fedlake.core.extras import require
 from fedlake.core.task import ClientReply, ClientTask, Instructions
 
 __all__ = [
     "REPLY_MAGIC",
     "TASK_MAGIC",
     "FrameError",
+    "model_checksum",
     "reply_from_bytes",
     "reply_to_bytes",
     "task_from_bytes",
@@ -215,3 +217,11 @@ def reply_from_bytes(data: bytes | bytearray | memoryview) -> tuple[ClientReply,
     payloads: dict[str, Any] = dict(sections)  # views into ``data``: no copy of the update
     reply = ClientReply(client, payloads, weight, values)
     return reply, header
+
+
+def model_checksum(model: bytes | bytearray | memoryview) -> str:
+    """The task model's checksum: xxh3-128 (TLS and the signatures already give integrity
+    against tampering; this catches a torn or mangled transfer at ~13 GB/s, where SHA-256
+    cost 63 ms of every 100 MB round on the critical path)."""
+    xxhash = require("xxhash", extra="client", purpose="checking a task's model")
+    return str(xxhash.xxh3_128_hexdigest(model))
