@@ -94,14 +94,19 @@ class Aggregated(NamedTuple):
 
 
 def aggregate_updates(
-    algorithm: Algorithm, state: ServerState, updates: Iterable[ClientUpdate]
+    algorithm: Algorithm,
+    state: ServerState,
+    updates: Iterable[ClientUpdate],
+    *,
+    screened: bool = False,
 ) -> Aggregated:
     """Aggregate a cohort: ``(vectors, aggregator_state, num_updates, weight)``.
 
     Linear aggregators consume ``updates`` as a stream in O(d) memory per named vector,
     so it may be a generator; non-linear ones materialise the cohort. Every update must be
     valid (see :func:`fedlake.core.update.validate_update`) and carry every vector the
-    algorithm's server plugins ask for; an invalid one raises.
+    algorithm's server plugins ask for; an invalid one raises (``screened``: the caller
+    validated them, and only the vectors are checked for).
 
     Raises:
         TooFewUpdatesError: fewer updates than ``aggregator.min_updates`` (EmptyCohortError
@@ -119,7 +124,9 @@ def aggregate_updates(
 
     def checked() -> Iterator[ClientUpdate]:
         for u in updates:
-            reason = validate_update(u, state.dim)
+            # ``screened``: the caller validated every update already (one pass less
+            # over each vector: 100 MB updates cost ~10 ms a pass)
+            reason = None if screened else validate_update(u, state.dim)
             missing = [name for name in extra if name not in u.vectors]
             if reason is None and missing:
                 reason = f"missing {missing[0]!r} vector"

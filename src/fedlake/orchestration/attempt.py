@@ -2,8 +2,8 @@
 
 The server's side of a round, as data flows: the task carries the encoded model and the
 server plugins' extras; the executor answers with replies or typed failures, in any order;
-they are put in cohort order, screened (decoded, validated, recorded) and streamed into
-the aggregator. Stepping the server state with the aggregate is the pure
+they are screened (decoded, validated, recorded) as they arrive and streamed into the
+aggregator in cohort order. Stepping the server state with the aggregate is the pure
 :func:`fedlake.core.state.apply_server_step`.
 """
 
@@ -32,7 +32,7 @@ from fedlake.orchestration.folding import FoldPlan, merge_folded
 from fedlake.orchestration.interfaces import Executor, FoldingExecutor, RoundReporter
 from fedlake.orchestration.privacy import dp_facts
 from fedlake.orchestration.records import ClientRecord, ClientStatus
-from fedlake.orchestration.screening import in_cohort_order, screen
+from fedlake.orchestration.screening import screen_in_cohort_order
 from fedlake.orchestration.transport import Download
 
 __all__ = ["AttemptResult", "make_task", "run_attempt"]
@@ -106,11 +106,12 @@ def run_attempt(
     decode = functools.partial(
         decode_reply, dim=state.dim, mask=sent, codec=algorithm.compression.upload
     )
-    outcomes = in_cohort_order(executor.map_clients(task, cohort), cohort)
+    outcomes = executor.map_clients(task, cohort)
     accepted = _partial_work(
         dp_facts(
-            screen(
+            screen_in_cohort_order(
                 outcomes,
+                cohort,
                 state.dim,
                 records,
                 decode,
@@ -123,7 +124,7 @@ def run_attempt(
         result.partial,
     )
     try:
-        result.aggregated = aggregate_updates(algorithm, state, accepted)
+        result.aggregated = aggregate_updates(algorithm, state, accepted, screened=True)
         result.count = result.aggregated.num_updates
     except TooFewUpdatesError:  # none, or fewer than the rule needs
         result.count = sum(rec.status is ClientStatus.ACCEPTED for rec in records)

@@ -7,6 +7,7 @@ a positive weight, every vector the algorithm asks for) and only then aggregated
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
@@ -50,7 +51,9 @@ def reply_record(
     # A rejected reply is untrusted: any vector or metric may be missing or malformed.
     vectors = update.vectors if update is not None else {}
     delta = np.asarray(vectors.get(DELTA, np.empty(0, np.float32)))
-    finite = delta.dtype.kind == "f" and bool(np.isfinite(delta).all())
+    norm = float(np.linalg.norm(delta)) if delta.dtype.kind == "f" else math.nan
+    # a finite norm means finite values (one pass); else look (finite values can overflow)
+    finite = math.isfinite(norm) or (delta.dtype.kind == "f" and bool(np.isfinite(delta).all()))
     examples = finite_number(reply.metrics.get("num_examples", reply.weight))
     return ClientRecord(
         client_id=reply.client_id,
@@ -59,7 +62,7 @@ def reply_record(
         num_examples=int(examples) if examples is not None and examples >= 0 else 0,
         bytes=reply.nbytes(),
         replied=True,
-        update_norm=float(np.linalg.norm(delta)) if finite else None,
+        update_norm=norm if finite else None,
         train_loss=finite_number(reply.metrics.get("train_loss")),
         duration_s=finite_number(reply.metrics.get("duration_s")),
     )
@@ -96,26 +99,78 @@ def screen(
     typed failures.
     """
     for r in outcomes:
-        if on_result is not None:
-            on_result()
-        if isinstance(r, ClientFailure):
-            records.append(failure_record(r))
-            if failures is not None:
-                failures.append(r)
-            continue
-        try:
-            update = decode(r)
-        except CodecError as exc:
-            records.append(
-                reply_record(r, None, ClientStatus.REJECTED, f"undecodable update: {exc}")
-            )
-            continue
-        reason = validate_update(update, dim)
-        missing = [name for name in required if name not in update.vectors]
-        if reason is None and missing:
-            reason = f"missing {missing[0]!r} vector"
-        if reason is not None:
-            records.append(reply_record(r, update, ClientStatus.REJECTED, reason))
-            continue
-        records.append(reply_record(r, update, ClientStatus.ACCEPTED, None))
-        yield update
+        update = screen_one(r, dim, records, decode, on_result, required, failures)
+        if update is not None:
+            yield update
+
+
+def screen_in_cohort_order(
+    outcomes: Iterable[ClientOutcome],
+    cohort: Sequence[str],
+    dim: int,
+    records: list[ClientRecord],
+    decode: Callable[[ClientReply], ClientUpdate],
+    *,
+    on_result: Callable[[], None] | None = None,
+    required: Sequence[str] = (),
+    failures: list[ClientFailure] | None = None,
+) -> Iterator[ClientUpdate]:
+    """:func:`screen` each outcome as it arrives, then yield the valid updates in cohort order.
+
+    Decoding and checking a reply overlaps the transfers of the replies still coming (a
+    remote round's tail); only the order of aggregation is fixed, so runs stay
+    bit-reproducible. ``records`` and ``failures`` end in cohort order too.
+    """
+    position = {cid: i for i, cid in enumerate(cohort)}
+    held: dict[int, ClientUpdate | None] = {}
+    nxt = 0
+    start, failed = len(records), len(failures) if failures is not None else 0
+    for r in outcomes:
+        held[position[r.client_id]] = screen_one(
+            r, dim, records, decode, on_result, required, failures
+        )
+        while nxt in held:
+            update = held.pop(nxt)
+            nxt += 1
+            if update is not None:
+                yield update
+    for i in sorted(held):
+        update = held[i]
+        if update is not None:
+            yield update
+    records[start:] = sorted(records[start:], key=lambda rec: position[rec.client_id])
+    if failures is not None:
+        failures[failed:] = sorted(failures[failed:], key=lambda f: position[f.client_id])
+
+
+def screen_one(
+    r: ClientOutcome,
+    dim: int,
+    records: list[ClientRecord],
+    decode: Callable[[ClientReply], ClientUpdate],
+    on_result: Callable[[], None] | None = None,
+    required: Sequence[str] = (),
+    failures: list[ClientFailure] | None = None,
+) -> ClientUpdate | None:
+    """One outcome's record appended; its update when valid, else None."""
+    if on_result is not None:
+        on_result()
+    if isinstance(r, ClientFailure):
+        records.append(failure_record(r))
+        if failures is not None:
+            failures.append(r)
+        return None
+    try:
+        update = decode(r)
+    except CodecError as exc:
+        records.append(reply_record(r, None, ClientStatus.REJECTED, f"undecodable update: {exc}"))
+        return None
+    reason = validate_update(update, dim)
+    missing = [name for name in required if name not in update.vectors]
+    if reason is None and missing:
+        reason = f"missing {missing[0]!r} vector"
+    if reason is not None:
+        records.append(reply_record(r, update, ClientStatus.REJECTED, reason))
+        return None
+    records.append(reply_record(r, update, ClientStatus.ACCEPTED, None))
+    return update
