@@ -112,4 +112,3 @@ def main(grid: Grid, context: Context) -> None:
     tmp = out.with_suffix(".tmp")
     tmp.write_text(json.dumps(log, indent=1))
     tmp.replace(out)
-

@@ -52,9 +52,11 @@ class _TimedCredential:
     def __init__(self, inner: Any, owner: TimedClient) -> None:
         self.inner, self.owner = inner, owner
 
-    def headers(self, method: str, path: str, query: str, body: Any = b"") -> dict[str, str]:
+    def headers(
+        self, method: str, path: str, query: str, body: Any = b"", **kw: Any
+    ) -> dict[str, str]:
         t0 = time.perf_counter()
-        out = self.inner.headers(method, path, query, body)
+        out = self.inner.headers(method, path, query, body, **kw)
         if method == "PUT" and self.owner.current is not None:
             self.owner.current["sign_s"] = self.owner.current.get("sign_s", 0.0) + (
                 time.perf_counter() - t0
@@ -68,10 +70,13 @@ class _TimedCredential:
 class TimedClient(remote.RemoteClient):
     """RemoteClient keeping the time of each step of each round in ``PHASES``."""
 
+    running: TimedClient | None = None
+
     def __init__(self, *args: Any, **kw: Any) -> None:
         super().__init__(*args, **kw)
         self.credential = _TimedCredential(self.credential, self)
         self.current: dict[str, Any] | None = None
+        TimedClient.running = self
 
     def request(self, method: str, path: str, **kw: Any) -> Any:
         t0 = time.perf_counter()
@@ -103,6 +108,16 @@ class TimedClient(remote.RemoteClient):
             PHASES.append(rec)
 
 
+def _timed_sha256(pieces: Any, _inner: Any = remote._sha256) -> str:
+    """The client's body digest (computed once per request, before signing), timed as sign."""
+    t0 = time.perf_counter()
+    out = _inner(pieces)
+    client = TimedClient.running
+    if client is not None and client.current is not None and sum(len(p) for p in pieces):
+        client.current["sign_s"] = client.current.get("sign_s", 0.0) + time.perf_counter() - t0
+    return str(out)
+
+
 def _write(client_id: str) -> None:
     folder = os.environ.get("FEDLAKE_NET_PHASES")
     if folder:
@@ -115,6 +130,7 @@ def main() -> int:
     cred = Path(args[args.index("--credential") + 1])
     atexit.register(_write, cred.stem)
     remote.RemoteClient = TimedClient  # type: ignore[misc]  # the CLI imports it when run
+    remote._sha256 = _timed_sha256
     import typer
 
     typer.run(client_command)

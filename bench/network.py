@@ -456,8 +456,14 @@ def flower_side(cell: dict[str, Any], folder: Path, certs: Path, *, tls: bool,
     app.mkdir(parents=True, exist_ok=True)
     shutil.copy(BENCH / "_flower_deploy.py", app / "_flower_deploy.py")
     (app / "pyproject.toml").write_text(
-        flower_pyproject(clients=n, classes=classes, features=features,
-                         rounds=cell["rounds"], timeout=timeout, out=str(out))  # fmt: skip
+        flower_pyproject(
+            clients=n,
+            classes=classes,
+            features=features,
+            rounds=cell["rounds"],
+            timeout=timeout,
+            out=str(out),
+        )  # fmt: skip
     )
     home = folder / "flwr-home"
     home.mkdir(exist_ok=True)
@@ -859,8 +865,10 @@ def main() -> int:
         "phases": args.phases,
         "sides": sides,
         "warmup_rounds": WARMUP,
-        "targets": {"flower_over_fedlake_at_least": TARGET_FLOWER,
-                    "fedlake_over_raw_at_most": TARGET_RAW},  # fmt: skip
+        "targets": {
+            "flower_over_fedlake_at_least": TARGET_FLOWER,
+            "fedlake_over_raw_at_most": TARGET_RAW,
+        },  # fmt: skip
         "memory_floor_GB": MEMORY_FLOOR_GB,
         "cells": cells,
     }

@@ -33,7 +33,8 @@ except ImportError:  # pragma: no cover - exercised only where numba cannot be i
 
 
 def _sgd_steps(
-    theta: np.ndarray,
+    out: np.ndarray,
+    grad: np.ndarray,
     x: np.ndarray,
     y: np.ndarray,
     order: np.ndarray,
@@ -46,18 +47,19 @@ def _sgd_steps(
     anchor: np.ndarray,
     offset: np.ndarray,
     use_offset: bool,
-) -> tuple[np.ndarray, float]:
-    """``steps`` SGD steps on rows ``order`` (epochs' permutations concatenated); returns
-    the new params and the sum of the minibatch losses.
+) -> float:
+    """``steps`` SGD steps on rows ``order`` (epochs' permutations concatenated), training
+    ``out`` in place with ``grad`` (as long) as scratch; returns the sum of the minibatch
+    losses.
 
-    Every gradient becomes ``g + mu * (w - anchor) + offset`` (the last when
-    ``use_offset``): FedProx's proximal term and SCAFFOLD's correction.
+    Every gradient becomes ``g + mu * (w - anchor) + offset`` (``anchor`` read only when
+    ``mu != 0``, ``offset`` only when ``use_offset``): FedProx's proximal term and
+    SCAFFOLD's correction. The buffers come from numpy, not from the compiled code:
+    numpy asks the kernel for huge pages (a 100 MB allocation faults in ~10 ms, not ~60).
     """
     n, f = x.shape
     c = num_classes
     k = c * f
-    out = theta.copy()
-    grad = np.empty_like(out)
     logits = np.empty(c, dtype=np.float32)
     per_epoch = (n + batch - 1) // batch
     lr32 = np.float32(lr)
@@ -112,7 +114,7 @@ def _sgd_steps(
         for j in range(out.size):
             out[j] -= lr32 * grad[j]
         total += loss / rows
-    return out, total
+    return total
 
 
 # reassociation lets the compiler vectorise the sums; no nnan/ninf: NaN and Inf stay honest
@@ -121,6 +123,9 @@ try:  # the machine code is cached beside the sources (or in NUMBA_CACHE_DIR)
     sgd_steps = njit(cache=True, nogil=True, fastmath=FASTMATH)(_sgd_steps)
 except RuntimeError:  # no writable cache location (read-only install): compile per process
     sgd_steps = njit(cache=False, nogil=True, fastmath=FASTMATH)(_sgd_steps)
+
+
+_NONE = np.zeros(0, np.float32)  # an unused anchor or offset (never written)
 
 
 class Job(NamedTuple):
@@ -143,11 +148,18 @@ class Job(NamedTuple):
 def run(job: Job) -> FitResult:
     """Run one client's compiled local training."""
     # writable inputs always: numba compiles (and caches) one variant per array flag set
-    theta = np.array(job.theta, dtype=np.float32)
-    anchor = theta.copy() if job.anchor is None else np.array(job.anchor, dtype=np.float32)
-    offset = np.zeros(0, np.float32) if job.offset is None else np.array(job.offset, np.float32)
-    theta, total = sgd_steps(
+    theta = np.array(job.theta, dtype=np.float32)  # the copy that trains, in place
+    mu = float(job.mu)
+    if mu == 0.0:  # no proximal term: the kernel never reads the anchor
+        anchor = _NONE
+    elif job.anchor is None:  # the start params, kept before training moves ``theta``
+        anchor = theta.copy()
+    else:
+        anchor = np.array(job.anchor, dtype=np.float32)
+    offset = _NONE if job.offset is None else np.array(job.offset, np.float32)
+    total = sgd_steps(
         theta,
+        np.empty_like(theta),
         np.require(job.x, requirements="W"),
         job.y,
         job.order,
@@ -156,7 +168,7 @@ def run(job: Job) -> FitResult:
         job.l2,
         job.steps,
         job.num_classes,
-        float(job.mu),
+        mu,
         anchor,
         offset,
         job.offset is not None,

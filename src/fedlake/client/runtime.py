@@ -246,7 +246,7 @@ class ClientRuntime:
             )
         ctx = ctx.evolve(fit=fit, upload=local)
         ctx = _hooks(plugins, "after_fit", ctx, states)
-        ctx = ctx.evolve(delta=np.asarray(ctx.upload).astype(np.float32) - global_params)
+        ctx = ctx.evolve(delta=np.asarray(ctx.upload, dtype=np.float32) - global_params)
         ctx = _hooks(plugins, "on_delta", ctx, states)
         assert ctx.delta is not None
         upload = self.algorithm.upload

@@ -4,6 +4,11 @@ Down: ``"FLM" | version u8 | flags u8 | dim u64`` then, when the model is pruned
 bitmap of the surviving weights, then the download codec's payload of the surviving
 values. Up: the upload codec's payload of the delta at the surviving positions only
 (the client got the mask with the model, so positions cost nothing).
+
+A 100 MB model is copied once to encode it and not at all to decode it where its raw
+float32 values lie 16-byte aligned in the receiver's buffer (:func:`values_offset` says
+where they start; the task frame lays itself out so): :func:`decode_model` then returns a
+read-only view of them.
 """
 
 from __future__ import annotations
@@ -14,7 +19,10 @@ from collections.abc import Mapping
 import numpy as np
 
 from fedlake.compression.bitpack import pack_mask, unpack_mask
-from fedlake.compression.codec import encode_with_feedback, plain
+from fedlake.compression.codec import encode_with_feedback, plain, plain_parts, read_plain
+from fedlake.compression.sparsify import DENSE
+from fedlake.compression.values import FLOAT32
+from fedlake.compression.wire import HEADER, HEADER_BYTES, MAGIC
 from fedlake.core.codec import Codec, CodecError
 from fedlake.core.task import ClientReply
 from fedlake.core.update import DELTA, ClientUpdate
@@ -23,6 +31,7 @@ MODEL_MAGIC = b"FLM"
 MODEL_VERSION = 1
 MODEL_HEADER = struct.Struct("<3sBBQ")
 HAS_MASK = 1
+ALIGN = 16  # numpy's own arrays are at least this aligned: views as aligned as copies
 
 
 def _codec(codec: Codec | None) -> Codec:
@@ -38,19 +47,27 @@ def encode_model(
     """The download message: the model (only its surviving weights when ``mask`` is set)."""
     d = params.size
     flags = HAS_MASK if mask is not None else 0
-    parts = [MODEL_HEADER.pack(MODEL_MAGIC, MODEL_VERSION, flags, d)]
+    parts: list[bytes | memoryview] = [MODEL_HEADER.pack(MODEL_MAGIC, MODEL_VERSION, flags, d)]
     values = params
     if mask is not None:
         parts.append(pack_mask(mask))
         values = params[mask]
-    parts.append(_codec(codec).encode(values, rng))
+    if codec is None:  # the plain payload's pieces: its values are copied once, here
+        parts.extend(plain_parts(values, rng))
+    else:
+        parts.append(codec.encode(values, rng))
     return b"".join(parts)
 
 
 def decode_model(
-    data: bytes, dim: int, codec: Codec | None
+    data: bytes | bytearray | memoryview, dim: int, codec: Codec | None
 ) -> tuple[np.ndarray, np.ndarray | None]:
-    """Inverse of :func:`encode_model`: ``(params, mask)``; validates every field."""
+    """Inverse of :func:`encode_model`: ``(params, mask)``; validates every field.
+
+    ``params`` is read-only: a view into ``data`` when the plain codec's values lie
+    :data:`ALIGN`-byte aligned there (no copy; ``data`` stays alive with it), else an array
+    of its own.
+    """
     if not isinstance(data, bytes | bytearray | memoryview):
         raise CodecError(f"model message must be bytes, got {type(data).__name__}")
     if len(data) < MODEL_HEADER.size:
@@ -72,13 +89,35 @@ def decode_model(
         if mask is None:
             raise CodecError("pruning mask has bits set past the model's end")
         pos += n
-    # a view, not a copy: a 100 MB model is decoded straight from the message
-    inner = _codec(codec).decode(memoryview(data)[pos:], dim if mask is None else int(mask.sum()))
+    body = memoryview(data)[pos:]  # a view, not a copy
+    count = dim if mask is None else int(mask.sum())
+    if codec is None:
+        inner = read_plain(body, count)  # a read-only view of ``data``
+        if mask is None:
+            inner = _aligned_view(inner)
+    else:
+        inner = codec.decode(body, count)
     if mask is None:
-        return inner, None
-    params = np.zeros(dim, dtype=np.float32)
-    params[mask] = inner
+        params = inner
+    else:
+        params = np.zeros(dim, dtype=np.float32)
+        params[mask] = inner
+    params.flags.writeable = False
     return params, mask
+
+
+def values_offset(data: bytes | bytearray | memoryview) -> int | None:
+    """Where the raw float32 values of model message ``data`` start (a plain payload's);
+    None for another codec's or for bytes that are no model message. Nothing is validated
+    beyond what finding them needs: :func:`decode_model` checks the message."""
+    if len(data) < MODEL_HEADER.size:
+        return None
+    magic, version, flags, dim = MODEL_HEADER.unpack_from(data)
+    if magic != MODEL_MAGIC or version != MODEL_VERSION or flags not in (0, HAS_MASK):
+        return None
+    pos = MODEL_HEADER.size + ((dim + 7) // 8 if flags & HAS_MASK else 0)
+    inner = payload_values_offset(memoryview(data)[pos:])
+    return None if inner is None else pos + inner
 
 
 def encode_delta(
@@ -105,14 +144,43 @@ def encode_delta(
     return payload, new_residual
 
 
-def decode_delta(data: bytes, dim: int, mask: np.ndarray | None, codec: Codec | None) -> np.ndarray:
-    """Inverse of :func:`encode_delta` on the server: a full-length delta."""
+def decode_delta(
+    data: bytes | bytearray | memoryview, dim: int, mask: np.ndarray | None, codec: Codec | None
+) -> np.ndarray:
+    """Inverse of :func:`encode_delta` on the server: a full-length delta.
+
+    Read-only: a view into ``data`` when the plain codec's values lie :data:`ALIGN`-byte
+    aligned there (no copy of a 100 MB update; reply frames lay themselves out so), else
+    an array of its own.
+    """
+    if mask is None and codec is None:
+        return _aligned_view(read_plain(data, dim))
     if mask is None:
-        return _codec(codec).decode(data, dim)
-    kept = _codec(codec).decode(data, int(mask.sum()))
-    delta = np.zeros(dim, dtype=np.float32)
-    delta[mask] = kept
+        delta = _codec(codec).decode(data, dim)
+    else:
+        delta = np.zeros(dim, dtype=np.float32)
+        delta[mask] = _codec(codec).decode(data, int(mask.sum()))
+    delta.flags.writeable = False
     return delta
+
+
+def _aligned_view(values: np.ndarray) -> np.ndarray:
+    """``values`` (a read-only view) as they are when aligned, else one aligned copy."""
+    if values.ctypes.data % ALIGN:
+        values = values.copy()
+    values.flags.writeable = False
+    return values
+
+
+def payload_values_offset(data: bytes | bytearray | memoryview) -> int | None:
+    """Where a plain payload's float32 values start in ``data`` (None for another codec's,
+    or bytes that are no payload). Nothing is validated beyond what finding them needs."""
+    if len(data) < HEADER_BYTES:
+        return None
+    fields = HEADER.unpack_from(data, 0)
+    if fields[0] != MAGIC or (fields[2], fields[3]) != (DENSE, FLOAT32):
+        return None
+    return HEADER_BYTES
 
 
 def decode_reply(

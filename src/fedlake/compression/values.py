@@ -25,13 +25,19 @@ FLOAT32, FLOAT16, STOCHASTIC, NEAREST = 1, 2, 3, 4  # coder tags in the header
 
 
 class ValueCoder(NamedTuple):
-    """Encodes ``count`` float32 values; ``bits`` and ``bucket`` go to the header."""
+    """Encodes ``count`` float32 values; ``bits`` and ``bucket`` go to the header.
+
+    ``encode`` returns bytes, or a byte view of the values it was given (float32: no copy;
+    read it before they change). ``decode`` returns float32 values: a new array, or a
+    read-only view into the payload (float32: no copy; the codec copies it once when its
+    caller needs an array of its own).
+    """
 
     name: str
     tag: int
     bits: int
     bucket: int
-    encode: Callable[[np.ndarray, np.random.Generator], bytes]
+    encode: Callable[[np.ndarray, np.random.Generator], bytes | memoryview]
     decode: Callable[[Reader, int], np.ndarray]
     lossless: bool = False
     contraction: float = 0.0  # worst-case ||decode(encode(x)) - x||^2 / ||x||^2 (expected)
@@ -63,11 +69,14 @@ def _work_dtype(span: np.ndarray, top: int) -> type[np.floating]:
 def float32() -> ValueCoder:
     """Raw float32 values: lossless."""
 
-    def encode(values: np.ndarray, rng: np.random.Generator) -> bytes:
-        return np.ascontiguousarray(values, dtype="<f4").tobytes()
+    def encode(values: np.ndarray, rng: np.random.Generator) -> memoryview:
+        # the values' own bytes when they are contiguous little-endian float32 already
+        return np.ascontiguousarray(values, dtype="<f4").data.cast("B")
 
     def decode(reader: Reader, count: int) -> np.ndarray:
-        return reader.array("<f4", count, "float32 values").astype(np.float32)
+        view = reader.array("<f4", count, "float32 values")
+        view.flags.writeable = False  # a view of the payload, never to be written through
+        return view.astype(np.float32, copy=False)  # a copy on a big-endian machine only
 
     return ValueCoder("float32", FLOAT32, 32, 0, encode, decode, lossless=True)
 

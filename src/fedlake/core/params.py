@@ -108,7 +108,37 @@ def as_vector(x: np.ndarray | list[float]) -> np.ndarray:
 
 
 def frozen(x: np.ndarray) -> np.ndarray:
-    """Return a read-only float32 copy, so shared state cannot be mutated in place."""
+    """Return a read-only float32 copy, so shared state cannot be mutated in place.
+
+    ``x`` itself when nothing can change it already: read-only float32 with nothing
+    writable beneath it (no copy of a 100 MB model that is frozen once more).
+    """
+    if _unchangeable(x):
+        return x
     v = np.array(x, dtype=FLOAT, copy=True)
     v.setflags(write=False)
     return v
+
+
+def frozen_fresh(x: np.ndarray) -> np.ndarray:
+    """:func:`frozen` of an array no one else holds (just computed): read-only in place,
+    without a copy, when it is contiguous float32."""
+    if isinstance(x, np.ndarray) and x.dtype == FLOAT and x.flags.c_contiguous and x.base is None:
+        x.setflags(write=False)
+        return x
+    return frozen(x)
+
+
+def _unchangeable(x: object) -> bool:
+    """Whether ``x`` is a contiguous float32 array that no one can write to: read-only,
+    and so is every array beneath it, down to owned memory or immutable ``bytes``."""
+    if not (isinstance(x, np.ndarray) and x.dtype == FLOAT and x.flags.c_contiguous):
+        return False
+    obj: object = x
+    while isinstance(obj, np.ndarray):
+        if obj.flags.writeable:
+            return False
+        obj = obj.base
+    if isinstance(obj, memoryview):
+        return obj.readonly and isinstance(obj.obj, bytes)
+    return obj is None or isinstance(obj, bytes)

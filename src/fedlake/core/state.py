@@ -10,7 +10,7 @@ import numpy as np
 
 from fedlake.core.aggregator import Aggregator, FoldAccumulator
 from fedlake.core.algorithm import Algorithm
-from fedlake.core.params import frozen
+from fedlake.core.params import frozen, frozen_fresh
 from fedlake.core.rng import SERVER_RNG, round_rng
 from fedlake.core.update import DELTA, ClientUpdate, validate_update
 
@@ -208,7 +208,7 @@ def apply_server_step(
     new_state = replace(
         state,
         round=state.round + 1,
-        params=frozen(state.params + step),
+        params=frozen_fresh(state.params + step),
         aggregator_state=aggregator_state,
         server_state=server_state,
         plugins=plugins,

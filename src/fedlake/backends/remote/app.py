@@ -12,7 +12,6 @@ their schemas are in ``/openapi.json``.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import hmac
 import json
 import math
@@ -27,6 +26,7 @@ from fastapi import responses as responses
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 
+from fedlake.backends.remote import body as incoming
 from fedlake.backends.remote.auth import HEADERS, AuthError, Registry, check_token
 from fedlake.backends.remote.coordinator import Coordinator, Refusal
 from fedlake.backends.remote.status_page import STATUS_HTML
@@ -124,28 +124,20 @@ def create_app(
             headers["Retry-After"] = str(max(1, math.ceil(retry_s)))
         return responses.JSONResponse({"error": reason}, status_code=status, headers=headers)
 
-    async def read_body(request: Request) -> tuple[bytes, str]:
+    async def read_body(request: Request) -> tuple[bytes | memoryview, str]:
         """The body (under the size limit) and its SHA-256, hashed as it arrives."""
         declared = request.headers.get("content-length") or ""
         size = int(declared) if declared.isascii() and declared.isdigit() else None
         if size is not None and size > limits.max_body:
             raise Refusal(413, f"body of {declared} bytes over the limit {limits.max_body}")
-        hasher = hashlib.sha256()
-        chunks: list[bytes] = []
-        got = 0
-        async for chunk in request.stream():
-            got += len(chunk)
-            if got > limits.max_body:
-                raise Refusal(413, f"body over the limit of {limits.max_body} bytes")
-            chunks.append(chunk)
-            hasher.update(chunk)  # while the rest arrives: no pass over the body afterwards
-        if size is not None and got != size:
-            raise Refusal(400, f"body of {got} bytes, its content-length said {size}")
-        # one copy, by one join (a preallocated buffer is zeroed first: a second pass);
-        # frames are then read from it through views
-        return b"".join(chunks), hasher.hexdigest()
+        try:
+            return await incoming.read_body(request.stream(), size, limits.max_body)
+        except incoming.BodyTooLarge as exc:
+            raise Refusal(413, str(exc)) from None
+        except incoming.BodyLengthMismatch as exc:
+            raise Refusal(400, str(exc)) from None
 
-    async def authenticate(request: Request) -> tuple[str, bytes]:
+    async def authenticate(request: Request) -> tuple[str, bytes | memoryview]:
         """The signing client and the request body (read once, under the size limit).
 
         The signature (over the body's declared SHA-256) is checked before the body is
@@ -352,9 +344,9 @@ def create_app(
     return app
 
 
-def _json_object(body: bytes | bytearray) -> dict[str, Any]:
+def _json_object(data: bytes | memoryview) -> dict[str, Any]:
     try:
-        doc = json.loads(body or b"{}")
+        doc = json.loads(bytes(data) or b"{}")
     except (ValueError, RecursionError):  # not UTF-8 or JSON, a huge number, too deep
         raise Refusal(400, "the body is not JSON") from None
     if not isinstance(doc, dict):

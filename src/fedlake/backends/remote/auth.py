@@ -112,10 +112,23 @@ class Credential:
         return cls(str(doc["client_id"]), key, ca.encode() if ca else None)
 
     def headers(
-        self, method: str, path: str, query: str, body: bytes | bytearray | memoryview = b""
+        self,
+        method: str,
+        path: str,
+        query: str,
+        body: bytes | bytearray | memoryview = b"",
+        *,
+        digest: str | None = None,
     ) -> dict[str, str]:
-        """The headers that authenticate one request."""
-        digest = body_digest(body)
+        """The headers that authenticate one request.
+
+        ``digest``: the body's :func:`body_digest`, when the caller has it already (a body
+        sent in pieces, hashed once for every retry), in place of ``body``.
+        """
+        if digest is None:
+            digest = body_digest(body)
+        elif len(body):
+            raise ValueError("give the body or its digest, not both")
         stamp = f"{time.time():.3f}"
         nonce = secrets.token_hex(16)
         message = canonical(method, path, query, digest, stamp, nonce, self.client_id)

@@ -7,27 +7,35 @@ and uploads the reply, retrying with exponential backoff and jitter (a resent re
 recognised by its digest and counted once). A heartbeat runs while it trains. Killed and
 restarted, it continues from its store; when the server is unreachable it waits and
 reconnects on its own.
+
+A 100 MB model is not copied on its way through: the frame streams into one numpy buffer
+(numpy asks the kernel for huge pages: a third of the page faults' cost of a bytearray),
+the model is read in place from it, and the reply goes out as the pieces of its frame,
+hashed once for its signature and sent in 1 MiB slices (h11 copies each slice it sends).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 import ssl
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode, urlsplit
+
+import numpy as np
 
 from fedlake.algorithms.spec import RecipeSpec, build_algorithm
 from fedlake.backends.remote.auth import Credential
 from fedlake.backends.remote.wire import (
     FrameError,
     model_checksum,
-    reply_to_bytes,
+    reply_parts,
     task_from_bytes,
 )
 from fedlake.client.folder_store import FolderStateStore
@@ -42,6 +50,7 @@ __all__ = ["RemoteClient", "ServerError", "plan_work"]
 
 RETRYABLE = {408, 425, 429, 500, 502, 503, 504}
 UPLOAD_MARGIN_S = 2.0  # kept free before the deadline for the upload
+SLICE = 1 << 20  # bytes handed to the connection at a time (h11 copies each into one bytes)
 
 
 class ServerError(RuntimeError):
@@ -137,23 +146,33 @@ class RemoteClient:
         path: str,
         *,
         params: dict[str, Any] | None = None,
-        body: bytes = b"",
+        body: bytes | Sequence[bytes | memoryview] = b"",
         timeout: float | None = None,
         retry: bool = True,
         ok: tuple[int, ...] = (200,),
     ) -> Any:
-        """A signed request, retried (backoff with jitter) on network errors and 429/5xx."""
+        """A signed request, retried (backoff with jitter) on network errors and 429/5xx.
+
+        ``body``: bytes, or the pieces of one body, sent one after another without joining.
+        """
         query = urlencode(params or {})
         url = self.server + path + (f"?{query}" if query else "")
+        pieces = [body] if isinstance(body, bytes) else list(body)
+        size = sum(len(p) for p in pieces)
+        digest = _sha256(pieces)  # once: a retry signs the same body again
         backoff = Backoff()
         started = time.monotonic()
         while True:
-            headers = self.credential.headers(method, path, query, body)
-            if body:
+            headers = self.credential.headers(method, path, query, digest=digest)
+            content: bytes | Iterator[memoryview] | None = None
+            if size:
                 headers["content-type"] = "application/octet-stream"
+                # a length, not chunked encoding: the server reads exactly this many bytes
+                headers["content-length"] = str(size)
+                content = body if isinstance(body, bytes) else _slices(pieces)  # anew per try
             try:
                 response = self.http.request(
-                    method, url, content=body or None, headers=headers, timeout=timeout
+                    method, url, content=content, headers=headers, timeout=timeout
                 )
             except self._httpx.TransportError as exc:
                 response, problem = None, f"{type(exc).__name__}: {exc}"
@@ -172,8 +191,12 @@ class RemoteClient:
             self.log(f"{method} {path}: {problem}; retrying in {pause:.1f} s")
             time.sleep(pause)
 
-    def download(self, path: str) -> bytearray:
-        """A binary body, streamed into one buffer of its announced size (no second copy)."""
+    def download(self, path: str) -> memoryview:
+        """A binary body, streamed into one buffer of its announced size (no second copy).
+
+        The buffer is a numpy array (huge pages: ~15 ms to fill with 100 MB where a
+        bytearray takes ~80); the bytes come back as a view of it.
+        """
         backoff = Backoff()
         while True:
             headers = self.credential.headers("GET", path, "")
@@ -185,7 +208,7 @@ class RemoteClient:
                             raise ServerError(response.status_code, _reason(response))
                         raise self._httpx.TransportError(f"HTTP {response.status_code}")
                     size = int(response.headers.get("content-length", "0"))
-                    buffer = bytearray(size)
+                    buffer = np.empty(size, dtype=np.uint8).data
                     got = 0
                     for chunk in response.iter_bytes():
                         if got + len(chunk) > size:
@@ -256,8 +279,8 @@ class RemoteClient:
             self._rate = outcome.metrics["steps"] / max(1e-6, time.monotonic() - started)
         try:
             if isinstance(outcome, ClientReply):
-                body = reply_to_bytes(outcome, round_=task.round, attempt=a, run_id=run)
-                answer = self.request("PUT", base + "/reply", body=body).json()
+                parts, _ = reply_parts(outcome, round_=task.round, attempt=a, run_id=run)
+                answer = self.request("PUT", base + "/reply", body=parts).json()
                 self.log(f"{self.client_id}: round {r}: reply {answer.get('status')}")
             else:
                 assert isinstance(outcome, ClientFailure)
@@ -318,6 +341,22 @@ def plan_work(total: int, rate: float, left_s: float, policy: str) -> Instructio
     return Instructions(
         max_steps=max(0, int(rate * max(0.0, left_s))), drop_partial=policy == "drop"
     )
+
+
+def _sha256(pieces: Sequence[bytes | memoryview]) -> str:
+    """The hex SHA-256 of the pieces, one after another (hashlib releases the GIL)."""
+    digest = hashlib.sha256()
+    for piece in pieces:
+        digest.update(piece)
+    return digest.hexdigest()
+
+
+def _slices(pieces: Sequence[bytes | memoryview]) -> Iterator[memoryview]:
+    """The pieces in views of at most :data:`SLICE` bytes (no copy)."""
+    for piece in pieces:
+        view = memoryview(piece)
+        for start in range(0, len(view), SLICE):
+            yield view[start : start + SLICE]
 
 
 def _reason(response: Any) -> str:

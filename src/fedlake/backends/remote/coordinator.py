@@ -125,7 +125,7 @@ class Coordinator:
         return task_parts(task, client, self.run_id)
 
     def submit(
-        self, client: str, round_: int, attempt_: int, body: bytes | bytearray, digest: str
+        self, client: str, round_: int, attempt_: int, body: bytes | memoryview, digest: str
     ) -> str:
         """Take ``client``'s reply frame; ``"accepted"`` or ``"duplicate"``, else Refusal."""
         with self._lock:

@@ -4,8 +4,12 @@ A frame is ``magic (4) | version (u8) | header length (u32 LE) | header | sectio
 header is UTF-8 JSON (scalars, strings and the sections' names and lengths, at most
 64 KiB), the sections are raw bytes one after another (the encoded model, its extras, the
 upload payloads), so a 100 MB model travels as one unbroken section and is never copied
-into JSON. :func:`task_parts` returns the pieces of a task's frame without joining them,
-so the server streams one shared model to every client with no copy per client. Every
+into JSON. :func:`task_parts` and :func:`reply_parts` return the pieces of a frame without
+joining them, so the server streams one shared model to every client with no copy per
+client and a client uploads its update with no copy at all. A frame's header ends in the
+spaces (JSON whitespace) that put its first section's plain float32 values (a task's
+model, a reply's first payload) 16-byte aligned in the frame, so the receiver decodes them
+in place from the buffer it read the frame into. Every
 decoder checks every length, name and type and raises :class:`FrameError` (a
 ``CodecError``) saying what is wrong.
 """
@@ -19,6 +23,7 @@ import struct
 from collections.abc import Mapping
 from typing import Any
 
+from fedlake.compression.messages import ALIGN, payload_values_offset, values_offset
 from fedlake.core.codec import CodecError
 from fedlake.core.extras import require
 from fedlake.core.task import ClientReply, ClientTask, Instructions
@@ -29,6 +34,7 @@ __all__ = [
     "FrameError",
     "model_checksum",
     "reply_from_bytes",
+    "reply_parts",
     "reply_to_bytes",
     "task_from_bytes",
     "task_parts",
@@ -47,12 +53,26 @@ class FrameError(CodecError):
     """A task or reply frame that cannot be read (truncated, corrupt, another version)."""
 
 
-def _frame(magic: bytes, header: dict[str, Any], sections: list[tuple[str, bytes]]) -> list[Any]:
-    header = {**header, "sections": [[name, len(data)] for name, data in sections]}
+def _frame(
+    magic: bytes,
+    header: dict[str, Any],
+    sections: list[tuple[str, Any]],
+    *,
+    align: int | None = None,
+) -> list[Any]:
+    """The frame's pieces: its prefix and header as one bytes, then each section as a view.
+
+    ``align``: an offset into the first section to place at a multiple of :data:`ALIGN`
+    bytes into the frame (the header is padded with spaces to get there).
+    """
+    views = [(name, memoryview(data).cast("B")) for name, data in sections]
+    header = {**header, "sections": [[name, len(view)] for name, view in views]}
     text = json.dumps(header, separators=(",", ":"), allow_nan=False).encode()
+    if align is not None:
+        text += b" " * (-(PREFIX.size + len(text) + align) % ALIGN)
     if len(text) > MAX_HEADER:
         raise ValueError(f"frame header of {len(text)} bytes exceeds {MAX_HEADER}")
-    return [PREFIX.pack(magic, VERSION, len(text)), text, *(memoryview(d) for _, d in sections)]
+    return [PREFIX.pack(magic, VERSION, len(text)) + text, *(view for _, view in views)]
 
 
 def _parse(
@@ -137,7 +157,8 @@ def task_parts(task: ClientTask, client_id: str, run_id: str) -> list[Any]:
         "ack": None if ack is None else list(ack),
     }
     extras = sorted(task.extras.items())
-    return _frame(TASK_MAGIC, header, [(MODEL, task.model), *((f"x_{k}", v) for k, v in extras)])
+    sections = [(MODEL, task.model), *((f"x_{k}", v) for k, v in extras)]
+    return _frame(TASK_MAGIC, header, sections, align=values_offset(task.model))
 
 
 def task_from_bytes(data: bytes | bytearray | memoryview) -> tuple[ClientTask, str, str]:
@@ -179,8 +200,12 @@ def task_from_bytes(data: bytes | bytearray | memoryview) -> tuple[ClientTask, s
     return task, client, run
 
 
-def reply_to_bytes(reply: ClientReply, *, round_: int, attempt: int, run_id: str) -> bytes:
-    """The frame of ``reply`` to attempt ``attempt`` of round ``round_`` of run ``run_id``."""
+def reply_parts(
+    reply: ClientReply, *, round_: int, attempt: int, run_id: str
+) -> tuple[list[bytes | memoryview], int]:
+    """The frame of ``reply`` to attempt ``attempt`` of round ``round_`` of run ``run_id``, as
+    pieces to send one after another (the header's bytes, then a view of each payload: no
+    copy), and its length in bytes."""
     header = {
         "run": run_id,
         "client": reply.client_id,
@@ -189,7 +214,16 @@ def reply_to_bytes(reply: ClientReply, *, round_: int, attempt: int, run_id: str
         "weight": float(reply.weight),
         "metrics": {k: float(v) for k, v in reply.metrics.items()},
     }
-    return b"".join(bytes(p) for p in _frame(REPLY_MAGIC, header, sorted(reply.payloads.items())))
+    sections = sorted(reply.payloads.items())
+    align = payload_values_offset(sections[0][1]) if sections else None
+    parts = _frame(REPLY_MAGIC, header, sections, align=align)
+    return parts, sum(len(p) for p in parts)
+
+
+def reply_to_bytes(reply: ClientReply, *, round_: int, attempt: int, run_id: str) -> bytes:
+    """The frame of ``reply`` as one bytes (:func:`reply_parts`, joined)."""
+    parts, _ = reply_parts(reply, round_=round_, attempt=attempt, run_id=run_id)
+    return b"".join(parts)
 
 
 def reply_from_bytes(data: bytes | bytearray | memoryview) -> tuple[ClientReply, dict[str, Any]]:
