@@ -6,7 +6,7 @@ bench/network.py's ``--phases`` runs its fedlake clients through this file inste
 on ``time.perf_counter``'s clock, which on Linux is the system's monotonic clock and so
 comparable with the server's round starts and ends. Per round: when the long-poll
 returned the offer, the task frame's download, local work (``ClientRuntime.handle``:
-decoding the model, training, encoding the update), signing the reply (its SHA-256) and
+decoding the model, training, encoding the update), signing the reply (its BLAKE3) and
 its upload (the PUT, signing included). Written to ``$FEDLAKE_NET_PHASES/<client>.json``
 when the client exits.
 
@@ -47,7 +47,7 @@ class _TimedRuntime:
 
 
 class _TimedCredential:
-    """The client's credential, with the signing (the body's SHA-256 and Ed25519) timed."""
+    """The client's credential, with the signing (the body's BLAKE3 and Ed25519) timed."""
 
     def __init__(self, inner: Any, owner: TimedClient) -> None:
         self.inner, self.owner = inner, owner
@@ -108,7 +108,7 @@ class TimedClient(remote.RemoteClient):
             PHASES.append(rec)
 
 
-def _timed_sha256(pieces: Any, _inner: Any = remote._sha256) -> str:
+def _timed_digest(pieces: Any, _inner: Any = remote._digest) -> str:
     """The client's body digest (computed once per request, before signing), timed as sign."""
     t0 = time.perf_counter()
     out = _inner(pieces)
@@ -130,7 +130,7 @@ def main() -> int:
     cred = Path(args[args.index("--credential") + 1])
     atexit.register(_write, cred.stem)
     remote.RemoteClient = TimedClient  # type: ignore[misc]  # the CLI imports it when run
-    remote._sha256 = _timed_sha256
+    remote._digest = _timed_digest
     import typer
 
     typer.run(client_command)

@@ -51,6 +51,7 @@ Writes bench/results/network.json (or --out).
 from __future__ import annotations
 
 import argparse
+import atexit
 import contextlib
 import ctypes
 import json
@@ -78,13 +79,17 @@ RESULTS = BENCH / "results" / "network.json"
 FLOWER_BIN = ROOT / ".venv-flower" / "bin"
 SIZES_MB = (1, 10, 100)
 CLIENTS = (2, 10, 50)
-MEASURED = {1: 5, 10: 4, 100: 3}  # rounds timed after the warm-up, by model size (MB)
+MEASURED = {1: 5, 10: 5, 100: 5}  # rounds timed after the warm-up, by model size (MB)
 MEASURED_HUGE = 2  # 100 MB x 50 clients: 10 GB a round
 WARMUP = 1
 TARGET_FLOWER = 5.0  # fedlake's round latency at least this many times lower than Flower's
 TARGET_RAW = 2.0  # and at most this many times the raw byte-moving time
 MEMORY_FLOOR_GB = 3.0  # stop a side when the machine's available memory falls below this
-SAMPLE_S = 0.5
+SAMPLE_S = 0.5  # how often a side's progress and the machine's free memory are checked
+# how often its memory (PSS) is sampled: reading PSS walks each process's page tables
+# (0.2-0.9 s of CPU for ten 100 MB clients); every 0.5 s it took a sixth of the machine
+# from the sides being measured
+PSS_EVERY_S = 2.0
 MB = 1e6
 SIDES = ("raw", "raw_tls", "fedlake", "flower")
 TAG = "FEDLAKE_NET_BENCH"  # every process of a side carries TAG=<run>-<side>-<random>
@@ -197,6 +202,18 @@ def wait_port(port: int, timeout: float, alive: Any = None) -> None:
     raise TimeoutError(f"nothing listened on port {port} within {timeout:.0f} s")
 
 
+LIVE: set[Side] = set()  # the sides whose processes may still run
+
+
+def _kill_live() -> None:
+    """At exit (a SIGTERM included): no side's server or clients left behind."""
+    for side in list(LIVE):
+        side.kill()
+
+
+atexit.register(_kill_live)
+
+
 class Side:
     """The processes of one side of one cell: started with a tag, watched, killed."""
 
@@ -204,6 +221,8 @@ class Side:
         self.folder = folder
         self.folder.mkdir(parents=True, exist_ok=True)
         self.tag = f"{RUN_ID}-{name}-{uuid.uuid4().hex[:10]}"
+        self.next_sample = 0.0  # perf_counter time of the next PSS sample
+        LIVE.add(self)  # killed at exit, even when the benchmark itself is stopped
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         env = dict(os.environ)
         env.update({v: "1" for v in BLAS_VARS})
@@ -264,7 +283,15 @@ class Side:
                     f"(floor {MEMORY_FLOOR_GB:g} GB), this side's processes held "
                     f"{self.peak_pss / 1e9:.1f} GB (PSS)"
                 )
-            self.sample()
+            if time.perf_counter() >= self.next_sample:
+                self.sample()
+                self.next_sample = time.perf_counter() + PSS_EVERY_S
+            for name in self.procs:
+                if self.failed(name) and not done():
+                    raise SideError(
+                        f"{name} exited with {self.procs[name].returncode} while {what} "
+                        f"ran: {self.log_tail(name, 600)}"
+                    )
             time.sleep(SAMPLE_S)
 
     def failed(self, name: str) -> bool:
@@ -280,6 +307,7 @@ class Side:
 
     def kill(self) -> None:
         """SIGKILL every process of this side (by pid), until none is left; reap them."""
+        LIVE.discard(self)
         for _ in range(20):
             pids = self.pids()
             if not pids:
@@ -379,9 +407,9 @@ def phase_summary(folder: Path, rounds: list[dict[str, Any]]) -> dict[str, Any]:
 
     Per timed round, the median over clients of: ``wake`` (the round's start on the server
     to the client holding its offer), ``download`` (the task frame), ``unpack`` (reading
-    the frame, checking the model's SHA-256), ``train`` (``ClientRuntime.handle``: decode,
+    the frame, checking the model's xxh3 checksum), ``train`` (``ClientRuntime.handle``: decode,
     one SGD step, encode), ``pack`` (the reply frame), ``upload`` (the PUT, signing
-    included), ``sign`` (the part of it that signs: the body's SHA-256); and ``tail``: the
+    included), ``sign`` (the part of it that signs: the body's BLAKE3); and ``tail``: the
     last upload's end to the round's end on the server (taking the last reply in,
     aggregating, the server step). Then the median over the timed rounds.
     """
@@ -623,7 +651,8 @@ def markdown(report: dict[str, Any]) -> str:
         "Details: fedlake's own round duration (`duration_s`), each side's round period "
         "(end to end of consecutive rounds), raw over TLS, start-up (first side process to "
         "the first round's start) and peak memory (PSS: shared pages divided among the "
-        "processes that map them) summed over each side's processes.",
+        "processes that map them) summed over each side's processes, sampled every "
+        f"{PSS_EVERY_S:g} s (a lower bound of the true peak).",
         "",
         "| model | clients | fedlake duration_s | fedlake period | Flower period | Flower "
         "replies in | raw TLS | fedlake start-up | Flower start-up | fedlake peak PSS "
@@ -646,9 +675,9 @@ def markdown(report: dict[str, Any]) -> str:
             "",
             "Where fedlake's round goes (clients' timestamps, bench/_net_phases.py; median "
             "over clients, then over the timed rounds): wake = round start to the client "
-            "holding its offer; unpack = reading the frame and checking the model's SHA-256; "
+            "holding its offer; unpack = reading the frame and checking the model's xxh3 checksum; "
             "train = ClientRuntime.handle (decode, one SGD step, encode); pack = the reply "
-            "frame; upload = the PUT, of which sign = its SHA-256 and signature; tail = the "
+            "frame; upload = the PUT, of which sign = its BLAKE3 and signature; tail = the "
             "last upload's end to the round's end on the server.",
             "",
             "| model | clients | " + " | ".join(PHASE_NAMES) + " | round |",
@@ -787,6 +816,7 @@ def total_memory() -> int:
 
 
 def main() -> int:
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # atexit then kills the sides
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="1 MB x 2 clients, 2 rounds")
     ap.add_argument("--no-flower", action="store_true", help="fedlake and raw only")

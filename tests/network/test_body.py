@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
 from collections.abc import AsyncIterator
 
 import pytest
 
+from fedlake.backends.remote.auth import body_digest
 from fedlake.backends.remote.body import THREADED, BodyLengthMismatch, BodyTooLarge, read_body
 
 
@@ -25,13 +25,13 @@ def test_body_and_digest(size: int) -> None:
     data = bytes(range(256)) * (size // 256) + b"x" * (size % 256)
     body, digest = asyncio.run(read_body(_stream(data, 40_000), size, 10 * THREADED))
     assert bytes(body) == data
-    assert digest == hashlib.sha256(data).hexdigest()
+    assert digest == body_digest(data)
 
 
 def test_undeclared_length_is_joined_under_the_limit() -> None:
     data = b"y" * 5000
     body, digest = asyncio.run(read_body(_stream(data), None, 5000))
-    assert body == data and digest == hashlib.sha256(data).hexdigest()
+    assert body == data and digest == body_digest(data)
     with pytest.raises(BodyTooLarge):
         asyncio.run(read_body(_stream(data), None, 4999))
 

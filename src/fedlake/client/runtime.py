@@ -28,6 +28,7 @@ from fedlake.compression.messages import decode_model, encode_delta
 from fedlake.compression.pruning import mask_gradients
 from fedlake.core.algorithm import Algorithm
 from fedlake.core.plugin import ClientPlugin, ClientRefusal, RoundContext
+from fedlake.core.recycle import TRAINING
 from fedlake.core.rng import CLIENT_RNG, client_key, round_rng
 from fedlake.core.task import (
     STRAGGLER,
@@ -45,6 +46,8 @@ from fedlake.data.base import ClientData
 from fedlake.plugins.dpsgd_budget import steps_per_epoch
 
 __all__ = ["ClientRuntime", "failure_of"]
+
+_DELTAS = TRAINING  # updates' arrays, reused once encoded and let go
 
 
 def failure_of(client_id: str, exc: Exception) -> ClientFailure:
@@ -246,7 +249,13 @@ class ClientRuntime:
             )
         ctx = ctx.evolve(fit=fit, upload=local)
         ctx = _hooks(plugins, "after_fit", ctx, states)
-        ctx = ctx.evolve(delta=np.asarray(ctx.upload, dtype=np.float32) - global_params)
+        # into an array last round's delta used, once nothing holds it (no page faults)
+        delta = np.subtract(
+            np.asarray(ctx.upload, dtype=np.float32),
+            global_params,
+            out=_DELTAS.empty(global_params.size, np.float32),
+        )
+        ctx = ctx.evolve(delta=delta)
         ctx = _hooks(plugins, "on_delta", ctx, states)
         assert ctx.delta is not None
         upload = self.algorithm.upload

@@ -44,14 +44,27 @@ def failure_record(failure: ClientFailure) -> ClientRecord:
     return ClientRecord(failure.client_id, status, failure.message, failure=failure.reason)
 
 
-def reply_record(
-    reply: ClientReply, update: ClientUpdate | None, status: ClientStatus, reason: str | None
-) -> ClientRecord:
-    """The record of a reply (``update``: what it decoded to, None when it could not be)."""
+def delta_norm(update: ClientUpdate | None) -> float:
+    """The norm of ``update``'s delta; NaN when it has none or it is no float vector."""
     # A rejected reply is untrusted: any vector or metric may be missing or malformed.
     vectors = update.vectors if update is not None else {}
     delta = np.asarray(vectors.get(DELTA, np.empty(0, np.float32)))
-    norm = float(np.linalg.norm(delta)) if delta.dtype.kind == "f" else math.nan
+    return float(np.linalg.norm(delta)) if delta.dtype.kind == "f" else math.nan
+
+
+def reply_record(
+    reply: ClientReply,
+    update: ClientUpdate | None,
+    status: ClientStatus,
+    reason: str | None,
+    norm: float | None = None,
+) -> ClientRecord:
+    """The record of a reply (``update``: what it decoded to, None when it could not be;
+    ``norm``: its :func:`delta_norm`, when known already)."""
+    vectors = update.vectors if update is not None else {}
+    delta = np.asarray(vectors.get(DELTA, np.empty(0, np.float32)))
+    if norm is None:
+        norm = delta_norm(update)
     # a finite norm means finite values (one pass); else look (finite values can overflow)
     finite = math.isfinite(norm) or (delta.dtype.kind == "f" and bool(np.isfinite(delta).all()))
     examples = finite_number(reply.metrics.get("num_examples", reply.weight))
@@ -165,12 +178,13 @@ def screen_one(
     except CodecError as exc:
         records.append(reply_record(r, None, ClientStatus.REJECTED, f"undecodable update: {exc}"))
         return None
-    reason = validate_update(update, dim)
+    norm = delta_norm(update)  # first: a finite norm spares validation a pass over the delta
+    reason = validate_update(update, dim, finite=(DELTA,) if math.isfinite(norm) else ())
     missing = [name for name in required if name not in update.vectors]
     if reason is None and missing:
         reason = f"missing {missing[0]!r} vector"
     if reason is not None:
-        records.append(reply_record(r, update, ClientStatus.REJECTED, reason))
+        records.append(reply_record(r, update, ClientStatus.REJECTED, reason, norm))
         return None
-    records.append(reply_record(r, update, ClientStatus.ACCEPTED, None))
+    records.append(reply_record(r, update, ClientStatus.ACCEPTED, None, norm))
     return update

@@ -125,7 +125,7 @@ def create_app(
         return responses.JSONResponse({"error": reason}, status_code=status, headers=headers)
 
     async def read_body(request: Request) -> tuple[bytes | memoryview, str]:
-        """The body (under the size limit) and its SHA-256, hashed as it arrives."""
+        """The body (under the size limit) and its digest, hashed as it arrives."""
         declared = request.headers.get("content-length") or ""
         size = int(declared) if declared.isascii() and declared.isdigit() else None
         if size is not None and size > limits.max_body:
@@ -140,7 +140,7 @@ def create_app(
     async def authenticate(request: Request) -> tuple[str, bytes | memoryview]:
         """The signing client and the request body (read once, under the size limit).
 
-        The signature (over the body's declared SHA-256) is checked before the body is
+        The signature (over the body's declared digest) is checked before the body is
         read, so no one unenrolled makes the server take in a large body; the body's hash
         is then checked against the signed one.
         """
@@ -265,7 +265,7 @@ def create_app(
     async def reply(request: Request, round_: int, attempt: int) -> Any:
         """This client's reply frame (binary): accepted once; an identical resend is a no-op."""
         client, body = await authenticate(request)
-        signed = request.headers[HEADERS["body"]]  # checked against the body: its SHA-256
+        signed = request.headers[HEADERS["body"]]  # checked against the body: its digest
         status = coordinator.submit(client, round_ - 1, attempt, body, signed)
         return {"status": status}
 

@@ -1,6 +1,6 @@
 """Who is asking: every request signed by one enrolled client's Ed25519 key, replays refused.
 
-A client signs ``method, path, query, SHA-256 of the body, timestamp, nonce and its id``
+A client signs ``method, path, query, BLAKE3 of the body, timestamp, nonce and its id``
 (one canonical string) and sends the signature with the timestamp and nonce in headers.
 The server checks the client is enrolled and not revoked (the registry file is re-read
 when it changes, so a revocation takes effect at once), the timestamp is within
@@ -16,7 +16,6 @@ the replay window are ours.
 from __future__ import annotations
 
 import base64
-import hashlib
 import hmac
 import json
 import math
@@ -50,7 +49,7 @@ HEADERS = {
     "timestamp": "x-fedlake-timestamp",
     "nonce": "x-fedlake-nonce",
     "signature": "x-fedlake-signature",
-    "body": "x-fedlake-body-sha256",
+    "body": "x-fedlake-body-blake3",
 }
 
 
@@ -62,9 +61,19 @@ class AuthError(Exception):
         self.status, self.reason, self.client_id = status, reason, client_id
 
 
+def body_hasher() -> Any:
+    """A new hasher of request bodies (``update``, ``hexdigest``): BLAKE3, a cryptographic
+    hash at 3.6 GB/s a core here where SHA-256 (with the CPU's SHA instructions) does
+    1.6 GB/s; every 100 MB upload is hashed by its client and by the server."""
+    blake3 = require("blake3", extra="client", purpose="signing request bodies")
+    return blake3.blake3()
+
+
 def body_digest(body: bytes | bytearray | memoryview) -> str:
-    """The hex SHA-256 of a request body."""
-    return hashlib.sha256(body).hexdigest()
+    """The hex BLAKE3 of a request body."""
+    hasher = body_hasher()
+    hasher.update(body)
+    return str(hasher.hexdigest())
 
 
 def canonical(
@@ -198,7 +207,7 @@ class Registry:
     ) -> str:
         """The id of the client that signed this request; raises AuthError otherwise.
 
-        ``digest`` is the SHA-256 of the body the server received.
+        ``digest`` is the :func:`body_digest` of the body the server received.
         """
         get = {k: headers.get(v) for k, v in HEADERS.items()}
         client = get["client"]

@@ -16,7 +16,6 @@ hashed once for its signature and sent in 1 MiB slices (h11 copies each slice it
 
 from __future__ import annotations
 
-import hashlib
 import json
 import random
 import ssl
@@ -28,10 +27,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
-import numpy as np
-
 from fedlake.algorithms.spec import RecipeSpec, build_algorithm
-from fedlake.backends.remote.auth import Credential
+from fedlake.backends.remote.auth import Credential, body_hasher
 from fedlake.backends.remote.wire import (
     FrameError,
     model_checksum,
@@ -42,6 +39,7 @@ from fedlake.client.folder_store import FolderStateStore
 from fedlake.client.runtime import ClientRuntime
 from fedlake.client.stores import ClientStateStore
 from fedlake.core.extras import require
+from fedlake.core.recycle import Recycler
 from fedlake.core.task import ClientFailure, ClientReply, Instructions
 from fedlake.data.base import ClientData
 from fedlake.models.registry import trainer_from_config
@@ -129,6 +127,7 @@ class RemoteClient:
         self.log = log
         self.client_id = credential.client_id
         self._rate: float | None = None  # local steps per second, measured last round
+        self._buffers = Recycler(keep=1)  # downloads: last round's, once nothing uses it
         self.policy = "keep"
         verify: Any = True
         if urlsplit(self.server).scheme == "https":
@@ -159,7 +158,7 @@ class RemoteClient:
         url = self.server + path + (f"?{query}" if query else "")
         pieces = [body] if isinstance(body, bytes) else list(body)
         size = sum(len(p) for p in pieces)
-        digest = _sha256(pieces)  # once: a retry signs the same body again
+        digest = _digest(pieces)  # once: a retry signs the same body again
         backoff = Backoff()
         started = time.monotonic()
         while True:
@@ -195,7 +194,8 @@ class RemoteClient:
         """A binary body, streamed into one buffer of its announced size (no second copy).
 
         The buffer is a numpy array (huge pages: ~15 ms to fill with 100 MB where a
-        bytearray takes ~80); the bytes come back as a view of it.
+        bytearray takes ~80), last round's when nothing uses it any more (no page faults);
+        the bytes come back as a view of it.
         """
         backoff = Backoff()
         while True:
@@ -208,7 +208,7 @@ class RemoteClient:
                             raise ServerError(response.status_code, _reason(response))
                         raise self._httpx.TransportError(f"HTTP {response.status_code}")
                     size = int(response.headers.get("content-length", "0"))
-                    buffer = np.empty(size, dtype=np.uint8).data
+                    buffer = memoryview(self._buffers.empty(size)).cast("B")
                     got = 0
                     for chunk in response.iter_bytes():
                         if got + len(chunk) > size:
@@ -343,9 +343,9 @@ def plan_work(total: int, rate: float, left_s: float, policy: str) -> Instructio
     )
 
 
-def _sha256(pieces: Sequence[bytes | memoryview]) -> str:
-    """The hex SHA-256 of the pieces, one after another (hashlib releases the GIL)."""
-    digest = hashlib.sha256()
+def _digest(pieces: Sequence[bytes | memoryview]) -> str:
+    """The body digest of the pieces, one after another."""
+    digest = body_hasher()
     for piece in pieces:
         digest.update(piece)
     return digest.hexdigest()

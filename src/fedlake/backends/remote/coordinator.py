@@ -12,7 +12,6 @@ them.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import math
 import queue
@@ -27,7 +26,7 @@ from typing import Any
 from fedlake.backends.remote.wire import FrameError, model_checksum, reply_from_bytes, task_parts
 from fedlake.core.task import ClientFailure, ClientOutcome, ClientTask, FailureReason
 
-__all__ = ["Attempt", "Coordinator", "Refusal", "reply_digest"]
+__all__ = ["Attempt", "Coordinator", "Refusal"]
 
 CONNECTED_S = 60.0  # a client seen within this long counts as connected
 
@@ -49,7 +48,9 @@ class Attempt:
     deadline: float  # time.time() when it closes
     outcomes: queue.Queue[ClientOutcome] = field(default_factory=queue.Queue)
     fetched: set[str] = field(default_factory=set)
-    answered: dict[str, str] = field(default_factory=dict)  # client -> reply sha256 / failure
+    answered: dict[str, str] = field(
+        default_factory=dict
+    )  # client -> reply's body digest / failure
     model_checksum: str = ""  # xxh3-128 of the encoded model (see model_checksum)
 
     @property
@@ -155,7 +156,7 @@ class Coordinator:
             attempt.answered[client] = digest
         attempt.outcomes.put(reply)
         self.audit(client, "reply.submit", f"round {round_ + 1}", {"attempt": attempt_,
-                   "bytes": len(body), "sha256": digest})  # fmt: skip
+                   "bytes": len(body), "blake3": digest})  # fmt: skip
         return "accepted"
 
     def fail(self, client: str, round_: int, attempt_: int, reason: str, message: str) -> None:
@@ -274,8 +275,3 @@ def _finite(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return None
     return value
-
-
-def reply_digest(body: bytes | bytearray | memoryview) -> str:
-    """The SHA-256 a reply is remembered by (idempotent resubmission)."""
-    return hashlib.sha256(body).hexdigest()
