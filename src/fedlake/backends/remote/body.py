@@ -55,7 +55,7 @@ async def read_body(
     """
     if declared is None or declared < THREADED:
         return await _joined(stream, declared, limit)
-    view = memoryview(_BUFFERS.empty(declared)).cast("B")
+    view = _BUFFERS.empty(declared).data  # bytes ("B")
     views: queue.SimpleQueue[memoryview | None] = queue.SimpleQueue()
     hashed = asyncio.wrap_future(_POOL.submit(_hash_views, views))
     got = handed = 0

@@ -208,7 +208,7 @@ class RemoteClient:
                             raise ServerError(response.status_code, _reason(response))
                         raise self._httpx.TransportError(f"HTTP {response.status_code}")
                     size = int(response.headers.get("content-length", "0"))
-                    buffer = memoryview(self._buffers.empty(size)).cast("B")
+                    buffer = self._buffers.empty(size).data  # bytes ("B")
                     got = 0
                     for chunk in response.iter_bytes():
                         if got + len(chunk) > size:
