@@ -73,3 +73,21 @@ def test_threads_never_share_an_array() -> None:
         t.join()
     assert not errors
     assert len(set(seen)) <= 8  # reused, not one new array per call
+
+
+def test_large_plain_update_is_a_recycled_view_that_pickles_as_bytes() -> None:
+    import pickle
+
+    from fedlake.compression.messages import decode_delta, encode_delta
+    from fedlake.core.task import ClientReply
+
+    delta = np.random.default_rng(0).standard_normal(N).astype(np.float32)
+    payload, _ = encode_delta(delta, None, None, np.random.default_rng(1))
+    assert isinstance(payload, memoryview) and payload.readonly
+    assert np.array_equal(decode_delta(payload, N, None, None), delta)
+    reply = ClientReply("c1", {"delta": payload}, 2.0, {"loss": 0.5})
+    back = pickle.loads(pickle.dumps(reply))
+    assert isinstance(back.payloads["delta"], bytes)
+    assert back.payloads["delta"] == payload and back.weight == 2.0 and back.client_id == "c1"
+    small, _ = encode_delta(delta[:10], None, None, np.random.default_rng(1))
+    assert isinstance(small, bytes)

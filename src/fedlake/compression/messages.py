@@ -24,6 +24,7 @@ from fedlake.compression.sparsify import DENSE
 from fedlake.compression.values import FLOAT32
 from fedlake.compression.wire import HEADER, HEADER_BYTES, MAGIC
 from fedlake.core.codec import Codec, CodecError
+from fedlake.core.recycle import SMALLEST, TRAINING
 from fedlake.core.task import ClientReply
 from fedlake.core.update import DELTA, ClientUpdate
 
@@ -126,13 +127,16 @@ def encode_delta(
     codec: Codec | None,
     rng: np.random.Generator,
     residual: np.ndarray | None = None,
-) -> tuple[bytes, np.ndarray | None]:
+) -> tuple[bytes | memoryview, np.ndarray | None]:
     """The upload message of ``delta``; with ``residual``, error feedback (new residual back).
 
     Only surviving positions are encoded; what compression drops at them is carried in
-    the residual, and the residual of pruned positions is discarded with the weights.
+    the residual, and the residual of pruned positions is discarded with the weights. A
+    large plain message is a read-only view of a recycled buffer (see :func:`_joined`).
     """
     kept = delta if mask is None else delta[mask]
+    if residual is None and codec is None:
+        return _joined(plain_parts(kept, rng)), None
     if residual is None:
         return _codec(codec).encode(kept, rng), None
     res_kept = residual if mask is None else residual[mask]
@@ -142,6 +146,22 @@ def encode_delta(
     new_residual = np.zeros_like(delta, dtype=np.float32)
     new_residual[mask] = left
     return payload, new_residual
+
+
+def _joined(parts: list[bytes | memoryview]) -> bytes | memoryview:
+    """The pieces as one message: a large one written into an array that an earlier
+    message no longer uses (``core.recycle``; joining into a new ``bytes`` costs its page
+    faults: 60 ms for 100 MB where the copy itself takes 14), as a read-only view."""
+    size = sum(len(p) for p in parts)
+    if size < SMALLEST:
+        return b"".join(parts)
+    out = TRAINING.empty(size)
+    pos = 0
+    for part in parts:
+        n = len(part)
+        out[pos : pos + n] = np.frombuffer(part, dtype=np.uint8)
+        pos += n
+    return out.data.toreadonly()
 
 
 def decode_delta(

@@ -11,6 +11,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
+from typing import Any
 
 __all__ = [
     "FULL_WORK",
@@ -120,13 +121,19 @@ class ClientReply:
     """A client's answer: encoded vectors by name (``delta`` always), a weight and metrics."""
 
     client_id: str
-    payloads: Mapping[str, bytes]
+    payloads: Mapping[str, bytes]  # or read-only memoryviews (bytes-like, never written)
     weight: float
     metrics: Mapping[str, float] = field(default_factory=dict)
 
     def nbytes(self) -> int:
         """Bytes on the wire: the payloads' lengths."""
         return int(sum(len(p) for p in self.payloads.values()))
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickled with its payloads as ``bytes``: a payload may be a read-only view (of a
+        frame received, or of a recycled buffer), which pickle cannot carry."""
+        payloads = {k: bytes(v) for k, v in self.payloads.items()}
+        return (ClientReply, (self.client_id, payloads, self.weight, self.metrics))
 
 
 class FailureReason(StrEnum):
