@@ -12,6 +12,7 @@ import numpy as np
 
 from fedlake.aggregators._matrix import scaled_add, weighted_rows
 from fedlake.core.aggregator import Aggregator, Fold, FoldAccumulator, cohort_deltas, merge_sums
+from fedlake.core.recycle import AGGREGATION
 from fedlake.core.update import ClientUpdate
 
 
@@ -34,7 +35,9 @@ def weighted_mean(*, uniform: bool = False) -> Aggregator:
         return weighted_rows(rows, w, divide_by=total, dtype=np.float32), state
 
     def start(dim: int) -> FoldAccumulator:
-        return FoldAccumulator(total=np.zeros(dim, dtype=np.float64))
+        total = AGGREGATION.empty(dim, np.float64)  # last round's, once let go: no faults
+        total.fill(0.0)
+        return FoldAccumulator(total=total)
 
     def add(acc: FoldAccumulator, u: ClientUpdate) -> FoldAccumulator:
         w = weight_of(u)
@@ -47,7 +50,7 @@ def weighted_mean(*, uniform: bool = False) -> Aggregator:
     def result(acc: FoldAccumulator, state: None) -> tuple[np.ndarray, None]:
         if acc.count == 0 or acc.weight <= 0:
             raise ValueError("cannot aggregate an empty cohort")
-        out = np.empty(acc.total.shape, dtype=np.float32)
+        out = AGGREGATION.empty(acc.total.size, np.float32).reshape(acc.total.shape)
         return np.divide(acc.total, acc.weight, out=out, casting="same_kind"), state
 
     name = "mean" if uniform else "weighted_mean"

@@ -15,7 +15,7 @@ import threading
 
 import numpy as np
 
-__all__ = ["TRAINING", "Recycler"]
+__all__ = ["AGGREGATION", "TRAINING", "Recycler"]
 
 SMALLEST = 1 << 20  # bytes: smaller arrays are cheap to allocate, and are not kept
 
@@ -65,3 +65,6 @@ def _unreferenced(arrays: list[np.ndarray], i: int) -> bool:
 # a client's model-sized working arrays (the copy that trains, its gradient, the update):
 # one pool, so the gradient's array, free once training returns, holds the update next
 TRAINING = Recycler(keep=3)
+
+# a server's per-round aggregation arrays (the float64 running sum, the mean written out)
+AGGREGATION = Recycler(keep=4)
