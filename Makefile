@@ -63,6 +63,7 @@ bench: $(STAMP) $(FLOWER_STAMP)
 	MLFLOW_DISABLE_TELEMETRY=true DO_NOT_TRACK=true $(BIN)/python bench/privacy_utility.py
 	MLFLOW_DISABLE_TELEMETRY=true DO_NOT_TRACK=true $(BIN)/python bench/fedprox_synthetic.py
 	$(BIN)/python bench/vs_flower_simulation.py --flower-python $(FLOWER_VENV)/bin/python
+	MLFLOW_DISABLE_TELEMETRY=true DO_NOT_TRACK=true $(BIN)/python bench/network.py --phases --timeout 1200
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
