@@ -98,36 +98,24 @@ def _sgd_steps(
                 for q in range(f):
                     grad[j * f + q] += p * x[i, q]
         scale = np.float32(1.0 / rows)
+        # one operation per loop, as recorded runs were computed: a fused loop lets the
+        # compiler contract and reassociate differently (fastmath), and changes the bits
+        for j in range(out.size):
+            grad[j] *= scale
         if l2 != 0.0:
             sq = 0.0
             for j in range(k):
                 sq += out[j] * out[j]
+                grad[j] += l2_32 * out[j]
             loss += 0.5 * l2 * sq * rows
-        if mu == 0.0 and not use_offset:
-            # plain SGD (FedAvg's): the step in one pass over the model, not three (a
-            # 100 MB model read and written once); each value sees the same operations
-            if l2 != 0.0:
-                for j in range(k):
-                    out[j] -= lr32 * (grad[j] * scale + l2_32 * out[j])
-            else:
-                for j in range(k):
-                    out[j] -= lr32 * (grad[j] * scale)
-            for j in range(k, out.size):
-                out[j] -= lr32 * (grad[j] * scale)
-        else:
+        if mu != 0.0:
             for j in range(out.size):
-                grad[j] *= scale
-            if l2 != 0.0:
-                for j in range(k):
-                    grad[j] += l2_32 * out[j]
-            if mu != 0.0:
-                for j in range(out.size):
-                    grad[j] += mu32 * (out[j] - anchor[j])
-            if use_offset:
-                for j in range(out.size):
-                    grad[j] += offset[j]
+                grad[j] += mu32 * (out[j] - anchor[j])
+        if use_offset:
             for j in range(out.size):
-                out[j] -= lr32 * grad[j]
+                grad[j] += offset[j]
+        for j in range(out.size):
+            out[j] -= lr32 * grad[j]
         total += loss / rows
     return total
 
