@@ -76,7 +76,7 @@ class RoundContext:
     fit: FitResult | None = None
     upload: np.ndarray | None = None
     delta: np.ndarray | None = None
-    payloads: Mapping[str, bytes] = field(default_factory=dict)
+    payloads: Mapping[str, bytes | memoryview] = field(default_factory=dict)
     weight: float = 0.0
     metrics: Mapping[str, float] = field(default_factory=dict)
 

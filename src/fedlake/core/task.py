@@ -121,7 +121,7 @@ class ClientReply:
     """A client's answer: encoded vectors by name (``delta`` always), a weight and metrics."""
 
     client_id: str
-    payloads: Mapping[str, bytes]  # or read-only memoryviews (bytes-like, never written)
+    payloads: Mapping[str, bytes | memoryview]  # a memoryview: read-only, never written
     weight: float
     metrics: Mapping[str, float] = field(default_factory=dict)
 

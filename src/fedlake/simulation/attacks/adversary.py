@@ -67,7 +67,7 @@ class Adversary:
         """:meth:`corrupt` with the round's generators and upload encoding (the simulator)."""
         encode_rng = round_rng(seed, round_, ATTACK_RNG, attempt, ENCODE)
 
-        def encode(vec: np.ndarray) -> bytes:
+        def encode(vec: np.ndarray) -> bytes | memoryview:
             return encode_delta(vec, mask, codec, encode_rng)[0]
 
         craft_rng = round_rng(seed, round_, ATTACK_RNG, attempt, CRAFT)
@@ -82,7 +82,7 @@ class Adversary:
         *,
         dim: int,
         decode: Callable[[ClientReply], ClientUpdate],
-        encode: Callable[[np.ndarray], bytes],
+        encode: Callable[[np.ndarray], bytes | memoryview],
         rng: np.random.Generator,
     ) -> list[Any]:
         """``results`` (ClientReply or ClientFailure) with the malicious updates crafted.
