@@ -113,14 +113,20 @@ class Coordinator:
                 "model_xxh3_128": attempt.model_checksum,
             }
 
+    def _open_for(self, client: str, round_: int, attempt_: int) -> Attempt:
+        """The open attempt when it is ``(round_, attempt_)`` and ``client`` is in its
+        cohort, else Refusal (409, 403). Call it holding the lock."""
+        attempt = self._attempt
+        if attempt is None or attempt.tag != (round_, attempt_):
+            raise Refusal(409, f"round {round_ + 1} attempt {attempt_} is not open")
+        if client not in attempt.cohort:
+            raise Refusal(403, f"client {client!r} is not in this attempt's cohort")
+        return attempt
+
     def task_frame(self, client: str, round_: int, attempt_: int) -> list[Any]:
         """The pieces of ``client``'s task frame (the shared model is not copied)."""
         with self._lock:
-            attempt = self._attempt
-            if attempt is None or attempt.tag != (round_, attempt_):
-                raise Refusal(409, f"round {round_ + 1} attempt {attempt_} is not open")
-            if client not in attempt.cohort:
-                raise Refusal(403, f"client {client!r} is not in this attempt's cohort")
+            attempt = self._open_for(client, round_, attempt_)
             attempt.fetched.add(client)
             task = attempt.task
         return task_parts(task, client, self.run_id)
@@ -130,11 +136,7 @@ class Coordinator:
     ) -> str:
         """Take ``client``'s reply frame; ``"accepted"`` or ``"duplicate"``, else Refusal."""
         with self._lock:
-            attempt = self._attempt
-            if attempt is None or attempt.tag != (round_, attempt_):
-                raise Refusal(409, f"round {round_ + 1} attempt {attempt_} is not open")
-            if client not in attempt.cohort:
-                raise Refusal(403, f"client {client!r} is not in this attempt's cohort")
+            attempt = self._open_for(client, round_, attempt_)
             before = attempt.answered.get(client)
             if before is not None:
                 if before == digest:
@@ -166,11 +168,7 @@ class Coordinator:
         except ValueError:
             raise Refusal(400, f"unknown failure reason {reason!r}") from None
         with self._lock:
-            attempt = self._attempt
-            if attempt is None or attempt.tag != (round_, attempt_):
-                raise Refusal(409, f"round {round_ + 1} attempt {attempt_} is not open")
-            if client not in attempt.cohort:
-                raise Refusal(403, f"client {client!r} is not in this attempt's cohort")
+            attempt = self._open_for(client, round_, attempt_)
             if client in attempt.answered:
                 raise Refusal(409, "this client already answered this attempt")
             attempt.answered[client] = f"failure:{typed.value}"
