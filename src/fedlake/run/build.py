@@ -101,22 +101,13 @@ def build_experiment(cfg: RunConfig, *, observer: RunObserver, run_dir: Path) ->
         mcfg = model_config(cfg.model, scenario)
         trainer = build_trainer(mcfg)
     fed = cfg.federation
-    cohort = (
-        CohortSpec(count=fed.clients_per_round)
-        if fed.clients_per_round is not None
-        else CohortSpec(fraction=fed.fraction or 0.1)
-    )
+    cohort = cohort_spec(cfg)
     with config_section("federation"):
         size = cohort.size(len(scenario.data.client_ids()))
     with config_section("attack"):
         adversary = build_adversary(cfg, scenario.num_classes, cohort=size)
     attackers = adversary.count(size) if adversary is not None else None
-    population = len(scenario.data.client_ids())
-    dp, plan = None, None
-    if cfg.privacy is not None:
-        with config_section("privacy"):
-            dp, plan = build_privacy(cfg, mcfg, population=population, cohort=size)
-            observer.message(privacy_line(dp, plan))
+    dp, plan = privacy_of(cfg, mcfg, len(scenario.data.client_ids()), size, observer)
     spec = recipe_spec(cfg, attackers=attackers, dp=dp, trainer_spec=trainer.spec)
 
     with config_section("federation"):
@@ -145,12 +136,37 @@ def build_experiment(cfg: RunConfig, *, observer: RunObserver, run_dir: Path) ->
             vectorize=cfg.executor.vectorize,
             observer=observer,
             model_config=mcfg,
-            run_params=flat_params(cfg)
-            | ({"privacy.noise_multiplier": dp.noise_multiplier} if dp is not None else {}),
+            run_params=run_params(cfg, dp),
             adversary=adversary,
             privacy=plan,
         )
     return Experiment(federation, scenario, spec, adversary)
+
+
+def cohort_spec(cfg: RunConfig) -> CohortSpec:
+    """Who a round samples: ``clients_per_round`` clients, else a ``fraction`` (0.1)."""
+    fed = cfg.federation
+    if fed.clients_per_round is not None:
+        return CohortSpec(count=fed.clients_per_round)
+    return CohortSpec(fraction=fed.fraction or 0.1)
+
+
+def privacy_of(
+    cfg: RunConfig, mcfg: Any, population: int, cohort: int, observer: RunObserver
+) -> tuple[Any, Any]:
+    """``(dp, plan)`` of the config's ``[privacy]`` (said to ``observer``); Nones without."""
+    if cfg.privacy is None:
+        return None, None
+    with config_section("privacy"):
+        dp, plan = build_privacy(cfg, mcfg, population=population, cohort=cohort)
+        observer.message(privacy_line(dp, plan))
+    return dp, plan
+
+
+def run_params(cfg: RunConfig, dp: Any) -> dict[str, Any]:
+    """The tracker's params: the flat config, and the noise multiplier DP settled on."""
+    noise = {"privacy.noise_multiplier": dp.noise_multiplier} if dp is not None else {}
+    return flat_params(cfg) | noise
 
 
 def build_federation(cfg: RunConfig, *, observer: RunObserver) -> Federation:

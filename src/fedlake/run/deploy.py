@@ -26,10 +26,15 @@ from fedlake.config import ConfigError, RemoteData, RunConfig
 from fedlake.orchestration.checkpoint import load_checkpoint
 from fedlake.orchestration.events import NullObserver, RunObserver
 from fedlake.orchestration.federation import Federation
-from fedlake.orchestration.sampling import CohortSpec
-from fedlake.run.build import Experiment, config_section, flat_params, recipe_spec
+from fedlake.run.build import (
+    Experiment,
+    cohort_spec,
+    config_section,
+    privacy_of,
+    recipe_spec,
+    run_params,
+)
 from fedlake.run.experiment import RunOutcome, run_dir_of, run_experiment
-from fedlake.run.privacy import build_privacy, privacy_line
 from fedlake.run.scenarios import Scenario, build_trainer, model_config
 
 __all__ = ["Served", "build_served", "serve"]
@@ -89,18 +94,10 @@ def build_served(
         mcfg = model_config(cfg.model, scenario)
         trainer = build_trainer(mcfg)
     fed = cfg.federation
-    cohort = (
-        CohortSpec(count=fed.clients_per_round)
-        if fed.clients_per_round is not None
-        else CohortSpec(fraction=fed.fraction or 0.1)
-    )
+    cohort = cohort_spec(cfg)
     with config_section("federation"):
         size = cohort.size(len(clients))
-    dp, plan = None, None
-    if cfg.privacy is not None:
-        with config_section("privacy"):
-            dp, plan = build_privacy(cfg, mcfg, population=len(clients), cohort=size)
-            observer.message(privacy_line(dp, plan))
+    dp, plan = privacy_of(cfg, mcfg, len(clients), size, observer)
     spec = recipe_spec(cfg, attackers=None, dp=dp, trainer_spec=trainer.spec)
     run_dir = run_dir_of(cfg)
     ckpt = load_checkpoint(run_dir) if resume and run_dir.exists() else None
@@ -126,8 +123,7 @@ def build_served(
             target_accuracy=fed.target_accuracy,
             observer=observer,
             model_config=mcfg,
-            run_params=flat_params(cfg)
-            | ({"privacy.noise_multiplier": dp.noise_multiplier} if dp is not None else {}),
+            run_params=run_params(cfg, dp),
             privacy=plan,
             run_id=run_id,
             audit_feeds=(coordinator.drain_audit,),
