@@ -91,3 +91,19 @@ def test_large_plain_update_is_a_recycled_view_that_pickles_as_bytes() -> None:
     assert back.payloads["delta"] == payload and back.weight == 2.0 and back.client_id == "c1"
     small, _ = encode_delta(delta[:10], None, None, np.random.default_rng(1))
     assert isinstance(small, bytes)
+
+
+def test_frozen_until_handed_out_again() -> None:
+    from fedlake.core.params import frozen
+
+    pool = Recycler()
+    a = pool.empty(N, np.float32)
+    a[:] = 1.5
+    address = a.ctypes.data
+    view = Recycler.freeze(a)
+    assert view is a and not a.flags.writeable and not a.base.flags.writeable
+    assert frozen(a) is a  # nothing can change it: kept without a copy
+    del a, view
+    b = pool.empty(N, np.float32)
+    assert b.ctypes.data == address and b.flags.writeable  # writable again for its new taker
+    b[:] = 2.0

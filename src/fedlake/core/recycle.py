@@ -15,7 +15,7 @@ import threading
 
 import numpy as np
 
-__all__ = ["AGGREGATION", "TRAINING", "Recycler"]
+__all__ = ["AGGREGATION", "MODELS", "TRAINING", "Recycler"]
 
 SMALLEST = 1 << 20  # bytes: smaller arrays are cheap to allocate, and are not kept
 
@@ -39,12 +39,23 @@ class Recycler:
             for i in range(len(self._arrays)):
                 if size <= self._arrays[i].size <= 2 * size and _unreferenced(self._arrays, i):
                     self._arrays.append(self._arrays.pop(i))  # most recently used last
+                    self._arrays[-1].flags.writeable = True  # it may have been frozen
                     return self._arrays[-1][:size].view(dt)
             arr = np.empty(size, dtype=np.uint8)
             self._arrays.append(arr)
             if len(self._arrays) > self.keep:
                 self._drop_one()
             return arr[:size].view(dt)
+
+    @staticmethod
+    def freeze(view: np.ndarray) -> np.ndarray:
+        """``view`` (from :meth:`empty`, written) made read-only with the array beneath it:
+        no one can change it any more (``params.frozen`` keeps it without a copy) until
+        nothing refers to it and :meth:`empty` hands the array out again."""
+        view.flags.writeable = False
+        if isinstance(view.base, np.ndarray):
+            view.base.flags.writeable = False
+        return view
 
     def _drop_one(self) -> None:
         """Forget the least recently used unreferenced array (its memory goes back once
@@ -68,3 +79,7 @@ TRAINING = Recycler(keep=3)
 
 # a server's per-round aggregation arrays (the float64 running sum, the mean written out)
 AGGREGATION = Recycler(keep=4)
+
+# a server's global models and steps: each round's new params (last round's array, once
+# the old state, its download and checkpoint let go of it) and the server optimiser's step
+MODELS = Recycler(keep=3)

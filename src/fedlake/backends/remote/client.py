@@ -8,10 +8,10 @@ recognised by its digest and counted once). A heartbeat runs while it trains. Ki
 restarted, it continues from its store; when the server is unreachable it waits and
 reconnects on its own.
 
-A 100 MB model is not copied on its way through: the frame streams into one numpy buffer
-(numpy asks the kernel for huge pages: a third of the page faults' cost of a bytearray),
-the model is read in place from it, and the reply goes out as the pieces of its frame,
-hashed once for its signature and sent in 1 MiB slices (h11 copies each slice it sends).
+A 100 MB model is not copied on its way through: the frame is read from the socket into
+one numpy buffer (numpy asks the kernel for huge pages: a third of the page faults' cost
+of a bytearray), the model is read in place from it, and the reply goes out as the pieces
+of its frame, hashed once for its signature and sent as they are (``transfer``).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import random
 import ssl
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +29,7 @@ from urllib.parse import urlencode, urlsplit
 
 from fedlake.algorithms.spec import RecipeSpec, build_algorithm
 from fedlake.backends.remote.auth import Credential, body_hasher
+from fedlake.backends.remote.transfer import BodyTransfer, TransferError, TransferResponse
 from fedlake.backends.remote.wire import (
     FrameError,
     model_checksum,
@@ -48,7 +49,6 @@ __all__ = ["RemoteClient", "ServerError", "plan_work"]
 
 RETRYABLE = {408, 425, 429, 500, 502, 503, 504}
 UPLOAD_MARGIN_S = 2.0  # kept free before the deadline for the upload
-SLICE = 1 << 20  # bytes handed to the connection at a time (h11 copies each into one bytes)
 
 
 class ServerError(RuntimeError):
@@ -137,6 +137,9 @@ class RemoteClient:
             verify=verify, timeout=httpx.Timeout(30.0, read=60.0), headers=base
         )
         self._httpx = httpx
+        # task and reply frames: straight between the socket and the frame's buffers
+        context = verify if isinstance(verify, ssl.SSLContext) else None
+        self._bodies = BodyTransfer(self.server, context, base, timeout_s=60.0)
 
     # -- requests ---------------------------------------------------------------------------
     def request(
@@ -163,17 +166,16 @@ class RemoteClient:
         started = time.monotonic()
         while True:
             headers = self.credential.headers(method, path, query, digest=digest)
-            content: bytes | Iterator[memoryview] | None = None
             if size:
                 headers["content-type"] = "application/octet-stream"
-                # a length, not chunked encoding: the server reads exactly this many bytes
-                headers["content-length"] = str(size)
-                content = body if isinstance(body, bytes) else _slices(pieces)  # anew per try
             try:
-                response = self.http.request(
-                    method, url, content=content, headers=headers, timeout=timeout
-                )
-            except self._httpx.TransportError as exc:
+                if isinstance(body, bytes):  # small: a JSON document, or nothing
+                    response = self.http.request(
+                        method, url, content=body or None, headers=headers, timeout=timeout
+                    )
+                else:  # a frame's pieces, sent as they are (a length, not chunked)
+                    response = self._bodies.upload(method, url[len(self.server) :], headers, pieces)
+            except (self._httpx.TransportError, TransferError) as exc:
                 response, problem = None, f"{type(exc).__name__}: {exc}"
             else:
                 problem = f"HTTP {response.status_code}"
@@ -201,27 +203,23 @@ class RemoteClient:
         while True:
             headers = self.credential.headers("GET", path, "")
             try:
-                with self.http.stream("GET", self.server + path, headers=headers) as response:
-                    if response.status_code != 200:
-                        response.read()
-                        if response.status_code not in RETRYABLE:
-                            raise ServerError(response.status_code, _reason(response))
-                        raise self._httpx.TransportError(f"HTTP {response.status_code}")
-                    size = int(response.headers.get("content-length", "0"))
-                    buffer = self._buffers.empty(size).data  # bytes ("B")
-                    got = 0
-                    for chunk in response.iter_bytes():
-                        if got + len(chunk) > size:
-                            raise ServerError(502, "the body is longer than announced")
-                        buffer[got : got + len(chunk)] = chunk
-                        got += len(chunk)
-                    if got != size:
-                        raise self._httpx.TransportError(f"body cut short at {got} of {size}")
-                    return buffer
-            except self._httpx.TransportError as exc:
-                pause = backoff.wait()
-                self.log(f"GET {path}: {exc}; retrying in {pause:.1f} s")
-                time.sleep(pause)
+                status, body = self._bodies.download(path, headers, self._buffer)
+            except TransferError as exc:
+                problem = str(exc)
+            else:
+                if status == 200:
+                    assert isinstance(body, memoryview)
+                    return body
+                if status not in RETRYABLE:
+                    raise ServerError(status, _reason(TransferResponse(status, {}, bytes(body))))
+                problem = f"HTTP {status}"
+            pause = backoff.wait()
+            self.log(f"GET {path}: {problem}; retrying in {pause:.1f} s")
+            time.sleep(pause)
+
+    def _buffer(self, size: int) -> memoryview:
+        """A writable buffer of ``size`` bytes for a download (last round's, when free)."""
+        return self._buffers.empty(size).data
 
     # -- the loop ---------------------------------------------------------------------------
     def run(self) -> str:
@@ -304,6 +302,7 @@ class RemoteClient:
     def close(self) -> None:
         """Close the connections."""
         self.http.close()
+        self._bodies.close()
 
 
 class _Heartbeat:
@@ -349,14 +348,6 @@ def _digest(pieces: Sequence[bytes | memoryview]) -> str:
     for piece in pieces:
         digest.update(piece)
     return digest.hexdigest()
-
-
-def _slices(pieces: Sequence[bytes | memoryview]) -> Iterator[memoryview]:
-    """The pieces in views of at most :data:`SLICE` bytes (no copy)."""
-    for piece in pieces:
-        view = memoryview(piece)
-        for start in range(0, len(view), SLICE):
-            yield view[start : start + SLICE]
 
 
 def _reason(response: Any) -> str:
