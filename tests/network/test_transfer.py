@@ -125,7 +125,11 @@ def test_upload_sends_the_pieces_as_one_body(
 ) -> None:
     _Handler.received.clear()
     bodies = connect(server, {"authorization": "Bearer t"})
-    pieces = [b"head", memoryview(BODY)[:2_000_000], memoryview(BODY)[2_000_000:]]
+    pieces: list[bytes | memoryview] = [
+        b"head",
+        memoryview(BODY)[:2_000_000],
+        memoryview(BODY)[2_000_000:],
+    ]
     answer = bodies.upload("PUT", "/reply", {"x-sig": "s"}, pieces)
     assert answer.status_code == 200 and answer.json() == {"status": "accepted"}
     assert _Handler.received == [b"head" + BODY]
