@@ -50,26 +50,55 @@ class Checkpoint:
 
 
 def _write_atomically(
-    path: Path, data: bytes | Callable[[BinaryIO], None], *, durable: bool = True
+    path: Path,
+    data: bytes | Callable[[BinaryIO], None],
+    *,
+    durable: bool = True,
+    reuse: bool = False,
 ) -> Path:
     """Write ``data`` to ``path`` via a temp file and a rename: a kill never leaves half a file.
 
     ``data`` is the bytes, or a function that writes them to the open file (a pickle
     streamed straight to disk: a 100 MB model is not first copied into one bytes object).
     ``durable`` also waits for the disk (fsync): for the checkpoint, not for derived files.
+    ``reuse``: write over the file the previous save replaced (kept as ``.spare``), not a
+    new one: its cached pages are written again instead of the kernel freeing 100 MB of
+    page cache and finding 100 MB more every round (~0.25 s per 100 MB on a VM whose
+    memory is backed on first touch, a few ms elsewhere).
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
-    with open(tmp, "wb") as f:
+    spare = path.with_suffix(".spare")
+    if reuse and spare.exists():
+        if _same_file(spare, path):  # a kill between link and rename: it IS the checkpoint
+            spare.unlink()
+        else:
+            os.replace(spare, tmp)
+    mode = "r+b" if reuse and tmp.exists() else "wb"
+    with open(tmp, mode) as f:
         if callable(data):
             data(f)
         else:
             f.write(data)
+        f.truncate()  # what an older, longer file held past the end goes
         f.flush()
         if durable:
             os.fsync(f.fileno())
+    if reuse and path.exists():
+        try:  # the file being replaced becomes the next save's spare
+            os.link(path, spare)
+        except OSError:  # no hard links here (some mounted volumes): write a new file next time
+            pass
     os.replace(tmp, path)
     return path
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    """Whether ``a`` and ``b`` are one file (hard links of one inode)."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
 
 
 def history_json(history: list[dict[str, Any]]) -> bytes:
@@ -105,7 +134,9 @@ def save_checkpoint(ckpt: Checkpoint, run_dir: Path, *, history: bool = True) ->
         _history_behind.pop(run_dir, None)
         _write_atomically(run_dir / HISTORY, history_json(ckpt.history), durable=False)
     return _write_atomically(
-        run_dir / CHECKPOINT, lambda f: pickle.dump(ckpt, f, protocol=pickle.HIGHEST_PROTOCOL)
+        run_dir / CHECKPOINT,
+        lambda f: pickle.dump(ckpt, f, protocol=pickle.HIGHEST_PROTOCOL),
+        reuse=True,
     )
 
 
