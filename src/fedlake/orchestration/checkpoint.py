@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pickle
@@ -74,8 +75,7 @@ def _write_atomically(
             spare.unlink()
         else:
             os.replace(spare, tmp)
-    mode = "r+b" if reuse and tmp.exists() else "wb"
-    with open(tmp, mode) as f:
+    with open(tmp, "r+b") if reuse and tmp.exists() else open(tmp, "wb") as f:
         if callable(data):
             data(f)
         else:
@@ -85,10 +85,10 @@ def _write_atomically(
         if durable:
             os.fsync(f.fileno())
     if reuse and path.exists():
-        try:  # the file being replaced becomes the next save's spare
+        # the file being replaced becomes the next save's spare; where there are no hard
+        # links (some mounted volumes) the next save writes a new file
+        with contextlib.suppress(OSError):
             os.link(path, spare)
-        except OSError:  # no hard links here (some mounted volumes): write a new file next time
-            pass
     os.replace(tmp, path)
     return path
 
