@@ -22,11 +22,10 @@ from fedlake.core.task import ClientFailure, ClientOutcome, ClientTask, FailureR
 from fedlake.orchestration.folding import Folded, FoldPlan, fold_outcomes
 
 _FLEET: ClientFleet | None = None
-_LIMITS: object = None  # this worker's thread-pool limits (threadpoolctl)
 
 
 def _init_worker(fleet: ClientFleet, threads: int) -> None:
-    global _FLEET, _LIMITS
+    global _FLEET
     _FLEET = fleet
     # ``threads`` BLAS/OpenMP/torch threads per worker: the workers already use the cores.
     # Unlimited, each worker's OpenBLAS starts a thread per core and two workers on two
@@ -35,7 +34,7 @@ def _init_worker(fleet: ClientFleet, threads: int) -> None:
     try:
         from threadpoolctl import threadpool_limits
 
-        _LIMITS = threadpool_limits(limits=threads)  # kept: the limits hold while it lives
+        threadpool_limits(limits=threads)  # for the worker's life (never restored)
     except ImportError:  # pragma: no cover - threadpoolctl comes with scikit-learn
         pass
     try:
