@@ -158,7 +158,8 @@ class RemoteClient:
         ``body``: bytes, or the pieces of one body, sent one after another without joining.
         """
         query = urlencode(params or {})
-        url = self.server + path + (f"?{query}" if query else "")
+        target = path + (f"?{query}" if query else "")
+        url = self.server + target
         pieces = [body] if isinstance(body, bytes) else list(body)
         size = sum(len(p) for p in pieces)
         digest = _digest(pieces)  # once: a retry signs the same body again
@@ -174,7 +175,7 @@ class RemoteClient:
                         method, url, content=body or None, headers=headers, timeout=timeout
                     )
                 else:  # a frame's pieces, sent as they are (a length, not chunked)
-                    response = self._bodies.upload(method, url[len(self.server) :], headers, pieces)
+                    response = self._bodies.upload(method, target, headers, pieces)
             except (self._httpx.TransportError, TransferError) as exc:
                 response, problem = None, f"{type(exc).__name__}: {exc}"
             else:
