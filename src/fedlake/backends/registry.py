@@ -10,7 +10,7 @@ from fedlake.client.fleet import ClientFleet
 from fedlake.client.stores import ClientStateStore
 from fedlake.orchestration.interfaces import Executor
 
-__all__ = ["EXECUTORS", "ExecutorMaker", "inline", "process"]
+__all__ = ["EXECUTORS", "ExecutorMaker", "inline", "process", "spark"]
 
 ExecutorMaker = Callable[..., Executor]  # (fleet, store, *, workers, vectorize) -> Executor
 
@@ -29,4 +29,15 @@ def process(
     return ProcessExecutor(fleet, store, workers=workers)
 
 
-EXECUTORS: dict[str, ExecutorMaker] = {"inline": inline, "process": process}
+def spark(
+    fleet: ClientFleet, store: ClientStateStore, *, workers: int | None, vectorize: bool
+) -> Executor:
+    """Spark tasks: on the active session (a Databricks cluster's), else ``local[workers]``."""
+    from fedlake.backends.spark import SparkExecutor, active_session
+
+    session = active_session()
+    master = None if session is not None else f"local[{workers or 1}]"
+    return SparkExecutor(fleet, store, spark=session, master=master)
+
+
+EXECUTORS: dict[str, ExecutorMaker] = {"inline": inline, "process": process, "spark": spark}

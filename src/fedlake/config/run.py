@@ -236,7 +236,8 @@ class DeploymentConfig(Section):
 class ExecutorConfig(Section):
     """Where clients run."""
 
-    kind: Literal["inline", "process"] = "inline"
+    # spark: Spark tasks on the active session (Databricks) or local[workers]
+    kind: Literal["inline", "process", "spark"] = "inline"
     workers: int = Field(2, ge=1, le=256)
     # inline: train each cohort at once where the model allows (same results to float
     # tolerance); false trains clients one by one, bit-identical to the process executor
