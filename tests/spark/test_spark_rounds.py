@@ -96,3 +96,28 @@ def _mean_delta(replies: list[Any], fleet: Any, plan: Any) -> np.ndarray:
     w = np.array([u.weight for u in updates], dtype=np.float64)
     rows = np.stack([u.delta.astype(np.float64) for u in updates])
     return (w @ rows) / w.sum()
+
+
+def test_fold_from_the_config_matches_to_float_tolerance(spark: Any, tmp_path: Path) -> None:
+    inline = _model(tmp_path, {"kind": "inline", "vectorize": False})
+    folded = _model(tmp_path / "f", {"kind": "spark", "workers": 2, "fold": True})
+    np.testing.assert_allclose(folded, inline, rtol=1e-5, atol=1e-6)
+    in_workers = _model(tmp_path / "p", {"kind": "process", "workers": 2, "fold": True})
+    np.testing.assert_allclose(in_workers, inline, rtol=1e-5, atol=1e-6)
+
+
+def test_fold_is_refused_where_it_cannot_work(tmp_path: Path) -> None:
+    import pytest
+
+    from fedlake.config import ConfigError
+
+    with pytest.raises(ConfigError, match="process"):
+        parse_config({**CONFIG, "executor": {"kind": "inline", "fold": True}})
+    raw = {
+        **CONFIG,
+        "output_dir": str(tmp_path),
+        "executor": {"kind": "process", "fold": True},
+        "algorithm": {**CONFIG["algorithm"], "aggregator": {"kind": "median"}},  # type: ignore[dict-item]
+    }
+    with pytest.raises(ValueError, match="linear aggregator"):
+        run_experiment(parse_config(raw))

@@ -12,32 +12,50 @@ from fedlake.orchestration.interfaces import Executor
 
 __all__ = ["EXECUTORS", "ExecutorMaker", "inline", "process", "spark"]
 
-ExecutorMaker = Callable[..., Executor]  # (fleet, store, *, workers, vectorize) -> Executor
+ExecutorMaker = Callable[..., Executor]  # (fleet, store, *, workers, vectorize, fold) -> Executor
 
 
 def inline(
-    fleet: ClientFleet, store: ClientStateStore, *, workers: int | None, vectorize: bool
+    fleet: ClientFleet,
+    store: ClientStateStore,
+    *,
+    workers: int | None,
+    vectorize: bool,
+    fold: bool = False,
 ) -> Executor:
     """This process: the cohort trained vectorised (``vectorize``) or one client at a time."""
+    if fold:
+        raise ValueError("fold = true needs the process or spark executor")
     return InlineExecutor(fleet, store, chunk=DEFAULT_CHUNK if vectorize else 1)
 
 
 def process(
-    fleet: ClientFleet, store: ClientStateStore, *, workers: int | None, vectorize: bool
+    fleet: ClientFleet,
+    store: ClientStateStore,
+    *,
+    workers: int | None,
+    vectorize: bool,
+    fold: bool = False,
 ) -> Executor:
-    """``workers`` spawned processes, one client at a time each."""
-    return ProcessExecutor(fleet, store, workers=workers)
+    """``workers`` spawned processes, one client at a time each (folding when ``fold``)."""
+    return ProcessExecutor(fleet, store, workers=workers, fold=fold)
 
 
 def spark(
-    fleet: ClientFleet, store: ClientStateStore, *, workers: int | None, vectorize: bool
+    fleet: ClientFleet,
+    store: ClientStateStore,
+    *,
+    workers: int | None,
+    vectorize: bool,
+    fold: bool = False,
 ) -> Executor:
-    """Spark tasks: on the active session (a Databricks cluster's), else ``local[workers]``."""
+    """Spark tasks: on the active session (a Databricks cluster's), else ``local[workers]``
+    (folding in the tasks, with tree aggregation, when ``fold``)."""
     from fedlake.backends.spark import SparkExecutor, active_session
 
     session = active_session()
     master = None if session is not None else f"local[{workers or 1}]"
-    return SparkExecutor(fleet, store, spark=session, master=master)
+    return SparkExecutor(fleet, store, spark=session, master=master, fold=fold)
 
 
 EXECUTORS: dict[str, ExecutorMaker] = {"inline": inline, "process": process, "spark": spark}

@@ -242,6 +242,15 @@ class ExecutorConfig(Section):
     # inline: train each cohort at once where the model allows (same results to float
     # tolerance); false trains clients one by one, bit-identical to the process executor
     vectorize: bool = True
+    # process, spark: screen and fold replies where the clients run, so the server holds
+    # partial sums, never the cohort's updates (linear aggregators; float tolerance)
+    fold: bool = False
+
+    @model_validator(mode="after")
+    def _fold_needs_workers(self) -> ExecutorConfig:
+        if self.fold and self.kind == "inline":
+            raise ValueError('fold = true needs kind = "process" or "spark"')
+        return self
 
 
 class LakehouseConfig(Section):

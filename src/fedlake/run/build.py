@@ -134,6 +134,7 @@ def build_experiment(cfg: RunConfig, *, observer: RunObserver, run_dir: Path) ->
             executor=cfg.executor.kind,
             workers=cfg.executor.workers,
             vectorize=cfg.executor.vectorize,
+            fold=cfg.executor.fold,
             observer=observer,
             model_config=mcfg,
             run_params=run_params(cfg, dp),

@@ -54,6 +54,7 @@ def simulate(
     executor: str | ExecutorFactory = "inline",
     workers: int | None = None,
     vectorize: bool = True,
+    fold: bool = False,
     sinks: RunSinks | None = None,
     observer: RunObserver | None = None,
     model_config: dict[str, Any] | None = None,
@@ -68,6 +69,8 @@ def simulate(
         executor: a name of ``fedlake.backends.registry.EXECUTORS`` (``"inline"``:
             vectorised unless ``vectorize`` is false; ``"process"``: ``workers`` spawned
             processes), or ``factory(fleet, stores) -> Executor``.
+        fold: the executor screens and folds replies where the clients run (``process``,
+            ``spark``; linear aggregators, no simulated dropouts or attacks).
         population: dropouts, stragglers and device speeds (None: every client available
             and as fast as the rest).
         adversary: the simulated attackers (None: every client honest).
@@ -86,7 +89,18 @@ def simulate(
     if isinstance(executor, str):
         if executor not in EXECUTORS:
             raise ValueError(f"unknown executor {executor!r}; known: {', '.join(EXECUTORS)}")
-        inner = EXECUTORS[executor](fleet, stores, workers=workers, vectorize=vectorize)
+        agg = algorithm.aggregator
+        if fold and (agg.fold is None or agg.fold.merge is None):
+            raise ValueError(
+                f"fold = true needs a linear aggregator; {agg.name} is not one (it needs "
+                "every update at once): set fold = false"
+            )
+        if fold and (population.dropout > 0 or population.heterogeneous or adversary):
+            raise ValueError(
+                "fold = true cannot be combined with simulated dropouts, stragglers or "
+                "attacks: they act on each reply, and folding returns only partial sums"
+            )
+        inner = EXECUTORS[executor](fleet, stores, workers=workers, vectorize=vectorize, fold=fold)
     else:
         inner = executor(fleet, stores)
     if population.dropout > 0 or population.heterogeneous:
