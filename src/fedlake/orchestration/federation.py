@@ -26,6 +26,7 @@ from fedlake.orchestration.checkpoint import (
 )
 from fedlake.orchestration.events import NullObserver, RunObserver
 from fedlake.orchestration.interfaces import Evaluator, Executor, Snapshotable
+from fedlake.orchestration.memory import available_bytes, round_memory
 from fedlake.orchestration.outcome import RunResult, result_of, still_stopped
 from fedlake.orchestration.privacy import (
     check_first_round,
@@ -38,6 +39,13 @@ from fedlake.privacy.plan import PrivacyPlan
 
 class CohortTooSmallError(ValueError):
     """The cohort is smaller than the aggregation rule needs (e.g. Krum's 2f + 3)."""
+
+
+MEMORY_NOTE_BYTES = 256 * 2**20  # a non-streaming round's memory is said from this size
+
+
+class RoundMemoryError(ValueError):
+    """A round's aggregation would not fit in the server's memory."""
 
 
 @dataclass
@@ -97,6 +105,14 @@ class Federation:
                 f"but rounds sample {self.cohort_size} clients; sample more clients per "
                 "round or tolerate fewer Byzantine clients (a smaller f)"
             )
+        self.memory = round_memory(agg, self.cohort_size, self.trainer.spec.size)
+        free = available_bytes()
+        if not self.memory.streams and free is not None and self.memory.bytes > free:
+            raise RoundMemoryError(
+                f"a round of {self.cohort_size} clients needs {self.memory.describe()} on the "
+                f"server, and {free / 1e9:.2f} GB is available: sample fewer clients per "
+                "round, use a linear aggregator (it streams, any cohort), or a bigger driver"
+            )
         # a round needs enough valid updates for the user and for the aggregation rule
         min_updates = max(self.min_clients, agg.min_updates)
         if self.privacy is not None and self.privacy.poisson_clients:
@@ -125,6 +141,8 @@ class Federation:
         self.observer.run_started(
             total_rounds=self.rounds, start_round=ckpt.state.round, resumed=resume
         )
+        if not self.memory.streams and self.memory.bytes >= MEMORY_NOTE_BYTES:
+            self.observer.message(f"each round's aggregation holds {self.memory.describe()}")
         if ckpt.finished:
             if still_stopped(ckpt, self.rounds, self.target_accuracy):
                 self.observer.message(f"run already finished: {ckpt.stop_reason}")
