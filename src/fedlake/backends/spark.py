@@ -260,7 +260,7 @@ def _session(master: str) -> Any:
     # the Python workers run this interpreter (its packages, fedlake among them), not the
     # first python3 on PATH; a cluster's own setting wins
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    return (
+    session = (
         SparkSession.builder.master(master)
         .appName("fedlake")
         .config("spark.ui.enabled", "false")
@@ -269,3 +269,5 @@ def _session(master: str) -> Any:
         .config("spark.python.worker.reuse", "true")
         .getOrCreate()
     )
+    session.sparkContext.setLogLevel("ERROR")  # a lost task is a client's failure, not noise
+    return session
