@@ -101,3 +101,18 @@ def test_target_stops_the_run() -> None:
         evaluate=evaluate, target=3.0,
     )  # fmt: skip
     assert history[-1].accuracy == 3.0 and len(history) == 3
+
+
+def test_over_selection_closes_the_round_at_the_cohorts_last_arrival() -> None:
+    fleet, ids, params, evaluate, _ = _setup()
+    executor = InlineExecutor(fleet, MemoryStateStore(), chunk=1)
+    plain = run_sync(
+        fleet=fleet, executor=executor, ids=ids, profiles=PROFILES, cohort=4,
+        params=params, evaluate=evaluate, max_rounds=1, seed=5,
+    )  # fmt: skip
+    over = run_sync(
+        fleet=fleet, executor=executor, ids=ids, profiles=PROFILES, cohort=4,
+        params=params, evaluate=evaluate, max_rounds=1, seed=5, over_select=0.5,
+    )  # fmt: skip
+    assert over[-1].time_s <= plain[-1].time_s  # 6 asked, the first 4 to deliver kept
+    assert over[-1].arrivals + over[-1].failed == 4

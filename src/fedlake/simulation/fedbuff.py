@@ -203,27 +203,32 @@ def run_sync(
     evaluate: Evaluate,
     seed: int = 0,
     deadline_s: float | None = None,
+    over_select: float = 0.0,
     server_lr: float = 1.0,
     max_time_s: float = 7 * 86400.0,
     max_rounds: int = 10_000,
     target: float | None = None,
 ) -> list[ClockPoint]:
     """Synchronous FedAvg on the same clock: a round lasts until its slowest device (or
-    ``deadline_s``, dropping the later ones) delivers."""
+    ``deadline_s``, dropping the later ones) delivers. ``over_select`` samples that much
+    more (0.3: 130% of ``cohort``, as production systems do; Bonawitz et al., MLSys 2019)
+    and closes the round when ``cohort`` devices have delivered."""
     trainer = _Trainer(fleet, executor, ids, seed)
     rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(41,)))
     params = np.array(params, dtype=np.float32)
     t, arrivals, failed = 0.0, 0, 0
     history = [ClockPoint(0.0, 0, evaluate(params))]
     for r in range(max_rounds):
-        devices = profiles.sample_available(len(ids), cohort, t, rng, set())
+        asked = math.ceil(cohort * (1.0 + over_select))
+        devices = profiles.sample_available(len(ids), asked, t, rng, set())
         if not devices:
             t += 3600.0  # nobody awake: try again in an hour
             continue
         durations = {i: profiles.duration_s(i) for i in devices}
+        devices = sorted(devices, key=durations.__getitem__)[:cohort]  # the first to deliver
         if deadline_s is not None:
             devices = [i for i in devices if durations[i] <= deadline_s]
-        length = deadline_s if deadline_s is not None else max(durations.values())
+        length = deadline_s if deadline_s is not None else max(durations[i] for i in devices)
         trained = trainer.train(r, params, devices) if devices else {}
         got = [v for v in trained.values() if v is not None]
         arrivals += len(got)
