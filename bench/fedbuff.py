@@ -12,6 +12,7 @@ long as its slowest device. Accuracy: the global model on held-out users' test w
 
     python bench/fedbuff.py                # ~5 minutes on 2 cores
     python bench/fedbuff.py --seeds 1 --target 0.6
+    python bench/fedbuff.py --render bench/results/fedbuff.json
 
 Writes bench/results/fedbuff.json (or --out). The paper reports FedBuff 3.3x more
 efficient than synchronous FL; the target here: FedBuff reaches the target accuracy in
@@ -44,7 +45,11 @@ def main() -> int:
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--eval-users", type=int, default=60)
     ap.add_argument("--out", default=str(BENCH / "results" / "fedbuff.json"))
+    ap.add_argument("--render", help="print a recorded JSON as Markdown, exit")
     args = ap.parse_args()
+    if args.render:
+        print(render(json.loads(Path(args.render).read_text())))
+        return 0
 
     from fedlake.algorithms.fedavg import fedavg
     from fedlake.backends.inline import InlineExecutor
@@ -171,7 +176,7 @@ def render(data: dict[str, Any]) -> str:
 
 
 def _h(hours: float | None) -> str:
-    return f"{hours:.1f} h" if hours is not None else "not reached"
+    return f"{hours:.2f} h" if hours is not None else "not reached"
 
 
 if __name__ == "__main__":
