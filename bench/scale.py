@@ -203,6 +203,7 @@ def plot(data: dict[str, Any], path: Path) -> None:
         ax.set_xlabel("clients per round")
         ax.set_title(title)
         ax.legend()
+    left.set_ylim(bottom=0)
     right.set_ylim(bottom=0)
     fig.suptitle("Rounds from a population of 1,000,000 users (bench/scale.py)")
     fig.tight_layout()
