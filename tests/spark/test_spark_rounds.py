@@ -121,3 +121,22 @@ def test_fold_is_refused_where_it_cannot_work(tmp_path: Path) -> None:
     }
     with pytest.raises(ValueError, match="linear aggregator"):
         run_experiment(parse_config(raw))
+
+
+def test_task_retries_rescue_a_task_whose_worker_died(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    # a process of its own: one SparkContext per process, and this one is built with
+    # local[2, retries + 1] by the registry (the tests' shared session has no retries)
+    def failed(retries: int) -> str:
+        marks = tmp_path / f"r{retries}"
+        marks.mkdir()
+        done = subprocess.run(
+            [sys.executable, "-m", "tests.spark.killer", str(marks), str(retries)],
+            capture_output=True, text=True, timeout=300, check=True,
+        )  # fmt: skip
+        return [ln for ln in done.stdout.splitlines() if ln.startswith("FAILED=")][-1]
+
+    assert failed(0) != "FAILED="  # no retry: the killed task's clients are lost
+    assert failed(1) == "FAILED="  # one retry: the task runs again and every client replies

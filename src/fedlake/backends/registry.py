@@ -12,7 +12,8 @@ from fedlake.orchestration.interfaces import Executor
 
 __all__ = ["EXECUTORS", "ExecutorMaker", "inline", "process", "spark"]
 
-ExecutorMaker = Callable[..., Executor]  # (fleet, store, *, workers, vectorize, fold) -> Executor
+# (fleet, store, *, workers, vectorize, fold, task_retries) -> Executor
+ExecutorMaker = Callable[..., Executor]
 
 
 def inline(
@@ -22,6 +23,7 @@ def inline(
     workers: int | None,
     vectorize: bool,
     fold: bool = False,
+    task_retries: int = 0,
 ) -> Executor:
     """This process: the cohort trained vectorised (``vectorize``) or one client at a time."""
     if fold:
@@ -36,6 +38,7 @@ def process(
     workers: int | None,
     vectorize: bool,
     fold: bool = False,
+    task_retries: int = 0,
 ) -> Executor:
     """``workers`` spawned processes, one client at a time each (folding when ``fold``)."""
     return ProcessExecutor(fleet, store, workers=workers, fold=fold)
@@ -48,13 +51,16 @@ def spark(
     workers: int | None,
     vectorize: bool,
     fold: bool = False,
+    task_retries: int = 0,
 ) -> Executor:
     """Spark tasks: on the active session (a Databricks cluster's), else ``local[workers]``
-    (folding in the tasks, with tree aggregation, when ``fold``)."""
+    (folding in the tasks, with tree aggregation, when ``fold``; a failed task tried
+    ``task_retries`` more times before its clients count as lost)."""
     from fedlake.backends.spark import SparkExecutor, active_session
 
-    session = active_session()
-    master = None if session is not None else f"local[{workers or 1}]"
+    session = active_session()  # a cluster's: its spark.task.maxFailures rules retries
+    # local[N, F]: a failed task is tried F times before its clients count as lost
+    master = None if session is not None else f"local[{workers or 1},{task_retries + 1}]"
     return SparkExecutor(fleet, store, spark=session, master=master, fold=fold)
 
 

@@ -245,6 +245,9 @@ class ExecutorConfig(Section):
     # process, spark: screen and fold replies where the clients run, so the server holds
     # partial sums, never the cohort's updates (linear aggregators; float tolerance)
     fold: bool = False
+    # spark: times a failed task is tried again before its clients count as lost (here:
+    # local[workers, task_retries + 1]; on a cluster, its spark.task.maxFailures)
+    task_retries: int = Field(0, ge=0, le=10)
 
     @model_validator(mode="after")
     def _fold_needs_workers(self) -> ExecutorConfig:

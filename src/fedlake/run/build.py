@@ -135,6 +135,7 @@ def build_experiment(cfg: RunConfig, *, observer: RunObserver, run_dir: Path) ->
             workers=cfg.executor.workers,
             vectorize=cfg.executor.vectorize,
             fold=cfg.executor.fold,
+            task_retries=cfg.executor.task_retries,
             observer=observer,
             model_config=mcfg,
             run_params=run_params(cfg, dp),

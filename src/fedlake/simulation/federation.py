@@ -55,6 +55,7 @@ def simulate(
     workers: int | None = None,
     vectorize: bool = True,
     fold: bool = False,
+    task_retries: int = 0,
     sinks: RunSinks | None = None,
     observer: RunObserver | None = None,
     model_config: dict[str, Any] | None = None,
@@ -71,6 +72,7 @@ def simulate(
             processes), or ``factory(fleet, stores) -> Executor``.
         fold: the executor screens and folds replies where the clients run (``process``,
             ``spark``; linear aggregators, no simulated dropouts or attacks).
+        task_retries: ``spark``: tries of a failed task after the first.
         population: dropouts, stragglers and device speeds (None: every client available
             and as fast as the rest).
         adversary: the simulated attackers (None: every client honest).
