@@ -31,7 +31,7 @@ def write(tmp_path, text, name="c.toml"):
         ("[federation]\nclients_per_round = 500\n", "exceeds data.num_clients (100)"),
         (
             "[executor]\nkind = 'gpu'\n",
-            "executor.kind: Input should be 'inline' or 'process', got 'gpu'",
+            "executor.kind: Input should be 'inline', 'process' or 'spark', got 'gpu'",
         ),
         (
             "[data]\nscenario = 'synthetic'\nalpha = -1\n",
