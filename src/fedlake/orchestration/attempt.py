@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import functools
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -26,7 +26,7 @@ from fedlake.core.state import (
     finish_folds,
 )
 from fedlake.core.task import ClientFailure, ClientTask, Tag
-from fedlake.core.update import ClientUpdate
+from fedlake.core.update import DELTA, ClientUpdate
 from fedlake.orchestration.events import RunObserver
 from fedlake.orchestration.folding import FoldPlan, merge_folded
 from fedlake.orchestration.interfaces import Executor, FoldingExecutor, RoundReporter
@@ -86,11 +86,13 @@ def run_attempt(
     sent: np.ndarray | None,
     observer: RunObserver,
     facts: dict[str, dict[str, float]],
+    scales: Mapping[str, float] | None = None,
 ) -> AttemptResult:
     """Send ``task`` to ``cohort``, screen what comes back and aggregate the valid updates.
 
     ``sent`` marks the positions uploads carry; ``facts`` collects each update's DP-SGD
-    facts. Too few valid updates for the rule leaves ``aggregated`` None.
+    facts; ``scales`` multiplies some clients' deltas (FedBuff's staleness weights). Too
+    few valid updates for the rule leaves ``aggregated`` None.
     """
     records: list[ClientRecord] = []
     result = AttemptResult(cohort, records, None, 0)
@@ -108,18 +110,21 @@ def run_attempt(
     )
     outcomes = executor.map_clients(task, cohort)
     accepted = _partial_work(
-        dp_facts(
-            screen_in_cohort_order(
-                outcomes,
-                cohort,
-                state.dim,
-                records,
-                decode,
-                on_result=tick,
-                required=algorithm.vectors,
-                failures=result.failures,
+        _scaled(
+            dp_facts(
+                screen_in_cohort_order(
+                    outcomes,
+                    cohort,
+                    state.dim,
+                    records,
+                    decode,
+                    on_result=tick,
+                    required=algorithm.vectors,
+                    failures=result.failures,
+                ),
+                facts,
             ),
-            facts,
+            scales or {},
         ),
         result.partial,
     )
@@ -161,6 +166,16 @@ def _folded_attempt(
     if isinstance(executor, RoundReporter):
         result.executor_metrics = executor.round_metrics()
     return result
+
+
+def _scaled(updates: Iterable[ClientUpdate], scales: Mapping[str, float]) -> Iterator[ClientUpdate]:
+    """``updates`` with the deltas of ``scales``' clients multiplied by their scale."""
+    for u in updates:
+        w = scales.get(u.client_id, 1.0)
+        if w != 1.0:
+            delta = np.multiply(u.vectors[DELTA], np.float32(w), dtype=np.float32)
+            u = replace(u, vectors={**u.vectors, DELTA: delta})
+        yield u
 
 
 def _partial_work(updates: Iterable[ClientUpdate], into: list[str]) -> Iterator[ClientUpdate]:

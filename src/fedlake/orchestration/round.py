@@ -10,7 +10,7 @@ evaluate, and hand the typed records to the checkpoint and the sinks.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -18,8 +18,10 @@ from fedlake.client.masks import upload_mask
 from fedlake.core.algorithm import Algorithm
 from fedlake.core.params import frozen
 from fedlake.core.state import ServerState, apply_server_step, task_extras
+from fedlake.core.task import ClientTask, Tag
 from fedlake.core.trainer import Trainer
 from fedlake.orchestration.attempt import AttemptResult, make_task, run_attempt
+from fedlake.orchestration.buffered import BufferedExecutor
 from fedlake.orchestration.checkpoint import Checkpoint
 from fedlake.orchestration.events import RunObserver
 from fedlake.orchestration.interfaces import Evaluator, Executor
@@ -116,24 +118,11 @@ class RoundPlayer:
         """One attempt of the round; the attempt when it has enough valid updates, else None."""
         t0 = time.perf_counter()
         r, privacy = ctx.round, self.privacy
-        cohort = draw_cohort(
-            self.client_ids,
-            size=self.cohort_size,
-            seed=self.seed,
-            round_=r,
-            attempt=attempt,
-            poisson_rate=privacy.rate if privacy is not None and privacy.poisson_clients else None,
-            secure=bool(privacy and privacy.secure_noise),
-        )
-        self.observer.round_started(round=r + 1, attempt=attempt, cohort_size=len(cohort))
-        task = make_task(
-            round_=r, attempt=attempt, seed=self.seed, download=ctx.download,
-            extras=ctx.extras, cohort=cohort, acks=ckpt.acks,
-        )  # fmt: skip
+        cohort, task, tags, scales = self._cohort(ckpt, ctx, attempt)
         res = ctx.last = run_attempt(
             algorithm=self.algorithm, executor=self.executor, state=state, task=task,
             cohort=cohort, sent=ctx.sent(self.kept_local), observer=self.observer,
-            facts=ctx.facts,
+            facts=ctx.facts, scales=scales,
         )  # fmt: skip
         if privacy is not None:
             scrub(res.records)
@@ -142,8 +131,8 @@ class RoundPlayer:
             )
         used = res.count >= self.min_updates and res.aggregated is not None
         if used and self.algorithm.needs_acks:  # their kept state now counts on the clients
-            for cid in res.accepted():
-                ckpt.acks[cid] = (r, attempt)
+            for cid in res.accepted():  # a stale update acknowledges the task it answered
+                ckpt.acks[cid] = tags.get(cid, (r, attempt))
         base = round_record(
             r, attempt, cohort, res.records, time.perf_counter() - t0, ctx.download,
             extra_down=ctx.extra_down,
@@ -168,6 +157,41 @@ class RoundPlayer:
             )
         )
         return None
+
+    def _cohort(
+        self, ckpt: Checkpoint, ctx: _RoundScope, attempt: int
+    ) -> tuple[list[str], ClientTask, Mapping[str, Tag], dict[str, float]]:
+        """The attempt's cohort and task; with FedBuff, the task each update answers and
+        the staleness weights of their deltas."""
+        r, privacy = ctx.round, self.privacy
+        buffered = self.executor if isinstance(self.executor, BufferedExecutor) else None
+        if buffered is not None:  # the step's cohort is whoever delivers first, any version
+            self.observer.round_started(round=r + 1, attempt=attempt, cohort_size=self.cohort_size)
+            task = self._task(ckpt, ctx, attempt, list(ckpt.acks))  # any client may pull it
+            cohort = buffered.gather(task, self.cohort_size)
+            tags = buffered.pulled()
+            weight = buffered.settings.weight
+            return cohort, task, tags, {c: weight(r - tags[c][0]) for c in cohort if c in tags}
+        cohort = draw_cohort(
+            self.client_ids,
+            size=self.cohort_size,
+            seed=self.seed,
+            round_=r,
+            attempt=attempt,
+            poisson_rate=privacy.rate if privacy is not None and privacy.poisson_clients else None,
+            secure=bool(privacy and privacy.secure_noise),
+        )
+        self.observer.round_started(round=r + 1, attempt=attempt, cohort_size=len(cohort))
+        return cohort, self._task(ckpt, ctx, attempt, cohort), {}, {}
+
+    def _task(
+        self, ckpt: Checkpoint, ctx: _RoundScope, attempt: int, cohort: Sequence[str]
+    ) -> ClientTask:
+        """The attempt's task, with ``cohort``'s acknowledgements."""
+        return make_task(
+            round_=ctx.round, attempt=attempt, seed=self.seed, download=ctx.download,
+            extras=ctx.extras, cohort=cohort, acks=ckpt.acks,
+        )  # fmt: skip
 
     def _complete(
         self,
