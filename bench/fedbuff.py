@@ -10,7 +10,7 @@ training and 10 s of upload, log-normal spread 1.0). FedBuff (Nguyen et al., AIS
 long as its slowest device. Accuracy: the global model on held-out users' test windows
 (users not in the training population). Several seeds; the median of the ratios.
 
-    python bench/fedbuff.py                # ~5 minutes on 2 cores
+    python bench/fedbuff.py                # ~1 minute on 2 cores
     python bench/fedbuff.py --seeds 1 --target 0.6
     python bench/fedbuff.py --render bench/results/fedbuff.json
 

@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from fedlake.compression.pipeline import CODERS, SPARSIFIERS, chain_ok
 from fedlake.config.algorithm import AlgorithmConfig, PersonalizationConfig
+from fedlake.config.fedbuff import FedBuffConfig
 from fedlake.config.privacy import PrivacyConfig
 from fedlake.config.robustness import AttackConfig, AttackEvalConfig
 from fedlake.config.section import Section
@@ -289,6 +290,7 @@ class RunConfig(Section):
     attack_eval: AttackEvalConfig | None = None
     privacy: PrivacyConfig | None = None
     personalization: PersonalizationConfig | None = None
+    fedbuff: FedBuffConfig | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -308,6 +310,13 @@ class RunConfig(Section):
                 f"data.num_clients ({n}); accepted: 1..{n}"
             )
         cohort = fed.clients_per_round or max(1, round((fed.fraction or 0.1) * n))
+        if self.fedbuff is not None:
+            if fed.clients_per_round is not None or fed.fraction is not None:
+                raise ValueError(
+                    "federation.clients_per_round / fraction: with [fedbuff] a step takes the "
+                    "first fedbuff.buffer updates to arrive; remove them"
+                )
+            cohort = self.fedbuff.buffer
         if fed.min_clients > cohort:
             raise ValueError(
                 f"federation.min_clients ({fed.min_clients}) exceeds the cohort size ({cohort}); "

@@ -21,6 +21,7 @@ from fedlake.algorithms.spec import RecipeSpec, aggregator_options, build_algori
 from fedlake.config import ConfigError, RunConfig, options
 from fedlake.config.algorithm import OWN_AVERAGING
 from fedlake.core.personal import Personalization, mask_for
+from fedlake.orchestration.buffered import FedBuffSettings
 from fedlake.orchestration.events import RunObserver
 from fedlake.orchestration.federation import CohortTooSmallError, Federation
 from fedlake.orchestration.sampling import CohortSpec
@@ -101,13 +102,17 @@ def build_experiment(cfg: RunConfig, *, observer: RunObserver, run_dir: Path) ->
         mcfg = model_config(cfg.model, scenario)
         trainer = build_trainer(mcfg)
     fed = cfg.federation
-    cohort = cohort_spec(cfg)
+    clients = len(scenario.data.client_ids())
+    buff = fedbuff_of(cfg, clients)
+    cohort = cohort_spec(cfg) if buff is None else CohortSpec(count=buff.buffer)
     with config_section("federation"):
-        size = cohort.size(len(scenario.data.client_ids()))
+        size = cohort.size(clients)
     with config_section("attack"):
         adversary = build_adversary(cfg, scenario.num_classes, cohort=size)
     attackers = adversary.count(size) if adversary is not None else None
-    dp, plan = privacy_of(cfg, mcfg, len(scenario.data.client_ids()), size, observer)
+    # FedBuff's steps take whoever arrives, not a sample the server drew: no amplification
+    # by sampling is claimed (each step is accounted as if every client were in it)
+    dp, plan = privacy_of(cfg, mcfg, clients if buff is None else size, size, observer)
     spec = recipe_spec(cfg, attackers=attackers, dp=dp, trainer_spec=trainer.spec)
 
     with config_section("federation"):
@@ -141,6 +146,7 @@ def build_experiment(cfg: RunConfig, *, observer: RunObserver, run_dir: Path) ->
             run_params=run_params(cfg, dp),
             adversary=adversary,
             privacy=plan,
+            fedbuff=buff,
         )
     return Experiment(federation, scenario, spec, adversary)
 
@@ -151,6 +157,34 @@ def cohort_spec(cfg: RunConfig) -> CohortSpec:
     if fed.clients_per_round is not None:
         return CohortSpec(count=fed.clients_per_round)
     return CohortSpec(fraction=fed.fraction or 0.1)
+
+
+def fedbuff_of(cfg: RunConfig, enrolled: int) -> FedBuffSettings | None:
+    """The ``[fedbuff]`` settings of a run of ``enrolled`` clients (None: synchronous
+    rounds), checked against the rest of the config."""
+    section = cfg.fedbuff
+    if section is None:
+        return None
+    with config_section("fedbuff"):
+        if section.buffer > enrolled:
+            raise ValueError(
+                f"buffer ({section.buffer}) > the {enrolled} clients: a step takes "
+                "at most one update per client, so it could never fill"
+            )
+        p = cfg.privacy
+        if p is not None and p.mechanism == "central" and p.sampling == "poisson":
+            raise ValueError(
+                "central DP with sampling = 'poisson': FedBuff's steps take whichever clients "
+                "arrive, not a Poisson sample, so no amplification by sampling holds; set "
+                "privacy.sampling = 'fixed' (each step is then accounted as if every client "
+                "were in it)"
+            )
+        return FedBuffSettings(
+            concurrency=section.concurrency,
+            buffer=section.buffer,
+            max_staleness=section.max_staleness,
+            staleness=section.staleness,
+        )
 
 
 def privacy_of(

@@ -7,10 +7,10 @@ the mean of the buffered deltas, each weighted by its staleness ``tau`` (version
 behind): ``1/sqrt(1 + tau)`` by default. Updates staler than ``max_staleness`` are
 dropped. A device that delivers is replaced at once by another available one.
 
-The clock is driven by :class:`~fedlake.simulation.devices.DeviceProfiles`: a device's
-update arrives its (heavy-tailed) duration after it pulled the model. Training itself
-runs through any executor: devices that pull the same version are trained together (one
-``map_clients`` call), so ``inline``, ``process`` and ``spark`` all serve.
+:func:`run_fedbuff` runs the paper's step on ``fedlake run``'s clock
+(:class:`~fedlake.simulation.buffered.ClockExecutor`, driven by
+:class:`~fedlake.simulation.devices.DeviceProfiles`: a device's update arrives its
+heavy-tailed duration after it pulled the model); training runs through any executor.
 
 :func:`run_sync` is synchronous FedAvg on the same clock and devices: each round samples
 ``cohort`` available devices and lasts until the slowest one delivers (or a deadline,
@@ -19,7 +19,6 @@ past which late devices are dropped), the baseline FedBuff is measured against.
 
 from __future__ import annotations
 
-import heapq
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -28,8 +27,11 @@ import numpy as np
 
 from fedlake.client.fleet import ClientFleet
 from fedlake.compression.messages import decode_reply, encode_model
-from fedlake.core.task import ClientReply, ClientTask
+from fedlake.core.staleness import staleness_weight
+from fedlake.core.task import ClientFailure, ClientReply, ClientTask
+from fedlake.orchestration.buffered import FedBuffSettings
 from fedlake.orchestration.interfaces import Executor
+from fedlake.simulation.buffered import ClockExecutor
 from fedlake.simulation.devices import DeviceProfiles
 
 __all__ = ["ClockPoint", "FedBuffConfig", "run_fedbuff", "run_sync", "staleness_weight"]
@@ -48,34 +50,13 @@ class FedBuffConfig:
     server_lr: float = 1.0
 
     def __post_init__(self) -> None:
-        if self.concurrency < 1 or self.buffer < 1:
-            raise ValueError("concurrency and buffer must be >= 1")
-        if self.buffer > self.concurrency:
-            raise ValueError(
-                f"buffer ({self.buffer}) > concurrency ({self.concurrency}): a step would "
-                "wait for more devices than ever train at once"
-            )
-        if self.max_staleness is not None and self.max_staleness < 0:
-            raise ValueError(f"max_staleness must be >= 0, got {self.max_staleness}")
-        staleness_weight(self.staleness, 0)  # a bad rule fails here, not mid-run
+        self.settings()  # a bad knob fails here, not mid-run
         if not self.server_lr > 0:
             raise ValueError(f"server_lr must be > 0, got {self.server_lr}")
 
-
-def staleness_weight(rule: str, tau: int) -> float:
-    """The weight of an update ``tau`` versions behind under ``rule``."""
-    if rule == "sqrt":
-        return 1.0 / math.sqrt(1.0 + tau)
-    if rule == "none":
-        return 1.0
-    if rule.startswith("poly:"):
-        try:
-            a = float(rule[5:])
-        except ValueError:
-            a = -1.0
-        if a >= 0:
-            return float((1.0 + tau) ** -a)
-    raise ValueError(f"unknown staleness rule {rule!r}; known: sqrt, none, poly:<a >= 0>")
+    def settings(self) -> FedBuffSettings:
+        """The orchestration's settings of these knobs (all but the server's step size)."""
+        return FedBuffSettings(self.concurrency, self.buffer, self.max_staleness, self.staleness)
 
 
 @dataclass
@@ -133,62 +114,40 @@ def run_fedbuff(
     max_steps: int = 10_000,
     target: float | None = None,
 ) -> list[ClockPoint]:
-    """FedBuff on the simulated clock until ``target`` accuracy, a step or time limit."""
-    trainer = _Trainer(fleet, executor, ids, seed)
-    rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(41,)))
+    """FedBuff on the simulated clock until ``target`` accuracy, a step or time limit.
+
+    The clock and the devices are ``fedlake run``'s (:class:`ClockExecutor`); the step is
+    the paper's: the mean of the K staleness-weighted deltas, times ``server_lr``.
+    """
+    settings = config.settings()
+    clock = ClockExecutor(executor, ids, profiles, settings, seed)
+    dim, codec = fleet.trainer.spec.size, fleet.algorithm.compression.upload
     params = np.array(params, dtype=np.float32)
-    version, t, seq = 0, 0.0, 0
-    events: list[tuple[float, int, int, int]] = []  # (arrival, seq, device, pulled version)
-    results: dict[int, tuple[np.ndarray, float] | None] = {}
-    pending: list[tuple[int, int]] = []  # (seq, device) started on ``version``, not trained
-    in_flight: set[int] = set()
-    buffer: list[tuple[float, np.ndarray]] = []
     history = [ClockPoint(0.0, 0, evaluate(params))]
     arrivals = stale = failed = 0
-
-    def start(count: int) -> None:
-        nonlocal seq
-        for i in profiles.sample_available(len(ids), count, t, rng, in_flight):
-            seq += 1
-            heapq.heappush(events, (t + profiles.duration_s(i), seq, i, version))
-            pending.append((seq, i))
-            in_flight.add(i)
-
-    def flush() -> None:  # train the devices that pulled the current version
-        if pending:
-            trained = trainer.train(version, params, [i for _, i in pending])
-            for s, i in pending:
-                results[s] = trained[i]
-            pending.clear()
-
-    start(config.concurrency)
-    while events and len(history) <= max_steps:
-        arrival, s, device, pulled = heapq.heappop(events)
-        if arrival > max_time_s:
+    for version in range(max_steps):
+        model = encode_model(params, None, None, np.random.default_rng(version))
+        task = ClientTask(round=version, attempt=0, seed=seed, model=model)
+        cohort = clock.gather(task, config.buffer)
+        pulled = clock.pulled()
+        buffer: list[np.ndarray] = []
+        for outcome in clock.map_clients(task, cohort):
+            arrivals += 1
+            if isinstance(outcome, ClientReply):
+                u = decode_reply(outcome, dim=dim, mask=None, codec=codec)
+                tau = version - pulled[outcome.client_id][0]
+                buffer.append(settings.weight(tau) * np.asarray(u.delta, np.float64))
+            elif isinstance(outcome, ClientFailure) and outcome.message.startswith("stale:"):
+                stale += 1
+            else:
+                failed += 1
+        if len(buffer) < config.buffer or clock.clock_s > max_time_s:
+            break  # nobody left to arrive, or out of time
+        params = (params + config.server_lr * (sum(buffer) / len(buffer))).astype(np.float32)
+        history.append(ClockPoint(clock.clock_s, version + 1, evaluate(params), arrivals,
+                                  stale, failed))  # fmt: skip
+        if target is not None and history[-1].accuracy >= target:
             break
-        if s not in results:
-            flush()
-        t = arrival
-        in_flight.discard(device)
-        got = results.pop(s)
-        arrivals += 1
-        tau = version - pulled
-        if got is None:
-            failed += 1
-        elif config.max_staleness is not None and tau > config.max_staleness:
-            stale += 1
-        else:
-            buffer.append((staleness_weight(config.staleness, tau), got[0]))
-        if len(buffer) >= config.buffer:
-            flush()  # whoever started before this step trained on the old model
-            step = sum(w * d for w, d in buffer) / len(buffer)
-            params = (params + config.server_lr * step).astype(np.float32)
-            version += 1
-            buffer.clear()
-            history.append(ClockPoint(t, version, evaluate(params), arrivals, stale, failed))
-            if target is not None and history[-1].accuracy >= target:
-                break
-        start(1)  # the device that delivered is replaced at once
     return history
 
 

@@ -19,15 +19,18 @@ from fedlake.client.fleet import ClientFleet
 from fedlake.core.algorithm import Algorithm
 from fedlake.core.trainer import Trainer
 from fedlake.data.base import ClientData
+from fedlake.orchestration.buffered import FedBuffSettings, check_buffered
 from fedlake.orchestration.events import NullObserver, RunObserver
 from fedlake.orchestration.federation import Federation
-from fedlake.orchestration.interfaces import Executor
+from fedlake.orchestration.interfaces import Executor, Snapshotable
 from fedlake.orchestration.sampling import CohortSpec
 from fedlake.orchestration.sinks import RunSinks
 from fedlake.privacy.plan import PrivacyPlan
 from fedlake.simulation.adversarial import AdversarialExecutor
 from fedlake.simulation.attacks.adversary import Adversary
 from fedlake.simulation.attacks.poisoning import MALICIOUS, malicious_plugins
+from fedlake.simulation.buffered import ClockExecutor
+from fedlake.simulation.devices import DeviceProfiles
 from fedlake.simulation.evaluation import CentralEvaluation
 from fedlake.simulation.population import Population, PopulationExecutor
 from fedlake.simulation.stores import SimulatedStores
@@ -62,6 +65,8 @@ def simulate(
     run_params: dict[str, Any] | None = None,
     adversary: Adversary | None = None,
     privacy: PrivacyPlan | None = None,
+    fedbuff: FedBuffSettings | None = None,
+    devices: DeviceProfiles | None = None,
 ) -> Federation:
     """A Federation whose clients are simulated in this machine.
 
@@ -77,6 +82,9 @@ def simulate(
             and as fast as the rest).
         adversary: the simulated attackers (None: every client honest).
         eval_clients: how many clients' test splits evaluate the global model.
+        fedbuff: asynchronous buffered steps on a simulated clock (a round is a server
+            step; ``cohort`` is its K), with ``devices``' availability and durations
+            (None: :class:`DeviceProfiles` defaults seeded by ``seed``).
 
     The other arguments are the :class:`~fedlake.orchestration.federation.Federation`'s.
     """
@@ -105,6 +113,8 @@ def simulate(
         inner = EXECUTORS[executor](fleet, stores, workers=workers, vectorize=vectorize, fold=fold)
     else:
         inner = executor(fleet, stores)
+    if fedbuff is not None:
+        _check_clock(algorithm, population, adversary, fold)
     if population.dropout > 0 or population.heterogeneous:
         inner = PopulationExecutor(inner, population, epochs=algorithm.local.epochs)
     kept_local = algorithm.kept_local(trainer.spec)
@@ -117,6 +127,11 @@ def simulate(
             kept_local=kept_local,
         )
     client_ids = data.client_ids()
+    snapshots: tuple[Snapshotable, ...] = (stores,)
+    if fedbuff is not None:
+        profiles = devices or DeviceProfiles(seed=seed)
+        inner = ClockExecutor(inner, client_ids, profiles, fedbuff, seed)
+        snapshots = (stores, inner)
     evaluator = CentralEvaluation(
         data,
         trainer,
@@ -144,6 +159,22 @@ def simulate(
         model_config=model_config or {},
         run_params=run_params or {},
         privacy=privacy,
-        snapshots=(stores,),
+        snapshots=snapshots,
         report_stragglers=population.heterogeneous,
     )
+
+
+def _check_clock(
+    algorithm: Algorithm, population: Population, adversary: Adversary | None, fold: bool
+) -> None:
+    """Refuse, with the reason, what FedBuff on the simulated clock does not combine with."""
+    check_buffered(algorithm)
+    if population.dropout > 0 or population.heterogeneous:
+        raise ValueError(
+            "dropout and stragglers: with fedbuff the device profiles decide who is "
+            "available and how long each takes; remove them"
+        )
+    if adversary is not None:
+        raise ValueError("simulated attacks are not combined with fedbuff yet; remove [attack]")
+    if fold:
+        raise ValueError("fold = true: FedBuff's steps screen each arrival; set fold = false")
