@@ -21,15 +21,19 @@ from fedlake.algorithms.spec import build_algorithm
 from fedlake.backends.remote.auth import Registry
 from fedlake.backends.remote.certs import REGISTRY, TOKEN
 from fedlake.backends.remote.coordinator import Coordinator
-from fedlake.backends.remote.executor import RemoteExecutor
+from fedlake.backends.remote.executor import BufferedRemoteExecutor, RemoteExecutor
 from fedlake.config import ConfigError, RemoteData, RunConfig
+from fedlake.orchestration.buffered import check_buffered
 from fedlake.orchestration.checkpoint import load_checkpoint
 from fedlake.orchestration.events import NullObserver, RunObserver
 from fedlake.orchestration.federation import Federation
+from fedlake.orchestration.interfaces import Executor
+from fedlake.orchestration.sampling import CohortSpec
 from fedlake.run.build import (
     Experiment,
     cohort_spec,
     config_section,
+    fedbuff_of,
     privacy_of,
     recipe_spec,
     run_params,
@@ -94,11 +98,19 @@ def build_served(
         mcfg = model_config(cfg.model, scenario)
         trainer = build_trainer(mcfg)
     fed = cfg.federation
-    cohort = cohort_spec(cfg)
+    buff = fedbuff_of(cfg, len(clients))
+    cohort = cohort_spec(cfg) if buff is None else CohortSpec(count=buff.buffer)
     with config_section("federation"):
         size = cohort.size(len(clients))
-    dp, plan = privacy_of(cfg, mcfg, len(clients), size, observer)
+    # FedBuff's steps take whoever arrives, not a sample the server drew: no amplification
+    # by sampling is claimed (each step is accounted as if every client were in it)
+    population = len(clients) if buff is None else size
+    dp, plan = privacy_of(cfg, mcfg, population, size, observer)
     spec = recipe_spec(cfg, attackers=None, dp=dp, trainer_spec=trainer.spec)
+    algorithm = build_algorithm(spec)
+    if buff is not None:
+        with config_section("fedbuff"):
+            check_buffered(algorithm)
     run_dir = run_dir_of(cfg)
     ckpt = load_checkpoint(run_dir) if resume and run_dir.exists() else None
     run_id = ckpt.run_id if ckpt is not None else uuid.uuid4().hex[:12]
@@ -108,12 +120,18 @@ def build_served(
             coordinator.record_round(row)
     for cid in clients:  # the population this run starts with, in its audit log
         coordinator.audit("fedlake.server", "client.enrolled", cid, registry.entry(cid))
+    timeout = cfg.deployment.round_timeout_s
+    executor: Executor = (
+        RemoteExecutor(coordinator, round_timeout_s=timeout)
+        if buff is None
+        else BufferedRemoteExecutor(coordinator, round_timeout_s=timeout, settings=buff)
+    )
     with config_section("federation"):
         federation = Federation(
-            algorithm=build_algorithm(spec),
+            algorithm=algorithm,
             trainer=trainer,
             client_ids=clients,
-            executor=RemoteExecutor(coordinator, round_timeout_s=cfg.deployment.round_timeout_s),
+            executor=executor,
             run_dir=run_dir,
             rounds=fed.rounds,
             cohort=cohort,

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from fedlake.backends.remote.window import Window
 from fedlake.backends.remote.wire import FrameError, model_checksum, reply_from_bytes, task_parts
 from fedlake.core.task import ClientFailure, ClientOutcome, ClientTask, FailureReason
 
@@ -74,6 +75,13 @@ class Coordinator:
         self.refusals: deque[dict[str, Any]] = deque(maxlen=refusals_kept)
         self.rounds: list[dict[str, Any]] = []  # completed rounds' records (status page)
         self.finished: str | None = None
+        self.window: Window | None = None  # FedBuff's slots (see buffered), else None
+
+    def buffered(self, concurrency: int, timeout_s: float) -> Window:
+        """Serve FedBuff: clients pull the newest version into one of ``concurrency`` slots."""
+        with self._lock:
+            self.window = Window(concurrency, timeout_s)
+            return self.window
 
     # -- the event loop's side --------------------------------------------------------------
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -100,22 +108,36 @@ class Coordinator:
 
     def offer(self, client: str) -> dict[str, Any] | None:
         """The task waiting for ``client`` (round, attempt, deadline), or None."""
+        now = time.time()
         with self._lock:
-            attempt = self._attempt
-            if attempt is None or client not in attempt.cohort or client in attempt.answered:
-                return None
+            if self.window is not None:
+                slot = self.window.assign(client, now)
+                if slot is None:
+                    return None
+                attempt, deadline = slot.attempt, slot.expires
+            else:
+                open_ = self._attempt
+                if open_ is None or client not in open_.cohort or client in open_.answered:
+                    return None
+                attempt, deadline = open_, open_.deadline
             return {  # the round as people count it (1-based), as in every URL
                 "run": self.run_id,
                 "round": attempt.task.round + 1,
                 "attempt": attempt.task.attempt,
-                "deadline": attempt.deadline,
-                "deadline_in_s": max(0.0, attempt.deadline - time.time()),
+                "deadline": deadline,
+                "deadline_in_s": max(0.0, deadline - now),
                 "model_xxh3_128": attempt.model_checksum,
             }
 
     def _open_for(self, client: str, round_: int, attempt_: int) -> Attempt:
         """The open attempt when it is ``(round_, attempt_)`` and ``client`` is in its
         cohort, else Refusal (409, 403). Call it holding the lock."""
+        if self.window is not None:
+            held = self.window.holder(client, (round_, attempt_))
+            if held is None:
+                what = f"round {round_ + 1} attempt {attempt_}"
+                raise Refusal(409, f"{what} is not open for {client!r} (no slot on it)")
+            return held
         attempt = self._attempt
         if attempt is None or attempt.tag != (round_, attempt_):
             raise Refusal(409, f"round {round_ + 1} attempt {attempt_} is not open")
@@ -136,6 +158,11 @@ class Coordinator:
     ) -> str:
         """Take ``client``'s reply frame; ``"accepted"`` or ``"duplicate"``, else Refusal."""
         with self._lock:
+            if self.window is not None and self.window.answered.get(client) == (
+                (round_, attempt_),
+                digest,
+            ):
+                return "duplicate"  # FedBuff: its slot is gone, its reply was taken
             attempt = self._open_for(client, round_, attempt_)
             before = attempt.answered.get(client)
             if before is not None:
@@ -153,10 +180,12 @@ class Coordinator:
         if (header["round"], header["attempt"]) != (round_, attempt_):
             raise Refusal(409, "the reply's round and attempt differ from its URL's")
         with self._lock:
-            if self._attempt is not attempt or client in attempt.answered:
+            if not self._still_open(client, attempt):
                 raise Refusal(409, f"round {round_ + 1} attempt {attempt_} closed meanwhile")
             attempt.answered[client] = digest
-        attempt.outcomes.put(reply)
+            if self.window is not None:
+                self.window.answered[client] = (attempt.tag, digest)
+            self._deliver(client, attempt, reply)
         self.audit(client, "reply.submit", f"round {round_ + 1}", {"attempt": attempt_,
                    "bytes": len(body), "blake3": digest})  # fmt: skip
         return "accepted"
@@ -172,7 +201,21 @@ class Coordinator:
             if client in attempt.answered:
                 raise Refusal(409, "this client already answered this attempt")
             attempt.answered[client] = f"failure:{typed.value}"
-        attempt.outcomes.put(ClientFailure(client, typed, message[:2000]))
+            self._deliver(client, attempt, ClientFailure(client, typed, message[:2000]))
+
+    def _still_open(self, client: str, attempt: Attempt) -> bool:
+        """Whether ``client`` may still answer ``attempt`` (call it holding the lock)."""
+        if self.window is not None:
+            return self.window.holder(client, attempt.tag) is attempt
+        return self._attempt is attempt and client not in attempt.answered
+
+    def _deliver(self, client: str, attempt: Attempt, outcome: ClientOutcome) -> None:
+        """Hand ``outcome`` to the Federation's thread (call it holding the lock)."""
+        if self.window is None:
+            attempt.outcomes.put(outcome)
+            return
+        self.window.deliver(client, outcome)
+        self._wake_eligible()  # a slot is free
 
     def refuse(self, client: str | None, where: str, status: int, reason: str) -> None:
         """Record a refused request (status page and audit)."""
@@ -190,9 +233,35 @@ class Coordinator:
         attempt.model_checksum = model_checksum(task.model)
         with self._lock:
             self._attempt = attempt
+            if self.window is not None:  # FedBuff: the version clients pull from now on
+                self.window.publish(attempt)
+                self._wake_eligible()
+                return attempt
             events = [self._events.get(c) for c in cohort]
         self._wake([e for e in events if e is not None])
         return attempt
+
+    def take(self, client: str) -> None:
+        """FedBuff: a step took ``client``'s outcome (no new slot before the next step)."""
+        with self._lock:
+            assert self.window is not None
+            self.window.take(client)
+
+    def expire(self) -> list[str]:
+        """FedBuff: free the slots past their time; their clients."""
+        with self._lock:
+            assert self.window is not None
+            late = self.window.expire(time.time())
+            if late:
+                self._wake_eligible()
+            return late
+
+    def _wake_eligible(self) -> None:
+        """Wake the long-polls of clients that may take a free slot (holding the lock)."""
+        window = self.window
+        assert window is not None
+        if window.free() > 0:
+            self._wake([e for c, e in self._events.items() if window.eligible(c)])
 
     def close_attempt(self, attempt: Attempt) -> list[str]:
         """Close ``attempt``; the cohort's clients that fetched its task."""
@@ -243,6 +312,12 @@ class Coordinator:
             attempt = self._attempt
             connected = sorted(c for c, t in self._seen.items() if now - t < CONNECTED_S)
             answered = [] if attempt is None else list(attempt.answered.items())
+            window = self.window
+            sampled = [] if attempt is None else list(attempt.cohort)
+            fetched = [] if attempt is None else sorted(attempt.fetched)
+            if window is not None:  # FedBuff: who holds a slot, and who fetched its task
+                sampled = sorted(window.slots)
+                fetched = sorted(c for c, s in window.slots.items() if c in s.attempt.fetched)
             return {
                 "run": self.run_id,
                 "finished": self.finished,
@@ -250,8 +325,8 @@ class Coordinator:
                 "attempt": None if attempt is None else attempt.task.attempt,
                 "deadline_in_s": None if attempt is None else max(0.0, attempt.deadline - now),
                 "connected": connected,
-                "sampled": [] if attempt is None else list(attempt.cohort),
-                "fetched": [] if attempt is None else sorted(attempt.fetched),
+                "sampled": sampled,
+                "fetched": fetched,
                 "finished_clients": sorted(
                     c for c, how in answered if not how.startswith("failure:")
                 ),

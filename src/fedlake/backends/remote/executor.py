@@ -1,9 +1,14 @@
-"""The server's executor: a round's task goes to remote clients, their replies come back.
+"""The server's executors: a round's task goes to remote clients, their replies come back.
 
-``map_clients`` opens the attempt on the :class:`Coordinator` (waking the sampled clients'
-long-polls), yields each reply or failure as it arrives, and at the deadline yields the
-clients that never answered: ``unavailable`` if they never fetched the task, ``straggler``
-if they fetched it but did not reply in time.
+:class:`RemoteExecutor` (synchronous rounds): ``map_clients`` opens the attempt on the
+:class:`Coordinator` (waking the sampled clients' long-polls), yields each reply or
+failure as it arrives, and at the deadline yields the clients that never answered:
+``unavailable`` if they never fetched the task, ``straggler`` if they fetched it but did
+not reply in time.
+
+:class:`BufferedRemoteExecutor` (FedBuff): each step publishes the newest version, which
+clients pull into free slots, and takes the first K updates to arrive, from any version
+no staler than the maximum.
 """
 
 from __future__ import annotations
@@ -13,9 +18,17 @@ import time
 from collections.abc import Iterator, Sequence
 
 from fedlake.backends.remote.coordinator import Coordinator
-from fedlake.core.task import ClientFailure, ClientOutcome, ClientTask, FailureReason
+from fedlake.core.task import (
+    ClientFailure,
+    ClientOutcome,
+    ClientReply,
+    ClientTask,
+    FailureReason,
+    Tag,
+)
+from fedlake.orchestration.buffered import FedBuffSettings
 
-__all__ = ["RemoteExecutor"]
+__all__ = ["BufferedRemoteExecutor", "RemoteExecutor"]
 
 
 class RemoteExecutor:
@@ -73,6 +86,85 @@ class RemoteExecutor:
                     FailureReason.UNAVAILABLE,
                     f"unavailable: did not fetch the task within {self.round_timeout_s:g} s",
                 )
+
+    def close(self) -> None:
+        """Nothing to release (the server owns the connections)."""
+
+
+class BufferedRemoteExecutor:
+    """FedBuff on clients that reach the server over the network (see the module doc).
+
+    Args:
+        coordinator: the state shared with the server's HTTP handlers.
+        round_timeout_s: how long a step waits for its K updates, and a slot for its reply.
+        settings: concurrency, K, maximum staleness and the staleness weight.
+    """
+
+    def __init__(
+        self, coordinator: Coordinator, *, round_timeout_s: float, settings: FedBuffSettings
+    ) -> None:
+        if not round_timeout_s > 0:
+            raise ValueError(f"round_timeout_s must be > 0, got {round_timeout_s}")
+        self.coordinator, self.settings = coordinator, settings
+        self.round_timeout_s = float(round_timeout_s)
+        self.window = coordinator.buffered(settings.concurrency, self.round_timeout_s)
+        self._outcomes: dict[str, ClientOutcome] = {}
+        self._pulled: dict[str, Tag] = {}
+        self._metrics: dict[str, int] = {}
+
+    def gather(self, task: ClientTask, size: int) -> list[str]:
+        """Publish ``task``; the clients whose outcomes arrived, once ``size`` updates did
+        (fewer when the timeout passed first). Stale updates count as failures."""
+        self.coordinator.open_attempt(task, (), self.round_timeout_s)
+        outcomes: dict[str, ClientOutcome] = {}
+        pulled: dict[str, Tag] = {}
+        good = stale = oldest = 0
+        end = time.time() + self.round_timeout_s
+        while good < size:
+            self.coordinator.expire()
+            left = end - time.time()
+            try:  # past the deadline, what already arrived (slots just expired too) counts
+                arrivals = self.window.arrivals
+                tag, outcome = (
+                    arrivals.get(timeout=min(left, 0.5)) if left > 0 else arrivals.get_nowait()
+                )
+            except queue.Empty:
+                if left <= 0:
+                    break
+                continue
+            cid = outcome.client_id
+            self.coordinator.take(cid)
+            tau = task.round - tag[0]
+            if isinstance(outcome, ClientReply):
+                if self.settings.too_stale(tau):
+                    stale += 1
+                    outcome = ClientFailure(
+                        cid,
+                        FailureReason.STRAGGLER,
+                        f"stale: trained on version {tag[0]}, {tau} behind version "
+                        f"{task.round} (max_staleness {self.settings.max_staleness})",
+                    )
+                else:
+                    good += 1
+                    oldest = max(oldest, tau)
+            outcomes[cid], pulled[cid] = outcome, tag
+        self._outcomes, self._pulled = outcomes, pulled
+        self._metrics = {"stale_dropped": stale, "staleness_max": oldest,
+                         "in_flight": len(self.window.slots)}  # fmt: skip
+        return list(outcomes)
+
+    def pulled(self) -> dict[str, Tag]:
+        """The ``(round, attempt)`` each gathered client's outcome answers."""
+        return dict(self._pulled)
+
+    def map_clients(self, task: ClientTask, cohort: Sequence[str]) -> Iterator[ClientOutcome]:
+        """The gathered outcomes of ``cohort`` (the clients :meth:`gather` returned)."""
+        for cid in cohort:
+            yield self._outcomes.pop(cid)
+
+    def round_metrics(self) -> dict[str, int]:
+        """The last step's stale updates dropped, largest staleness taken, slots in use."""
+        return dict(self._metrics)
 
     def close(self) -> None:
         """Nothing to release (the server owns the connections)."""
