@@ -27,7 +27,9 @@ on both sides and the comparison measures the frameworks around it.
 JOB.json: {"src": fedlake's src dir, "population": int, "cohort": int, "rounds": int,
 "alpha": float, "beta": float, "data_seed": int, "seed": int, "lr": float, "epochs": int,
 "batch_size": int, "client_cpus": float, "ray_num_cpus": int, "out": path.json, and
-optionally "replay": {"cohort_tag": int, "client_tag": int}}.
+optionally "replay": {"cohort_tag": int, "client_tag": int} and "workload": "synthetic"
+(default) or "activity" (bench/scale.py: the activity scenario's wearable users, 40 window
+features, evaluated on the first 20 users' test windows)}.
 Writes ``out``: wall time of ``run_simulation`` (Ray's start-up and shut-down included),
 the time the evaluation of each round finished (relative to the call), final accuracy
 and loss, versions.
@@ -65,14 +67,22 @@ from flwr.simulation import run_simulation  # noqa: E402
 
 from fedlake.client.logreg import LogRegTrainer  # noqa: E402
 from fedlake.core.algorithm import LocalConfig  # noqa: E402
+from fedlake.data.activity import ACTIVITIES, FEATURE_NAMES, ActivityPopulation  # noqa: E402
 from fedlake.data.synthetic import DIMENSION, NUM_CLASSES, fedprox_synthetic  # noqa: E402
 
-TRAINER = LogRegTrainer(DIMENSION, NUM_CLASSES)
+TRAINERS = {
+    "synthetic": LogRegTrainer(DIMENSION, NUM_CLASSES),
+    "activity": LogRegTrainer(len(FEATURE_NAMES), len(ACTIVITIES)),
+}
+EVAL_USERS = 20  # activity: the global model is evaluated on this many users' test windows
 
 
 @functools.cache
-def population(alpha: float, beta: float, devices: int, seed: int) -> Any:
-    """The FedProx Synthetic population, generated once per process (server, each actor)."""
+def population(alpha: float, beta: float, devices: int, seed: int, workload: str) -> Any:
+    """The FedProx Synthetic population, or the activity scenario's wearable users
+    (procedural: a user's data is generated when loaded), once per process."""
+    if workload == "activity":
+        return ActivityPopulation(devices, seed=seed, features=True)
     return fedprox_synthetic(alpha, beta, num_devices=devices, seed=seed)
 
 
@@ -80,9 +90,9 @@ def train(msg: Message, context: Context) -> Message:
     """Local SGD of supernode ``partition-id``'s device, with fedlake's trainer."""
     cfg = msg.content["config"]
     k = int(context.node_config["partition-id"])
-    data = population(
-        float(cfg["alpha"]), float(cfg["beta"]), int(cfg["population"]), int(cfg["data-seed"])
-    )
+    workload = str(cfg["workload"])
+    data = population(float(cfg["alpha"]), float(cfg["beta"]), int(cfg["population"]),
+                      int(cfg["data-seed"]), workload)  # fmt: skip
     ds = data.load(data.client_ids()[k])
     params = msg.content["arrays"].to_numpy_ndarrays()[0]
     local = LocalConfig(
@@ -96,7 +106,7 @@ def train(msg: Message, context: Context) -> Message:
         )
     else:
         rng = np.random.default_rng([int(cfg["seed"]), int(cfg["server-round"]), k])
-    fit = TRAINER.fit(params, ds.x_train, ds.y_train, config=local, rng=rng)
+    fit = TRAINERS[workload].fit(params, ds.x_train, ds.y_train, config=local, rng=rng)
     content = RecordDict(
         {
             "arrays": ArrayRecord([np.asarray(fit.params)]),
@@ -157,9 +167,13 @@ def build_server_app(job: dict[str, Any], log: dict[str, Any], t0: float) -> Ser
     def main(grid: Grid, context: Context) -> None:
         random.seed(job["seed"])  # Flower's node sampling uses the random module
         log["server_started_s"] = time.perf_counter() - t0
-        data = population(job["alpha"], job["beta"], job["population"], job["data_seed"])
+        workload = job.get("workload", "synthetic")
+        trainer = TRAINERS[workload]
+        data = population(job["alpha"], job["beta"], job["population"], job["data_seed"],
+                          workload)  # fmt: skip
+        ids = data.client_ids()
         xs, ys = [], []
-        for cid in data.client_ids():
+        for cid in ids[:EVAL_USERS] if workload == "activity" else ids:
             ds = data.load(cid)
             if ds.num_test:
                 xs.append(ds.x_test)
@@ -167,7 +181,7 @@ def build_server_app(job: dict[str, Any], log: dict[str, Any], t0: float) -> Ser
         x_test, y_test = np.concatenate(xs), np.concatenate(ys)
 
         def evaluate(server_round: int, arrays: ArrayRecord) -> MetricRecord:
-            ev = TRAINER.evaluate(arrays.to_numpy_ndarrays()[0], x_test, y_test)
+            ev = trainer.evaluate(arrays.to_numpy_ndarrays()[0], x_test, y_test)
             log["rounds"].append(
                 {
                     "round": server_round,
@@ -194,10 +208,11 @@ def build_server_app(job: dict[str, Any], log: dict[str, Any], t0: float) -> Ser
                 "lr": float(job["lr"]),
                 "epochs": int(job["epochs"]),
                 "batch-size": int(job["batch_size"]),
+                "workload": workload,
             }
             | ({"client-tag": int(job["replay"]["client_tag"])} if job.get("replay") else {})
         )
-        initial = ArrayRecord([TRAINER.init_params(job["seed"])])
+        initial = ArrayRecord([trainer.init_params(job["seed"])])
         strategy.start(
             grid=grid,
             initial_arrays=initial,

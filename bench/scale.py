@@ -13,7 +13,7 @@ in the workers), ``spark`` (``local[2]``, folding in the tasks, ``treeReduce``),
 Targets (issue 17): the driver's peak at 10,000 clients per round at most 1.2x its peak at
 100 (linear aggregation streams); clients per second grow with executor cores.
 
-    python bench/scale.py                  # every cell (~15 min on 2 cores)
+    python bench/scale.py                  # every cell (~35 min on 2 cores)
     python bench/scale.py --cohorts 100,1000 --executors spark
     python bench/scale.py --render bench/results/scale.json
 
@@ -23,9 +23,11 @@ Writes bench/results/scale.json and docs/img/scale.png (or --out, --plot).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
+import signal
 import subprocess
 import sys
 import tempfile
@@ -78,39 +80,47 @@ def tree(root: int) -> list[int]:
     return out
 
 
+def watched(args: list[str], timeout: float, env: dict[str, str] | None = None) -> dict[str, Any]:
+    """Run ``args``, sampling its process tree's PSS; its stdout, peak PSS and wall time
+    (``error`` instead when it failed or ran past ``timeout``)."""
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                            cwd=ROOT, env=env)  # fmt: skip
+    peak = [0]
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.wait(0.5):
+            peak[0] = max(peak[0], sum(pss_bytes(p) for p in tree(proc.pid)))
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    t0 = time.perf_counter()
+    try:
+        stdout, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        for pid in reversed(tree(proc.pid)):  # Ray's processes too
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+        proc.communicate()
+        return {"error": f"past the {timeout:g} s timeout"}
+    finally:
+        done.set()
+        sampler.join()
+    if proc.returncode != 0:
+        return {"error": f"exit {proc.returncode}"}
+    return {"stdout": stdout, "tree_peak_pss": peak[0], "wall_s": time.perf_counter() - t0}
+
+
 def run_cell(executor: str, cohort: int, rounds: int, timeout: float) -> dict[str, Any]:
     """One cell in a fresh process; its rounds, driver peak and process tree's peak PSS."""
+    if executor == "flower":
+        return run_flower(cohort, rounds, timeout)
     with tempfile.TemporaryDirectory() as out:
         job = {"executor": EXECUTORS[executor], "cohort": cohort, "rounds": rounds, "out": out}
-        proc = subprocess.Popen(
-            [sys.executable, str(BENCH / "_scale_run.py"), json.dumps(job)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            text=True,
-            cwd=ROOT,
-        )
-        peak = [0]
-        done = threading.Event()
-
-        def sample() -> None:
-            while not done.wait(0.5):
-                peak[0] = max(peak[0], sum(pss_bytes(p) for p in tree(proc.pid)))
-
-        sampler = threading.Thread(target=sample, daemon=True)
-        sampler.start()
-        t0 = time.perf_counter()
-        try:
-            stdout, _ = proc.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.communicate()
-            return {"error": f"past the {timeout:g} s timeout"}
-        finally:
-            done.set()
-            sampler.join()
-        if proc.returncode != 0 or not stdout.strip():
-            return {"error": f"exit {proc.returncode}"}
-        res = json.loads(stdout.strip().splitlines()[-1])
+        ran = watched([sys.executable, str(BENCH / "_scale_run.py"), json.dumps(job)], timeout)
+    if "error" in ran or not ran["stdout"].strip():
+        return {"error": ran.get("error", "no output")}
+    res = json.loads(ran["stdout"].strip().splitlines()[-1])
     timed = res["rounds"][-1]
     return {
         "round_s": timed["seconds"],
@@ -118,8 +128,41 @@ def run_cell(executor: str, cohort: int, rounds: int, timeout: float) -> dict[st
         "clients_per_s": cohort / timed["seconds"],
         "completed": timed["completed"],
         "driver_peak_rss": res["driver_peak_rss"],
-        "tree_peak_pss": peak[0],
-        "wall_s": time.perf_counter() - t0,
+        "tree_peak_pss": ran["tree_peak_pss"],
+        "wall_s": ran["wall_s"],
+    }
+
+
+def run_flower(cohort: int, rounds: int, timeout: float) -> dict[str, Any]:
+    """Flower's simulation (Ray) on the same workload: its population is the cohort (it
+    needs a supernode per client: a million would not start), every client trains each
+    round; round 2's time is from round 1's evaluation to round 2's."""
+    python = ROOT / ".venv-flower" / "bin" / "python"
+    if not python.exists():
+        return {"error": "no .venv-flower (see bench/README.md)"}
+    with tempfile.TemporaryDirectory() as out:
+        job = {"src": str(ROOT / "src"), "workload": "activity", "population": cohort,
+               "cohort": cohort, "rounds": rounds, "alpha": 1.0, "beta": 1.0, "data_seed": 0,
+               "seed": 0, "lr": 0.1, "epochs": 1, "batch_size": 32, "client_cpus": 1.0,
+               "ray_num_cpus": os.cpu_count() or 2, "out": f"{out}/flower.json"}  # fmt: skip
+        path = Path(out) / "job.json"
+        path.write_text(json.dumps(job))
+        env = {**os.environ, "RAY_DEDUP_LOGS": "0", "RAY_USAGE_STATS_ENABLED": "0"}
+        ran = watched([str(python), str(BENCH / "_flower_sim.py"), str(path)], timeout, env)
+        if "error" in ran:
+            return ran
+        res = json.loads(Path(job["out"]).read_text())
+    times = [r["t"] for r in res["rounds"]]  # Flower evaluates the initial model too
+    round_s = times[-1] - times[-2]
+    return {
+        "round_s": round_s,
+        "warmup_s": times[1] - times[0],
+        "clients_per_s": cohort / round_s,
+        "completed": cohort,
+        "driver_peak_rss": res["driver_maxrss_kb"] * 1024,
+        "tree_peak_pss": ran["tree_peak_pss"],
+        "wall_s": ran["wall_s"],
+        "flwr": res["flwr"],
     }
 
 
@@ -180,6 +223,17 @@ def verdicts(data: dict[str, Any]) -> list[str]:
                 f"- {name}: clients per second with 2 cores / 1 core at {CORES_COHORT:,} "
                 f"clients = {gain:.2f}x (target > 1): {verdict}"
             )
+    for cohort in sorted({c["cohort"] for c in data["cells"] if c["executor"] == "flower"}):
+        flower = next(c["result"] for c in data["cells"]
+                      if c["executor"] == "flower" and c["cohort"] == cohort)  # fmt: skip
+        ours = {n: _cell(data, n, cohort) for n in ("inline", "process", "spark")}
+        if "error" in flower:
+            ran = ", ".join(f"{n} {r['round_s']:.0f} s" for n, r in ours.items() if r)
+            out.append(f"- Flower at {cohort:,} clients: {flower['error']} (fedlake: {ran})")
+            continue
+        ratios = ", ".join(f"{n} {r['clients_per_s'] / flower['clients_per_s']:.1f}x"
+                           for n, r in ours.items() if r)  # fmt: skip
+        out.append(f"- clients per second against Flower's simulation at {cohort:,}: {ratios}")
     return out
 
 
@@ -191,7 +245,7 @@ def plot(data: dict[str, Any], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
-    for name in ("inline", "process", "spark"):
+    for name in ("inline", "process", "spark", "flower"):
         cells = [c for c in data["cells"] if c["executor"] == name and "error" not in c["result"]]
         xs = [c["cohort"] for c in cells]
         left.plot(xs, [c["result"]["clients_per_s"] for c in cells], marker="o", label=name)
@@ -216,17 +270,24 @@ def main() -> int:
     ap.add_argument("--cohorts", default="100,1000,10000")
     ap.add_argument("--executors", default="inline,process,spark")
     ap.add_argument("--no-cores", action="store_true", help="skip the 1-core runs")
+    ap.add_argument("--flower", default="100,1000,10000", help="Flower's cohorts ('' for none)")
     ap.add_argument("--timeout", type=float, default=1200.0, help="per cell (s)")
+    ap.add_argument("--flower-timeout", type=float, default=900.0, help="per Flower cell (s)")
     ap.add_argument("--out", default=str(BENCH / "results" / "scale.json"))
     ap.add_argument("--plot", default=str(ROOT / "docs" / "img" / "scale.png"))
     ap.add_argument("--render", help="print a recorded JSON as Markdown, exit")
+    ap.add_argument("--replot", action="store_true", help="with --render: redraw the plot")
     args = ap.parse_args()
     if args.render:
-        print(render(json.loads(Path(args.render).read_text())))
+        recorded = json.loads(Path(args.render).read_text())
+        print(render(recorded))
+        if args.replot:
+            plot(recorded, Path(args.plot))
         return 0
     cells = [(e, int(c)) for e in args.executors.split(",") for c in args.cohorts.split(",")]
     if not args.no_cores:
         cells += [(f"{e}-1", CORES_COHORT) for e in args.executors.split(",") if e != "inline"]
+    cells += [("flower", int(c)) for c in args.flower.split(",") if c]
     data: dict[str, Any] = {
         "environment": {"cpus": os.cpu_count(), "platform": platform.platform()},
         "population": 1_000_000,
@@ -235,7 +296,13 @@ def main() -> int:
     }
     for executor, cohort in cells:
         print(f"{executor} x {cohort:,} clients ...", flush=True)
-        result = run_cell(executor, cohort, rounds=2, timeout=args.timeout)
+        failed = [c["cohort"] for c in data["cells"]
+                  if c["executor"] == executor and "error" in c["result"]]  # fmt: skip
+        if failed:  # a smaller cohort did not finish: a larger one will not either
+            result = {"error": f"not tried: {min(failed):,} clients did not finish"}
+        else:
+            limit = args.flower_timeout if executor == "flower" else args.timeout
+            result = run_cell(executor, cohort, rounds=2, timeout=limit)
         data["cells"].append({"executor": executor, "cohort": cohort, "result": result})
         print(f"  {json.dumps(result)}", flush=True)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
