@@ -45,7 +45,9 @@ def pull(ex: BufferedRemoteExecutor, client: str) -> tuple[int, int] | None:
     return tag
 
 
-def answer(ex: BufferedRemoteExecutor, client: str, tag: tuple[int, int], value: float = 1.0) -> str:
+def answer(
+    ex: BufferedRemoteExecutor, client: str, tag: tuple[int, int], value: float = 1.0
+) -> str:
     reply = ClientReply(client, {"delta": np.full(4, value, np.float32).tobytes()}, 10.0)
     body = reply_to_bytes(reply, round_=tag[0], attempt=tag[1], run_id=RUN)
     return ex.coordinator.submit(client, tag[0], tag[1], body, f"digest-{client}-{tag}")
