@@ -28,6 +28,23 @@ def steps(folder: Path) -> list[dict]:
     return [h for h in ckpt.history if h["status"] == "completed"]
 
 
+def serve(folder: Path, config: Path, ids: list[str]) -> None:
+    """A server and every client on loopback until the run ends."""
+    port = free_port()
+    with processes(folder) as procs:
+        procs.server(config, port)
+        for cid in ids:
+            procs.client(cid, port)
+        assert procs.wait("server", timeout=180) == 0, procs.log("server")
+
+
+def fedbuff_config(folder: Path, **keys: object) -> Path:
+    """digits_served.toml with ``keys`` (section__key) and no clients_per_round."""
+    config = write_config(folder, **keys)
+    config.write_text(config.read_text().replace("clients_per_round = 4\n", ""))
+    return config
+
+
 def digits_accuracy(params: np.ndarray) -> float:
     """The digits MLP's accuracy with ``params`` on all 1,797 digits."""
     from fedlake.config import ModelConfig
@@ -42,17 +59,11 @@ def digits_accuracy(params: np.ndarray) -> float:
 
 def test_fedbuff_with_k_equal_to_every_client_is_fedavg(site, tmp_path) -> None:
     folder = fresh(site, tmp_path)
-    config = write_config(
+    config = fedbuff_config(
         folder, federation__rounds=3, deployment__linger_s=2,
         fedbuff__concurrency=4, fedbuff__buffer=4, fedbuff__max_staleness=0,
     )  # fmt: skip
-    config.write_text(config.read_text().replace("clients_per_round = 4\n", ""))
-    port = free_port()
-    with processes(folder) as procs:
-        procs.server(config, port)
-        for cid in site[1]:
-            procs.client(cid, port)
-        assert procs.wait("server", timeout=180) == 0, procs.log("server")
+    serve(folder, config, site[1])
     done = steps(folder)
     assert [h["num_completed"] for h in done] == [4, 4, 4]
     assert all(h["staleness_max"] == 0 and h["stale_dropped"] == 0 for h in done)
@@ -61,11 +72,10 @@ def test_fedbuff_with_k_equal_to_every_client_is_fedavg(site, tmp_path) -> None:
 
 def test_fedbuff_trains_on_stale_versions_and_survives_kill_9_of_the_server(site, tmp_path):
     folder = fresh(site, tmp_path)
-    config = write_config(
+    config = fedbuff_config(
         folder, federation__rounds=10, deployment__linger_s=3, deployment__round_timeout_s=90,
         fedbuff__concurrency=4, fedbuff__buffer=2, fedbuff__max_staleness=3,
     )  # fmt: skip
-    config.write_text(config.read_text().replace("clients_per_round = 4\n", ""))
     port = free_port()
     run = folder / "runs" / "digits-served"
     with processes(folder) as procs:
@@ -93,19 +103,13 @@ def test_fedbuff_with_central_dp_is_accounted_as_if_every_client_were_in_every_s
     import dp_accounting
 
     folder = fresh(site, tmp_path)
-    config = write_config(
+    config = fedbuff_config(
         folder, federation__rounds=3, deployment__linger_s=2,
         fedbuff__concurrency=4, fedbuff__buffer=2,
         privacy__mechanism="central", privacy__noise_multiplier=1.0, privacy__clip=1.0,
         privacy__adaptive=False, privacy__sampling="fixed", privacy__noise="seeded",
     )  # fmt: skip
-    config.write_text(config.read_text().replace("clients_per_round = 4\n", ""))
-    port = free_port()
-    with processes(folder) as procs:
-        procs.server(config, port)
-        for cid in site[1]:
-            procs.client(cid, port)
-        assert procs.wait("server", timeout=180) == 0, procs.log("server")
+    serve(folder, config, site[1])
     done = steps(folder)
     assert len(done) == 3
     # every client in every step (q = 1), a fixed denominator: replace-one neighbours, so

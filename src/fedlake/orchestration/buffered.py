@@ -13,15 +13,28 @@ clock (``simulation/fedbuff.py``).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 from fedlake.core.algorithm import Algorithm
 from fedlake.core.staleness import staleness_weight
-from fedlake.core.task import ClientTask, Tag
+from fedlake.core.task import (
+    ClientFailure,
+    ClientOutcome,
+    ClientReply,
+    ClientTask,
+    FailureReason,
+    Tag,
+)
 
-__all__ = ["BufferedExecutor", "FedBuffSettings", "check_buffered", "staleness_weight"]
+__all__ = [
+    "BufferedExecutor",
+    "FedBuffSettings",
+    "Gathered",
+    "check_buffered",
+    "staleness_weight",
+]
 
 
 @dataclass(frozen=True)
@@ -52,6 +65,48 @@ class FedBuffSettings:
     def too_stale(self, tau: int) -> bool:
         """Whether an update ``tau`` versions behind is dropped."""
         return self.max_staleness is not None and tau > self.max_staleness
+
+
+@dataclass
+class Gathered:
+    """What one step gathers: each client's outcome, the task it answers, the counts.
+
+    An update staler than the maximum becomes a straggler failure (recorded, not used).
+    """
+
+    settings: FedBuffSettings
+    version: int  # the step's round (0-based): an update's staleness is counted from it
+    outcomes: dict[str, ClientOutcome] = field(default_factory=dict)
+    pulled: dict[str, Tag] = field(default_factory=dict)
+    good: int = 0
+    stale: int = 0
+    oldest: int = 0
+
+    def add(self, outcome: ClientOutcome, tag: Tag) -> None:
+        """Take ``outcome``, which answers the task ``tag``."""
+        cid, tau = outcome.client_id, self.version - tag[0]
+        if isinstance(outcome, ClientReply):
+            if self.settings.too_stale(tau):
+                self.stale += 1
+                outcome = ClientFailure(
+                    cid,
+                    FailureReason.STRAGGLER,
+                    f"stale: trained on version {tag[0]}, {tau} behind version {self.version} "
+                    f"(max_staleness {self.settings.max_staleness})",
+                )
+            else:
+                self.good += 1
+                self.oldest = max(self.oldest, tau)
+        self.outcomes[cid], self.pulled[cid] = outcome, tag
+
+    def take(self, cohort: Sequence[str]) -> Iterator[ClientOutcome]:
+        """The outcomes of ``cohort`` (each handed out once)."""
+        for cid in cohort:
+            yield self.outcomes.pop(cid)
+
+    def metrics(self) -> dict[str, int]:
+        """The step's stale updates dropped and the largest staleness it took."""
+        return {"stale_dropped": self.stale, "staleness_max": self.oldest}
 
 
 def check_buffered(algorithm: Algorithm) -> None:

@@ -20,14 +20,11 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 
 from fedlake.core.task import (
-    ClientFailure,
     ClientOutcome,
-    ClientReply,
     ClientTask,
-    FailureReason,
     Tag,
 )
-from fedlake.orchestration.buffered import FedBuffSettings
+from fedlake.orchestration.buffered import FedBuffSettings, Gathered
 from fedlake.orchestration.interfaces import Executor
 from fedlake.simulation.devices import DeviceProfiles
 
@@ -67,9 +64,7 @@ class ClockExecutor:
         self._in_flight: set[int] = set()
         self._taken: set[int] = set()  # devices the step being filled took
         self._task: ClientTask | None = None
-        self._outcomes: dict[str, ClientOutcome] = {}
-        self._pulled: dict[str, Tag] = {}
-        self._metrics: dict[str, int] = {}
+        self._step = Gathered(settings, 0)
 
     def gather(self, task: ClientTask, size: int) -> list[str]:
         """Publish ``task``; the clients whose outcomes the step takes, once ``size``
@@ -77,11 +72,9 @@ class ClockExecutor:
         self._train_pending()  # they pulled the previous version
         self._task, self._taken = task, set()
         self._start()
-        outcomes: dict[str, ClientOutcome] = {}
-        pulled: dict[str, Tag] = {}
-        good = stale = oldest = 0
+        step = self._step = Gathered(self.settings, task.round)
         idle = 0
-        while good < size:
+        while step.good < size:
             if not self._events:
                 idle += 1
                 if idle > 24 * 7:  # a simulated week with nobody available
@@ -94,42 +87,24 @@ class ClockExecutor:
                 self._train_pending()
             self.clock_s = max(self.clock_s, arrival)
             self._in_flight.discard(device)
-            outcome = self._results.pop(seq)
-            tau = task.round - tag[0]
-            if isinstance(outcome, ClientReply):
-                if self.settings.too_stale(tau):
-                    stale += 1
-                    outcome = ClientFailure(
-                        outcome.client_id,
-                        FailureReason.STRAGGLER,
-                        f"stale: trained on version {tag[0]}, {tau} behind version "
-                        f"{task.round} (max_staleness {self.settings.max_staleness})",
-                    )
-                else:
-                    good += 1
-                    oldest = max(oldest, tau)
-            outcomes[outcome.client_id], pulled[outcome.client_id] = outcome, tag
+            step.add(self._results.pop(seq), tag)
             self._taken.add(device)
             self._start()  # the device that delivered is replaced at once
-        self._outcomes, self._pulled = outcomes, pulled
-        self._metrics = {"stale_dropped": stale, "staleness_max": oldest,
-                         "in_flight": len(self._in_flight),
-                         "clock_s": int(self.clock_s)}  # fmt: skip
-        return list(outcomes)
+        return list(step.outcomes)
 
     def pulled(self) -> dict[str, Tag]:
         """The ``(round, attempt)`` each gathered client's outcome answers."""
-        return dict(self._pulled)
+        return dict(self._step.pulled)
 
     def map_clients(self, task: ClientTask, cohort: Sequence[str]) -> Iterator[ClientOutcome]:
         """The gathered outcomes of ``cohort`` (the clients :meth:`gather` returned)."""
-        for cid in cohort:
-            yield self._outcomes.pop(cid)
+        return self._step.take(cohort)
 
     def round_metrics(self) -> dict[str, int]:
         """The last step's stale updates dropped, largest staleness taken, devices
         training, and the simulated clock in seconds."""
-        return dict(self._metrics)
+        return {**self._step.metrics(), "in_flight": len(self._in_flight),
+                "clock_s": int(self.clock_s)}  # fmt: skip
 
     def close(self) -> None:
         """Close the executor that trains."""

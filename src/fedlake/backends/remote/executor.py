@@ -21,12 +21,11 @@ from fedlake.backends.remote.coordinator import Coordinator
 from fedlake.core.task import (
     ClientFailure,
     ClientOutcome,
-    ClientReply,
     ClientTask,
     FailureReason,
     Tag,
 )
-from fedlake.orchestration.buffered import FedBuffSettings
+from fedlake.orchestration.buffered import FedBuffSettings, Gathered
 
 __all__ = ["BufferedRemoteExecutor", "RemoteExecutor"]
 
@@ -108,19 +107,16 @@ class BufferedRemoteExecutor:
         self.coordinator, self.settings = coordinator, settings
         self.round_timeout_s = float(round_timeout_s)
         self.window = coordinator.buffered(settings.concurrency, self.round_timeout_s)
-        self._outcomes: dict[str, ClientOutcome] = {}
-        self._pulled: dict[str, Tag] = {}
-        self._metrics: dict[str, int] = {}
+        self._step = Gathered(settings, 0)
+        self._in_flight = 0
 
     def gather(self, task: ClientTask, size: int) -> list[str]:
         """Publish ``task``; the clients whose outcomes arrived, once ``size`` updates did
         (fewer when the timeout passed first). Stale updates count as failures."""
         self.coordinator.open_attempt(task, (), self.round_timeout_s)
-        outcomes: dict[str, ClientOutcome] = {}
-        pulled: dict[str, Tag] = {}
-        good = stale = oldest = 0
+        step = self._step = Gathered(self.settings, task.round)
         end = time.time() + self.round_timeout_s
-        while good < size:
+        while step.good < size:
             self.coordinator.expire()
             left = end - time.time()
             try:  # past the deadline, what already arrived (slots just expired too) counts
@@ -132,39 +128,22 @@ class BufferedRemoteExecutor:
                 if left <= 0:
                     break
                 continue
-            cid = outcome.client_id
-            self.coordinator.take(cid)
-            tau = task.round - tag[0]
-            if isinstance(outcome, ClientReply):
-                if self.settings.too_stale(tau):
-                    stale += 1
-                    outcome = ClientFailure(
-                        cid,
-                        FailureReason.STRAGGLER,
-                        f"stale: trained on version {tag[0]}, {tau} behind version "
-                        f"{task.round} (max_staleness {self.settings.max_staleness})",
-                    )
-                else:
-                    good += 1
-                    oldest = max(oldest, tau)
-            outcomes[cid], pulled[cid] = outcome, tag
-        self._outcomes, self._pulled = outcomes, pulled
-        self._metrics = {"stale_dropped": stale, "staleness_max": oldest,
-                         "in_flight": len(self.window.slots)}  # fmt: skip
-        return list(outcomes)
+            self.coordinator.take(outcome.client_id)
+            step.add(outcome, tag)
+        self._in_flight = len(self.window.slots)
+        return list(step.outcomes)
 
     def pulled(self) -> dict[str, Tag]:
         """The ``(round, attempt)`` each gathered client's outcome answers."""
-        return dict(self._pulled)
+        return dict(self._step.pulled)
 
     def map_clients(self, task: ClientTask, cohort: Sequence[str]) -> Iterator[ClientOutcome]:
         """The gathered outcomes of ``cohort`` (the clients :meth:`gather` returned)."""
-        for cid in cohort:
-            yield self._outcomes.pop(cid)
+        return self._step.take(cohort)
 
     def round_metrics(self) -> dict[str, int]:
         """The last step's stale updates dropped, largest staleness taken, slots in use."""
-        return dict(self._metrics)
+        return {**self._step.metrics(), "in_flight": self._in_flight}
 
     def close(self) -> None:
         """Nothing to release (the server owns the connections)."""
