@@ -9,6 +9,7 @@ composes with it, accounted without amplification by sampling.
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -87,8 +88,16 @@ def test_fedbuff_trains_on_stale_versions_and_survives_kill_9_of_the_server(site
         killed_at = _rounds(run)
         procs.server(config, port, resume=True)
         assert procs.wait("server", timeout=180) == 0, procs.log("server")
+        heard = 0
         for cid in site[1]:
-            assert procs.wait(cid, timeout=30) == 0, procs.log(cid)
+            try:  # a client still in its reconnect backoff when the steps ran out is not
+                code = procs.wait(cid, timeout=10)  # waited for: FedBuff needs K of them
+            except subprocess.TimeoutExpired:
+                assert "Connection refused" in procs.log(cid), procs.log(cid)
+                continue
+            assert code == 0 and "the federation finished" in procs.log(cid), procs.log(cid)
+            heard += 1
+        assert heard >= 2
     done = steps(folder)
     assert [h["round"] for h in done] == list(range(1, 11)) and killed_at < 10
     assert all(h["num_completed"] == 2 for h in done)
