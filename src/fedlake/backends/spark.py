@@ -164,20 +164,23 @@ class SparkExecutor:
     ) -> Iterator[ClientOutcome]:
         """One Spark job per partition, side by side; outcomes as the jobs finish."""
         chunks = self._chunks(cohort)
-        task_b = self.sc.broadcast(task)
+        # per-client messages (a secure stage's inbox) go only to their partition
+        tasks = [task.only(chunk) for chunk in chunks] if task.inbox else [task]
+        broadcasts = [self.sc.broadcast(t) for t in tasks]
         own = dict(variants or {})
         fleet_b, root = self._fleet_b, self.store_root
 
-        def run(chunk: list[str]) -> list[tuple[list[ClientOutcome], Records]]:
+        def run(i: int, chunk: list[str]) -> list[tuple[list[ClientOutcome], Records]]:
             records = self._records(chunk)
             rdd = self.sc.parallelize(chunk, 1)
+            task_b = broadcasts[i if len(broadcasts) > 1 else 0]
             return rdd.mapPartitions(
                 lambda rows: _run_partition(fleet_b, task_b, root, records, own, rows)
             ).collect()
 
         try:
             with ThreadPoolExecutor(max_workers=len(chunks)) as pool:
-                futures = {pool.submit(run, chunk): chunk for chunk in chunks}
+                futures = {pool.submit(run, i, chunk): chunk for i, chunk in enumerate(chunks)}
                 for fut in as_completed(futures):
                     try:
                         ((outcomes, changed),) = fut.result()
@@ -187,7 +190,8 @@ class SparkExecutor:
                     self._keep(changed)
                     yield from outcomes
         finally:
-            task_b.destroy()
+            for task_b in broadcasts:
+                task_b.destroy()
 
     def fold_clients(
         self,

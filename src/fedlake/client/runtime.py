@@ -37,6 +37,7 @@ from fedlake.core.task import (
     ClientReply,
     ClientTask,
     FailureReason,
+    SecureStage,
     local_steps,
 )
 from fedlake.core.trainer import FitResult, Trainer
@@ -101,6 +102,8 @@ class ClientRuntime:
     # -- public ---------------------------------------------------------------------------
     def handle(self, task: ClientTask, client_id: str, variant: str | None = None) -> ClientOutcome:
         """Run ``client_id``'s round of ``task``: its reply, or a typed failure."""
+        if _key_exchange(task):  # a secure stage that does not train
+            return self._answer_stage(task, client_id)
         failed: dict[str, ClientOutcome] = {}
         run = self._try_prepare(task, client_id, variant, failed)
         return failed[client_id] if run is None else self._alone(run)
@@ -118,6 +121,8 @@ class ClientRuntime:
         shared training fails, every client is rerun alone so a failure stays its own.
         """
         variants = variants or {}
+        if _key_exchange(task):
+            return [self._answer_stage(task, cid) for cid in client_ids]
         results: dict[str, ClientOutcome] = {}
         runs: list[_Round] = []
         for cid in client_ids:
@@ -269,9 +274,12 @@ class ClientRuntime:
             )
         ctx = _hooks(plugins, "before_encode", ctx.evolve(delta=delta), states)
         assert ctx.delta is not None
-        payload, _ = encode_delta(
-            ctx.delta, ctx.sent, self.algorithm.compression.upload, ctx.encode_rng
-        )
+        secure = ctx.task.stage is SecureStage.MASKED_INPUT
+        payload: bytes | memoryview = b""  # a secure update is sealed once plugins are done
+        if not secure:
+            payload, _ = encode_delta(
+                ctx.delta, ctx.sent, self.algorithm.compression.upload, ctx.encode_rng
+            )
         examples = float(fit.num_examples if ctx.claimed is None else ctx.claimed)
         metrics = {
             "train_loss": float(fit.loss),
@@ -288,6 +296,14 @@ class ClientRuntime:
         )
         ctx = _hooks(plugins, "finish", ctx, states)
         self._save(ctx.task, ctx.client_id, plugins, run.committed, states)
+        if secure:
+            from fedlake.client.secure import seal_reply
+
+            assert ctx.delta is not None
+            return seal_reply(
+                self.store, ctx.task, ctx.client_id, ctx.delta, ctx.sent,
+                examples=ctx.weight, metrics=ctx.metrics,
+            )  # fmt: skip
         return ClientReply(ctx.client_id, ctx.payloads, ctx.weight, ctx.metrics)
 
     def _alone(self, run: _Round) -> ClientOutcome:
@@ -305,6 +321,15 @@ class ClientRuntime:
             return self._finish(run, fit)
         except Exception as exc:
             return failure_of(ctx.client_id, exc)
+
+    def _answer_stage(self, task: ClientTask, client_id: str) -> ClientOutcome:
+        """A secure stage's message (``fedlake.client.secure``), or the typed failure."""
+        from fedlake.client.secure import answer_stage
+
+        try:
+            return answer_stage(self.store, task, client_id)
+        except Exception as exc:  # a client's failure is a dropout of the protocol
+            return failure_of(client_id, exc)
 
     # -- state ----------------------------------------------------------------------------
     def _plugins(self, variant: str | None) -> tuple[ClientPlugin, ...]:
@@ -356,6 +381,12 @@ class ClientRuntime:
         mask = self._model[2] if self._model is not None else None
         # per-client random masks (structured uploads) or starts (FedPer) differ: one by one
         return all(r.ctx.trainable is mask and r.ctx.start is None for r in runs)
+
+
+def _key_exchange(task: ClientTask) -> bool:
+    """Whether ``task`` is a secure-aggregation stage without training."""
+    stage = task.stage
+    return stage is not None and stage is not SecureStage.MASKED_INPUT
 
 
 def _hooks(

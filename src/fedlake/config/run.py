@@ -14,6 +14,7 @@ from fedlake.config.fedbuff import FedBuffConfig
 from fedlake.config.privacy import PrivacyConfig
 from fedlake.config.robustness import AttackConfig, AttackEvalConfig
 from fedlake.config.section import Section
+from fedlake.config.secure import SecureAggregationConfig
 from fedlake.config.table import TableData
 from fedlake.core.extras import require
 
@@ -211,6 +212,8 @@ class FederationConfig(Section):
     device_speed: float = Field(100.0, gt=0, allow_inf_nan=False)
     speed_spread: float = Field(0.5, ge=0, allow_inf_nan=False)
     eval_clients: int | None = Field(None, ge=1)
+    # SecAgg+: the server sees only masked updates and their sum ([secure_aggregation])
+    secure_aggregation: bool = False
     # simulation only: after the run, train the same model on all clients' pooled train
     # rows (rounds x local_epochs epochs) and compare on the same test rows
     pooled_baseline: bool = False
@@ -291,6 +294,7 @@ class RunConfig(Section):
     privacy: PrivacyConfig | None = None
     personalization: PersonalizationConfig | None = None
     fedbuff: FedBuffConfig | None = None
+    secure_aggregation: SecureAggregationConfig | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -323,6 +327,21 @@ class RunConfig(Section):
                 f"accepted: 1..{cohort}"
             )
         return self
+
+    @model_validator(mode="after")
+    def _secure_section_needs_flag(self) -> RunConfig:
+        if self.secure_aggregation is not None and not self.federation.secure_aggregation:
+            raise ValueError(
+                "[secure_aggregation] is given but federation.secure_aggregation is false: "
+                "set it to true, or remove the section"
+            )
+        return self
+
+    def secure(self) -> SecureAggregationConfig | None:
+        """The secure-aggregation settings (None: plain rounds)."""
+        if not self.federation.secure_aggregation:
+            return None
+        return self.secure_aggregation or SecureAggregationConfig()
 
     def data_clients(self) -> int:
         """Number of clients the data section declares (tables: unknown until read)."""

@@ -22,12 +22,25 @@ __all__ = [
     "ClientTask",
     "FailureReason",
     "Instructions",
+    "SECURE_STAGE",
+    "SecureStage",
     "Tag",
     "local_steps",
 ]
 
 Tag = tuple[int, int]  # (round, attempt) of a contribution, 0-based round
 STRAGGLER = "straggler"  # the start of a straggler's failure message
+SECURE_STAGE = "secagg.stage"  # the extras key naming a secure-aggregation stage
+
+
+class SecureStage(StrEnum):
+    """The four stages of a secure-aggregation attempt (SecAgg+), in order; only
+    ``masked_input`` trains."""
+
+    ADVERTISE = "advertise"
+    SHARE_KEYS = "share_keys"
+    MASKED_INPUT = "masked_input"
+    UNMASK = "unmask"
 
 
 @dataclass(frozen=True)
@@ -83,6 +96,8 @@ class ClientTask:
         acks: per client, the (round, attempt) of its last contribution the server
             aggregated; a client commits state it kept for a contribution only once that
             contribution is acknowledged (SCAFFOLD's control variate).
+        inbox: per client, a message meant for that client alone (a secure-aggregation
+            stage's key directory, share delivery or unmasking request); empty otherwise.
     """
 
     round: int
@@ -92,11 +107,18 @@ class ClientTask:
     extras: Mapping[str, bytes] = field(default_factory=dict)
     instructions: Mapping[str, Instructions] = field(default_factory=dict)
     acks: Mapping[str, Tag] = field(default_factory=dict)
+    inbox: Mapping[str, bytes] = field(default_factory=dict)
 
     @property
     def tag(self) -> Tag:
         """This task's (round, attempt)."""
         return (self.round, self.attempt)
+
+    @property
+    def stage(self) -> SecureStage | None:
+        """The secure-aggregation stage this task asks for (None: a plain round)."""
+        raw = self.extras.get(SECURE_STAGE)
+        return None if raw is None else SecureStage(bytes(raw).decode("ascii"))
 
     def instructions_for(self, client_id: str) -> Instructions:
         """What ``client_id`` is asked to do (all its work unless told otherwise)."""
@@ -109,6 +131,7 @@ class ClientTask:
             self,
             instructions={c: w for c, w in self.instructions.items() if c in keep},
             acks={c: t for c, t in self.acks.items() if c in keep},
+            inbox={c: m for c, m in self.inbox.items() if c in keep},
         )
 
     def with_instructions(self, instructions: Mapping[str, Instructions]) -> ClientTask:

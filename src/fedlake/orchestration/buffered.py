@@ -109,14 +109,17 @@ class Gathered:
         return {"stale_dropped": self.stale, "staleness_max": self.oldest}
 
 
+SECURE_WITH_FEDBUFF = (
+    "secure aggregation needs a fixed cohort that masks and unmasks together in "
+    "one round; FedBuff's steps sum whichever clients arrive, from different "
+    "model versions: use synchronous rounds (remove [fedbuff]) with secure aggregation"
+)
+
+
 def check_buffered(algorithm: Algorithm) -> None:
     """Refuse, with the reason, what FedBuff's stale updates would silently break."""
     if algorithm.has("secagg"):
-        raise ValueError(
-            "secure aggregation needs a fixed cohort that masks and unmasks together in "
-            "one round; FedBuff's steps sum whichever clients arrive, from different "
-            "model versions: use synchronous rounds (remove [fedbuff]) with secure aggregation"
-        )
+        raise ValueError(SECURE_WITH_FEDBUFF)
     if algorithm.vectors:
         raise ValueError(
             f"{', '.join(algorithm.vectors)}: the server plugin's vectors answer the current "

@@ -33,6 +33,7 @@ from fedlake.orchestration.privacy import (
 )
 from fedlake.orchestration.round import RoundPlayer
 from fedlake.orchestration.sampling import CohortSpec
+from fedlake.orchestration.secure import SecureSettings, check_secure
 from fedlake.orchestration.sinks import RunSinks
 from fedlake.privacy.plan import PrivacyPlan
 
@@ -65,6 +66,7 @@ class Federation:
         run_id: the id of a fresh run (None: a random one); a resumed run keeps its own.
         audit_feeds: functions giving audit rows to write with each checkpoint (a
             server's joins, submissions and refusals).
+        secure: run every attempt with secure aggregation (SecAgg+; None: plain rounds).
     """
 
     algorithm: Algorithm
@@ -88,10 +90,18 @@ class Federation:
     report_stragglers: bool = False
     run_id: str | None = None
     audit_feeds: Sequence[Callable[[], list[dict[str, Any]]]] = ()
+    secure: SecureSettings | None = None
 
     def __post_init__(self) -> None:
         if self.rounds < 1:
             raise ValueError(f"rounds must be >= 1, got {self.rounds}")
+        if self.secure is not None:
+            if self.privacy is not None:
+                raise ValueError(
+                    "secure aggregation with [privacy] is not composed yet (the DP noise "
+                    "and clipping must move to the clients' encoding): remove one of them"
+                )
+            check_secure(self.algorithm)
         self.cohort_size = self.cohort.size(len(self.client_ids))
         if not 1 <= self.min_clients <= self.cohort_size:
             raise ValueError(
@@ -193,6 +203,7 @@ class Federation:
             model_config=self.model_config,
             run_name=self.run_dir.name,
             commit=self._commit,
+            secure=self.secure,
         )
 
     def _reached(self, accuracy: float | None) -> bool:

@@ -45,6 +45,7 @@ from fedlake.orchestration.records import (
 )
 from fedlake.orchestration.sampling import draw_cohort
 from fedlake.orchestration.screening import problems
+from fedlake.orchestration.secure import SecureSettings, secure_attempt
 from fedlake.orchestration.sinks import METRICS_KEY, RunSinks
 from fedlake.orchestration.transport import Download, prepare_download
 from fedlake.privacy.plan import PrivacyPlan
@@ -79,6 +80,7 @@ class RoundPlayer:
     model_config: dict[str, Any]
     run_name: str
     commit: Commit
+    secure: SecureSettings | None = None  # SecAgg+ in every attempt (None: plain rounds)
 
     def __post_init__(self) -> None:
         self.kept_local = self.algorithm.kept_local(self.trainer.spec)
@@ -119,11 +121,18 @@ class RoundPlayer:
         t0 = time.perf_counter()
         r, privacy = ctx.round, self.privacy
         cohort, task, tags, scales = self._cohort(ckpt, ctx, attempt)
-        res = ctx.last = run_attempt(
-            algorithm=self.algorithm, executor=self.executor, state=state, task=task,
-            cohort=cohort, sent=ctx.sent(self.kept_local), observer=self.observer,
-            facts=ctx.facts, scales=scales,
-        )  # fmt: skip
+        if self.secure is not None:  # four stages; the server sees only the sum
+            res = ctx.last = secure_attempt(
+                algorithm=self.algorithm, executor=self.executor, state=state, task=task,
+                cohort=cohort, sent=ctx.sent(self.kept_local), observer=self.observer,
+                settings=self.secure, run_id=ckpt.run_id,
+            )  # fmt: skip
+        else:
+            res = ctx.last = run_attempt(
+                algorithm=self.algorithm, executor=self.executor, state=state, task=task,
+                cohort=cohort, sent=ctx.sent(self.kept_local), observer=self.observer,
+                facts=ctx.facts, scales=scales,
+            )  # fmt: skip
         if privacy is not None:
             scrub(res.records)
             ctx.reached.append(

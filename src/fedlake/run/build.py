@@ -25,6 +25,7 @@ from fedlake.orchestration.buffered import FedBuffSettings
 from fedlake.orchestration.events import RunObserver
 from fedlake.orchestration.federation import CohortTooSmallError, Federation
 from fedlake.orchestration.sampling import CohortSpec
+from fedlake.orchestration.secure import SecureSettings
 from fedlake.run.privacy import build_privacy, privacy_line
 from fedlake.run.scenarios import Scenario, build_data, build_trainer, model_config
 from fedlake.simulation import Population, simulate
@@ -147,8 +148,24 @@ def build_experiment(cfg: RunConfig, *, observer: RunObserver, run_dir: Path) ->
             adversary=adversary,
             privacy=plan,
             fedbuff=buff,
+            secure=secure_settings(cfg),
         )
     return Experiment(federation, scenario, spec, adversary)
+
+
+def secure_settings(cfg: RunConfig) -> SecureSettings | None:
+    """The ``[secure_aggregation]`` settings of a run (None: plain rounds)."""
+    section = cfg.secure()
+    if section is None:
+        return None
+    return SecureSettings(
+        clip=section.clip,
+        max_weight=section.max_weight,
+        expected_dropout=section.expected_dropout,
+        degree=section.degree,
+        threshold=section.threshold,
+        bits=section.bits,
+    )
 
 
 def cohort_spec(cfg: RunConfig) -> CohortSpec:

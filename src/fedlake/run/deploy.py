@@ -73,6 +73,11 @@ def _check_deployable(cfg: RunConfig) -> RemoteData:
         )
     if cfg.attack is not None:
         raise ConfigError("attack: simulated attackers are for fedlake run, not a deployment")
+    if cfg.federation.secure_aggregation:
+        raise ConfigError(
+            "federation.secure_aggregation: the network transport does not carry the "
+            "secure stages yet; it runs in fedlake run (simulation) only"
+        )
     for (section, key), default in SIMULATION_ONLY.items():
         if getattr(getattr(cfg, section), key) != default:
             raise ConfigError(

@@ -19,11 +19,12 @@ from fedlake.client.fleet import ClientFleet
 from fedlake.core.algorithm import Algorithm
 from fedlake.core.trainer import Trainer
 from fedlake.data.base import ClientData
-from fedlake.orchestration.buffered import FedBuffSettings, check_buffered
+from fedlake.orchestration.buffered import SECURE_WITH_FEDBUFF, FedBuffSettings, check_buffered
 from fedlake.orchestration.events import NullObserver, RunObserver
 from fedlake.orchestration.federation import Federation
 from fedlake.orchestration.interfaces import Executor, Snapshotable
 from fedlake.orchestration.sampling import CohortSpec
+from fedlake.orchestration.secure import SecureSettings
 from fedlake.orchestration.sinks import RunSinks
 from fedlake.privacy.plan import PrivacyPlan
 from fedlake.simulation.adversarial import AdversarialExecutor
@@ -67,6 +68,7 @@ def simulate(
     privacy: PrivacyPlan | None = None,
     fedbuff: FedBuffSettings | None = None,
     devices: DeviceProfiles | None = None,
+    secure: SecureSettings | None = None,
 ) -> Federation:
     """A Federation whose clients are simulated in this machine.
 
@@ -85,10 +87,14 @@ def simulate(
         fedbuff: asynchronous buffered steps on a simulated clock (a round is a server
             step; ``cohort`` is its K), with ``devices``' availability and durations
             (None: :class:`DeviceProfiles` defaults seeded by ``seed``).
+        secure: secure aggregation (SecAgg+) in every round; the population's dropouts
+            and stragglers act in its training stage, after the clients shared keys.
 
     The other arguments are the :class:`~fedlake.orchestration.federation.Federation`'s.
     """
     population = population or Population()
+    if secure is not None:
+        _check_secure(adversary, fold, fedbuff)
     variants = {}
     if adversary is not None and adversary.attack.poisons:
         variants[MALICIOUS] = functools.partial(malicious_plugins, adversary.attack)
@@ -161,7 +167,25 @@ def simulate(
         privacy=privacy,
         snapshots=snapshots,
         report_stragglers=population.heterogeneous,
+        secure=secure,
     )
+
+
+def _check_secure(adversary: Adversary | None, fold: bool, fedbuff: FedBuffSettings | None) -> None:
+    """Refuse, with the reason, what secure aggregation does not combine with."""
+    if fedbuff is not None:
+        raise ValueError(SECURE_WITH_FEDBUFF)
+    if fold:
+        raise ValueError(
+            "fold = true with secure aggregation: the executor would fold plaintext "
+            "updates, and with SecAgg+ the server sums masked vectors only; set fold = false"
+        )
+    if adversary is not None:
+        raise ValueError(
+            "simulated attacks act on each client's update as the server receives it, "
+            "which secure aggregation hides (and a poisoned update cannot be screened): "
+            "remove [attack] with secure aggregation"
+        )
 
 
 def _check_clock(

@@ -16,7 +16,14 @@ from typing import Any
 import numpy as np
 
 from fedlake.core.rng import client_key, round_rng
-from fedlake.core.task import ClientFailure, ClientOutcome, ClientTask, FailureReason, Instructions
+from fedlake.core.task import (
+    ClientFailure,
+    ClientOutcome,
+    ClientTask,
+    FailureReason,
+    Instructions,
+    SecureStage,
+)
 from fedlake.orchestration.folding import Folded, FoldPlan
 from fedlake.orchestration.interfaces import Executor
 from fedlake.simulation.chain import map_inner
@@ -135,7 +142,15 @@ class PopulationExecutor:
         *,
         variants: Mapping[str, str] | None = None,
     ) -> Iterator[ClientOutcome]:
-        """The cohort's unavailable clients' failures, then the others' outcomes."""
+        """The cohort's unavailable clients' failures, then the others' outcomes.
+
+        Of a secure-aggregation attempt, only the training stage (``masked_input``) sees
+        dropouts and stragglers: a dropped client shared its keys, then vanished, which
+        the protocol recovers from.
+        """
+        if task.stage not in (None, SecureStage.MASKED_INPUT):
+            yield from map_inner(self.inner, task, cohort, dict(variants or {}))
+            return
         task, active, dropped = self._split(task, cohort)
         for cid in dropped:
             yield ClientFailure(cid, FailureReason.UNAVAILABLE, UNAVAILABLE)
