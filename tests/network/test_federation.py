@@ -8,6 +8,7 @@ keep each client's state in its own store.
 from __future__ import annotations
 
 import functools
+import json
 import time
 from pathlib import Path
 
@@ -189,3 +190,41 @@ def test_secrets_never_reach_logs_mlflow_or_delta(site, tmp_path) -> None:
         blob = path.read_bytes()
         for what, secret in secrets.items():
             assert secret.encode() not in blob, f"{what} found in {path.relative_to(folder)}"
+
+
+def test_a_served_secure_federation_ends_within_the_bound_of_the_plain_one(site, tmp_path) -> None:
+    """``fedlake server`` and 4 ``fedlake client`` processes over TLS with SecAgg+: the
+    server never sees an update, and the model stays within the encoding's bound."""
+    pytest.importorskip("cryptography")
+    from fedlake.orchestration.secure import SecureSettings, secure_encoding
+
+    folder = fresh(site, tmp_path)
+    config = write_config(
+        folder,
+        federation__rounds=2,
+        federation__secure_aggregation=True,
+        deployment__linger_s=2,
+    )
+    port = free_port()
+    with processes(folder) as procs:
+        procs.server(config, port)
+        for cid in site[1]:
+            procs.client(cid, port)
+        assert procs.wait("server", timeout=180) == 0, procs.log("server")
+        for cid in site[1]:
+            assert procs.wait(cid, timeout=30) == 0, procs.log(cid)
+            assert "secure stage share_keys" in procs.log(cid)
+    ckpt = load_checkpoint(folder / "runs" / "digits-served")
+    assert ckpt is not None and ckpt.finished
+    for row in ckpt.history:
+        metrics = json.loads(row["metrics"])
+        assert row["num_completed"] == 4 and metrics["secagg_masked"] == 4
+        assert metrics["secagg_clipped"] == 0  # the bound holds for unclipped updates
+    # each round's error is at most clients / (scale * total weight) <= 1 / scale (every
+    # client has an example); the second round trains from a model off by the first's
+    # error, which its local steps may grow: a margin of 10 per round
+    encoding = secure_encoding(SecureSettings(), 4, weighted=True)
+    per_round = 1 / encoding.scale
+    got, want = served_model(folder), simulated(2)
+    eps = 4 * np.finfo(np.float32).eps * max(1.0, float(np.abs(want).max()))
+    assert np.abs(got - want).max() <= 2 * 10 * per_round + eps

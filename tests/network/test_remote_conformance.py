@@ -10,7 +10,7 @@ from __future__ import annotations
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,15 +34,26 @@ pytestmark = pytest.mark.integration
 
 
 class LoopbackRemote:
-    """A RemoteExecutor with its server and its fleet's clients running on loopback."""
+    """A RemoteExecutor with its server and its fleet's clients running on loopback.
 
-    def __init__(self, fleet: ClientFleet, store: ClientStateStore) -> None:
-        self._tmp = tempfile.TemporaryDirectory()
-        folder = Path(self._tmp.name)
+    ``wrap``: each client's runtime passes through ``wrap(client_id, runtime)`` (a test
+    double around it), None: the fleet's runtime as it is.
+    """
+
+    def __init__(
+        self,
+        fleet: ClientFleet,
+        store: ClientStateStore,
+        *,
+        round_timeout_s: float = 60,
+        wrap: Callable[[str, Any], Any] | None = None,
+    ) -> None:
+        self._tmp: tempfile.TemporaryDirectory[str] | None = tempfile.TemporaryDirectory()
+        folder = Path(self._tmp.name)  # type: ignore[union-attr]
         ids = list(fleet.data.client_ids())
         make_certs(folder, ids)
         self.coordinator = Coordinator("conformance")
-        self.executor = RemoteExecutor(self.coordinator, round_timeout_s=60)
+        self.executor = RemoteExecutor(self.coordinator, round_timeout_s=round_timeout_s)
         port = free_port()
         app = create_app(
             self.coordinator,
@@ -61,7 +72,9 @@ class LoopbackRemote:
                 Credential.load(folder / CLIENTS / f"{cid}.json"),
                 fleet.data,
                 store=store,
-                runtime=lambda info: fleet.runtime(store),
+                runtime=lambda info, cid=cid: (
+                    fleet.runtime(store) if wrap is None else wrap(cid, fleet.runtime(store))
+                ),
                 long_poll_s=5,
                 log=lambda line: None,
             )
@@ -78,6 +91,8 @@ class LoopbackRemote:
 
     def close(self) -> None:
         """Tell the clients the run ended, stop the server, wait for every thread."""
+        if self._tmp is None:  # closed already (a Federation closes its executor)
+            return
         self.coordinator.finish("closed")
         time.sleep(0.3)
         self.server.should_exit = True
@@ -86,6 +101,7 @@ class LoopbackRemote:
         for client in self.clients:
             client.close()
         self._tmp.cleanup()
+        self._tmp = None
 
 
 class TestRemoteExecutor(ExecutorConformance):

@@ -23,7 +23,7 @@ from fedlake.backends.remote.certs import REGISTRY, TOKEN
 from fedlake.backends.remote.coordinator import Coordinator
 from fedlake.backends.remote.executor import BufferedRemoteExecutor, RemoteExecutor
 from fedlake.config import ConfigError, RemoteData, RunConfig
-from fedlake.orchestration.buffered import check_buffered
+from fedlake.orchestration.buffered import SECURE_WITH_FEDBUFF, check_buffered
 from fedlake.orchestration.checkpoint import load_checkpoint
 from fedlake.orchestration.events import NullObserver, RunObserver
 from fedlake.orchestration.federation import Federation
@@ -37,6 +37,7 @@ from fedlake.run.build import (
     privacy_of,
     recipe_spec,
     run_params,
+    secure_settings,
 )
 from fedlake.run.experiment import RunOutcome, run_dir_of, run_experiment
 from fedlake.run.scenarios import Scenario, build_trainer, model_config
@@ -73,11 +74,6 @@ def _check_deployable(cfg: RunConfig) -> RemoteData:
         )
     if cfg.attack is not None:
         raise ConfigError("attack: simulated attackers are for fedlake run, not a deployment")
-    if cfg.federation.secure_aggregation:
-        raise ConfigError(
-            "federation.secure_aggregation: the network transport does not carry the "
-            "secure stages yet; it runs in fedlake run (simulation) only"
-        )
     for (section, key), default in SIMULATION_ONLY.items():
         if getattr(getattr(cfg, section), key) != default:
             raise ConfigError(
@@ -113,8 +109,11 @@ def build_served(
     dp, plan = privacy_of(cfg, mcfg, population, size, observer)
     spec = recipe_spec(cfg, attackers=None, dp=dp, trainer_spec=trainer.spec)
     algorithm = build_algorithm(spec)
+    secure = secure_settings(cfg)  # the simulator's refusals: Federation's check_secure
     if buff is not None:
         with config_section("fedbuff"):
+            if secure is not None:
+                raise ValueError(SECURE_WITH_FEDBUFF)
             check_buffered(algorithm)
     run_dir = run_dir_of(cfg)
     ckpt = load_checkpoint(run_dir) if resume and run_dir.exists() else None
@@ -150,6 +149,7 @@ def build_served(
             privacy=plan,
             run_id=run_id,
             audit_feeds=(coordinator.drain_audit,),
+            secure=secure,
         )
     info = {
         "run": run_id,

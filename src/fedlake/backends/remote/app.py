@@ -30,10 +30,13 @@ from fedlake.backends.remote import body as incoming
 from fedlake.backends.remote.auth import HEADERS, AuthError, Registry, check_token
 from fedlake.backends.remote.coordinator import Coordinator, Refusal
 from fedlake.backends.remote.status_page import STATUS_HTML
+from fedlake.backends.remote.wire import STAGES
 
 __all__ = ["Limits", "create_app"]
 
 CHUNK = 1 << 20  # bytes per streamed chunk
+# a secure attempt's stage (1-4, wire.stage_number), 0: a plain attempt
+STAGE = Query(0, ge=0, le=len(STAGES), description="the secure stage (0: a plain attempt)")
 
 
 @dataclass(frozen=True)
@@ -230,10 +233,10 @@ def create_app(
         },
     )
     @guarded
-    async def task(request: Request, round_: int, attempt: int) -> Any:
-        """This client's task frame (binary, streamed)."""
+    async def task(request: Request, round_: int, attempt: int, stage: int = STAGE) -> Any:
+        """This client's task frame (binary, streamed); ``stage``: a secure attempt's stage."""
         client, _ = await authenticate(request)
-        parts = coordinator.task_frame(client, round_ - 1, attempt)
+        parts = coordinator.task_frame(client, round_ - 1, attempt, stage)
         size = sum(len(p) for p in parts)
 
         async def chunks() -> Any:
@@ -262,23 +265,24 @@ def create_app(
         },
     )
     @guarded
-    async def reply(request: Request, round_: int, attempt: int) -> Any:
-        """This client's reply frame (binary): accepted once; an identical resend is a no-op."""
+    async def reply(request: Request, round_: int, attempt: int, stage: int = STAGE) -> Any:
+        """This client's reply frame (binary): accepted once; an identical resend is a no-op.
+        ``stage``: the secure stage it answers (another stage's reply is refused, 409)."""
         client, body = await authenticate(request)
         signed = request.headers[HEADERS["body"]]  # checked against the body: its digest
-        status = coordinator.submit(client, round_ - 1, attempt, body, signed)
+        status = coordinator.submit(client, round_ - 1, attempt, body, signed, stage)
         return {"status": status}
 
     @app.post("/v1/rounds/{round_}/attempts/{attempt}/failure")
     @guarded
-    async def failure(request: Request, round_: int, attempt: int) -> Any:
+    async def failure(request: Request, round_: int, attempt: int, stage: int = STAGE) -> Any:
         """This client will not answer this attempt: ``{"reason": ..., "message": ...}``."""
         client, body = await authenticate(request)
         doc = _json_object(body)
         reason, message = doc.get("reason"), doc.get("message", "")
         if not isinstance(reason, str) or not isinstance(message, str):
             raise Refusal(400, "failure needs a string reason and message")
-        coordinator.fail(client, round_ - 1, attempt, reason, message)
+        coordinator.fail(client, round_ - 1, attempt, reason, message, stage)
         return {"status": "recorded"}
 
     @app.post("/v1/heartbeat")

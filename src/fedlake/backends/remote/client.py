@@ -34,6 +34,7 @@ from fedlake.backends.remote.wire import (
     FrameError,
     model_checksum,
     reply_parts,
+    stage_number,
     task_from_bytes,
 )
 from fedlake.client.folder_store import FolderStateStore
@@ -193,7 +194,7 @@ class RemoteClient:
             self.log(f"{method} {path}: {problem}; retrying in {pause:.1f} s")
             time.sleep(pause)
 
-    def download(self, path: str) -> memoryview:
+    def download(self, path: str, query: str = "") -> memoryview:
         """A binary body, streamed into one buffer of its announced size (no second copy).
 
         The buffer is a numpy array (huge pages: ~15 ms to fill with 100 MB where a
@@ -202,9 +203,10 @@ class RemoteClient:
         """
         backoff = Backoff()
         while True:
-            headers = self.credential.headers("GET", path, "")
+            headers = self.credential.headers("GET", path, query)
+            target = path + (f"?{query}" if query else "")
             try:
-                status, body = self._bodies.download(path, headers, self._buffer)
+                status, body = self._bodies.download(target, headers, self._buffer)
             except TransferError as exc:
                 problem = str(exc)
             else:
@@ -255,12 +257,16 @@ class RemoteClient:
     def _answer(self, runtime: ClientRuntime, offer: dict[str, Any]) -> None:
         """Fetch the offered task, train, and send the reply (or the failure)."""
         r, a = int(offer["round"]), int(offer["attempt"])
+        stage = int(offer.get("stage", 0))  # a secure attempt's stage (wire.stage_number)
         base = f"/v1/rounds/{r}/attempts/{a}"
+        params = {"stage": stage} if stage else None
         try:
-            frame = self.download(base + "/task")
+            frame = self.download(base + "/task", urlencode(params or {}))
             task, client, run = task_from_bytes(frame)
             if model_checksum(task.model) != offer["model_xxh3_128"]:
                 raise FrameError("the model's checksum does not match the offer's")
+            if stage_number(task) != stage:
+                raise FrameError(f"a task of stage {stage_number(task)} offered as stage {stage}")
         except (FrameError, ServerError) as exc:
             self.log(f"{self.client_id}: round {r}: task not received: {exc}")
             return
@@ -270,7 +276,8 @@ class RemoteClient:
         work = self._plan(runtime, client, float(offer.get("deadline_in_s", float("inf"))))
         if work is not None:  # it cannot finish everything by the deadline
             task = task.with_instructions({client: work})
-        self.log(f"{self.client_id}: round {r} attempt {a}: training")
+        what = "training" if task.stage is None else f"secure stage {task.stage.value}"
+        self.log(f"{self.client_id}: round {r} attempt {a}: {what}")
         started = time.monotonic()
         with _Heartbeat(self, self.heartbeat_s):
             outcome = runtime.handle(task, client)
@@ -278,13 +285,17 @@ class RemoteClient:
             self._rate = outcome.metrics["steps"] / max(1e-6, time.monotonic() - started)
         try:
             if isinstance(outcome, ClientReply):
-                parts, _ = reply_parts(outcome, round_=task.round, attempt=a, run_id=run)
-                answer = self.request("PUT", base + "/reply", body=parts).json()
+                parts, _ = reply_parts(
+                    outcome, round_=task.round, attempt=a, run_id=run, stage=stage
+                )
+                answer = self.request("PUT", base + "/reply", params=params, body=parts).json()
                 self.log(f"{self.client_id}: round {r}: reply {answer.get('status')}")
             else:
                 assert isinstance(outcome, ClientFailure)
                 doc = {"reason": outcome.reason.value, "message": outcome.message}
-                self.request("POST", base + "/failure", body=json.dumps(doc).encode())
+                self.request(
+                    "POST", base + "/failure", params=params, body=json.dumps(doc).encode()
+                )
                 self.log(f"{self.client_id}: round {r}: {outcome.status}: {outcome.message}")
         except ServerError as exc:  # the attempt closed meanwhile, or a refusal: go on
             self.log(f"{self.client_id}: round {r}: not taken: {exc.reason}")

@@ -24,7 +24,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 from fedlake.backends.remote.window import Window
-from fedlake.backends.remote.wire import FrameError, model_checksum, reply_from_bytes, task_parts
+from fedlake.backends.remote.wire import (
+    FrameError,
+    model_checksum,
+    reply_from_bytes,
+    stage_number,
+    task_parts,
+)
 from fedlake.core.task import ClientFailure, ClientOutcome, ClientTask, FailureReason
 
 __all__ = ["Attempt", "Coordinator", "Refusal"]
@@ -42,7 +48,12 @@ class Refusal(Exception):
 
 @dataclass
 class Attempt:
-    """An open attempt: its task, cohort, deadline, who fetched, replied or failed."""
+    """An open attempt: its task, cohort, deadline, who fetched, replied or failed.
+
+    A secure attempt opens four times, once per stage, with the same (round, attempt)
+    and its stage's number (``stage``, 1-4; 0: a plain attempt): an offer, a URL
+    (``?stage=``) and a reply name it, and one of another stage is refused (409).
+    """
 
     task: ClientTask
     cohort: list[str]
@@ -53,6 +64,7 @@ class Attempt:
         default_factory=dict
     )  # client -> reply's body digest / failure
     model_checksum: str = ""  # xxh3-128 of the encoded model (see model_checksum)
+    stage: int = 0  # the secure stage's number (wire.stage_number), 0: a plain attempt
 
     @property
     def tag(self) -> tuple[int, int]:
@@ -127,11 +139,12 @@ class Coordinator:
                 "deadline": deadline,
                 "deadline_in_s": max(0.0, deadline - now),
                 "model_xxh3_128": attempt.model_checksum,
+                "stage": attempt.stage,
             }
 
-    def _open_for(self, client: str, round_: int, attempt_: int) -> Attempt:
-        """The open attempt when it is ``(round_, attempt_)`` and ``client`` is in its
-        cohort, else Refusal (409, 403). Call it holding the lock."""
+    def _open_for(self, client: str, round_: int, attempt_: int, stage: int = 0) -> Attempt:
+        """The open attempt when it is ``(round_, attempt_)`` at ``stage`` and ``client`` is
+        in its cohort, else Refusal (409, 403). Call it holding the lock."""
         if self.window is not None:
             held = self.window.holder(client, (round_, attempt_))
             if held is None:
@@ -141,20 +154,32 @@ class Coordinator:
         attempt = self._attempt
         if attempt is None or attempt.tag != (round_, attempt_):
             raise Refusal(409, f"round {round_ + 1} attempt {attempt_} is not open")
+        if attempt.stage != stage:
+            raise Refusal(
+                409,
+                f"round {round_ + 1} attempt {attempt_} is at stage {attempt.stage}, "
+                f"not stage {stage}",
+            )
         if client not in attempt.cohort:
             raise Refusal(403, f"client {client!r} is not in this attempt's cohort")
         return attempt
 
-    def task_frame(self, client: str, round_: int, attempt_: int) -> list[Any]:
+    def task_frame(self, client: str, round_: int, attempt_: int, stage: int = 0) -> list[Any]:
         """The pieces of ``client``'s task frame (the shared model is not copied)."""
         with self._lock:
-            attempt = self._open_for(client, round_, attempt_)
+            attempt = self._open_for(client, round_, attempt_, stage)
             attempt.fetched.add(client)
             task = attempt.task
         return task_parts(task, client, self.run_id)
 
     def submit(
-        self, client: str, round_: int, attempt_: int, body: bytes | memoryview, digest: str
+        self,
+        client: str,
+        round_: int,
+        attempt_: int,
+        body: bytes | memoryview,
+        digest: str,
+        stage: int = 0,
     ) -> str:
         """Take ``client``'s reply frame; ``"accepted"`` or ``"duplicate"``, else Refusal."""
         with self._lock:
@@ -163,7 +188,7 @@ class Coordinator:
                 digest,
             ):
                 return "duplicate"  # FedBuff: its slot is gone, its reply was taken
-            attempt = self._open_for(client, round_, attempt_)
+            attempt = self._open_for(client, round_, attempt_, stage)
             before = attempt.answered.get(client)
             if before is not None:
                 if before == digest:
@@ -179,6 +204,8 @@ class Coordinator:
             raise Refusal(409, f"reply for run {header['run']!r}, this is {self.run_id!r}")
         if (header["round"], header["attempt"]) != (round_, attempt_):
             raise Refusal(409, "the reply's round and attempt differ from its URL's")
+        if header["stage"] != stage:
+            raise Refusal(409, f"a reply to stage {header['stage']} sent as one to stage {stage}")
         with self._lock:
             if not self._still_open(client, attempt):
                 raise Refusal(409, f"round {round_ + 1} attempt {attempt_} closed meanwhile")
@@ -186,18 +213,22 @@ class Coordinator:
             if self.window is not None:
                 self.window.answered[client] = (attempt.tag, digest)
             self._deliver(client, attempt, reply)
-        self.audit(client, "reply.submit", f"round {round_ + 1}", {"attempt": attempt_,
-                   "bytes": len(body), "blake3": digest})  # fmt: skip
+        details = {"attempt": attempt_, "bytes": len(body), "blake3": digest}
+        if stage:
+            details["stage"] = stage
+        self.audit(client, "reply.submit", f"round {round_ + 1}", details)
         return "accepted"
 
-    def fail(self, client: str, round_: int, attempt_: int, reason: str, message: str) -> None:
+    def fail(
+        self, client: str, round_: int, attempt_: int, reason: str, message: str, stage: int = 0
+    ) -> None:
         """A sampled client says it will not answer (it refuses, or it crashed)."""
         try:
             typed = FailureReason(reason)
         except ValueError:
             raise Refusal(400, f"unknown failure reason {reason!r}") from None
         with self._lock:
-            attempt = self._open_for(client, round_, attempt_)
+            attempt = self._open_for(client, round_, attempt_, stage)
             if client in attempt.answered:
                 raise Refusal(409, "this client already answered this attempt")
             attempt.answered[client] = f"failure:{typed.value}"
@@ -229,7 +260,7 @@ class Coordinator:
     # -- the Federation's side ----------------------------------------------------------------
     def open_attempt(self, task: ClientTask, cohort: Sequence[str], timeout_s: float) -> Attempt:
         """Offer ``task`` to ``cohort`` until ``timeout_s`` from now; wake their long-polls."""
-        attempt = Attempt(task, list(cohort), time.time() + timeout_s)
+        attempt = Attempt(task, list(cohort), time.time() + timeout_s, stage=stage_number(task))
         attempt.model_checksum = model_checksum(task.model)
         with self._lock:
             self._attempt = attempt
@@ -323,6 +354,7 @@ class Coordinator:
                 "finished": self.finished,
                 "round": None if attempt is None else attempt.task.round + 1,
                 "attempt": None if attempt is None else attempt.task.attempt,
+                "stage": None if attempt is None else attempt.stage,
                 "deadline_in_s": None if attempt is None else max(0.0, attempt.deadline - now),
                 "connected": connected,
                 "sampled": sampled,

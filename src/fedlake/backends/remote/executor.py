@@ -5,6 +5,9 @@
 failure as it arrives, and at the deadline yields the clients that never answered:
 ``unavailable`` if they never fetched the task, ``straggler`` if they fetched it but did
 not reply in time.
+A secure attempt (SecAgg+) is four such calls with the attempt's (round, attempt), one
+per stage: the coordinator offers each under its stage's number (``wire.stage_number``),
+each waits ``round_timeout_s``, and a client silent in a stage is a protocol dropout.
 
 :class:`BufferedRemoteExecutor` (FedBuff): each step publishes the newest version, which
 clients pull into free slots, and takes the first K updates to arrive, from any version

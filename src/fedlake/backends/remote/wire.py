@@ -26,7 +26,7 @@ from typing import Any
 from fedlake.compression.messages import ALIGN, payload_values_offset, values_offset
 from fedlake.core.codec import CodecError
 from fedlake.core.extras import require
-from fedlake.core.task import ClientReply, ClientTask, Instructions
+from fedlake.core.task import ClientReply, ClientTask, Instructions, SecureStage
 
 __all__ = [
     "REPLY_MAGIC",
@@ -36,6 +36,7 @@ __all__ = [
     "reply_from_bytes",
     "reply_parts",
     "reply_to_bytes",
+    "stage_number",
     "task_from_bytes",
     "task_parts",
 ]
@@ -47,6 +48,8 @@ MAX_HEADER = 64 * 1024
 MAX_SECTIONS = 64
 NAME = re.compile(r"[a-z][a-z0-9_]{0,63}")  # fullmatch: no trailing newline
 MODEL = "model"
+INBOX = "inbox"  # the section of the client's own inbox entry (a secure stage's message)
+STAGES = tuple(SecureStage)  # a secure attempt's stages, numbered 1.. on the wire (0: plain)
 
 
 class FrameError(CodecError):
@@ -138,13 +141,35 @@ def _int(header: Mapping[str, Any], key: str, kind: str) -> int:
     return int(value)
 
 
+def stage_number(task: ClientTask) -> int:
+    """The wire's number of ``task``'s secure stage: 1 (advertise) to 4 (unmask), 0 for a
+    plain task. The four stages of a secure attempt share its (round, attempt); this
+    number tells their offers, URLs (``?stage=``) and replies apart."""
+    stage = task.stage
+    return 0 if stage is None else STAGES.index(stage) + 1
+
+
+def _extra_section(name: str) -> bool:
+    """Whether extra ``name`` travels as section ``x_<name>`` (else ``e<i>``, named in the
+    header's ``extras`` list: names such as ``secagg.config`` are no section names)."""
+    return NAME.fullmatch(f"x_{name}") is not None
+
+
 def task_parts(task: ClientTask, client_id: str, run_id: str) -> list[Any]:
     """The frame of ``task`` for ``client_id`` as pieces (bytes and memoryviews) to send.
 
-    It carries only that client's instructions and acknowledgement.
+    It carries only that client's instructions, acknowledgement and inbox entry (a secure
+    stage's message to it: never another client's).
     """
     work = task.instructions.get(client_id)
     ack = task.acks.get(client_id)
+    extras = sorted(task.extras.items())
+    plain = [(f"x_{k}", v) for k, v in extras if _extra_section(k)]
+    named = [(k, v) for k, v in extras if not _extra_section(k)]
+    sections = [(MODEL, task.model), *plain, *((f"e{i}", v) for i, (_, v) in enumerate(named))]
+    mine = task.inbox.get(client_id)
+    if mine is not None:
+        sections.append((INBOX, mine))
     header = {
         "run": run_id,
         "client": client_id,
@@ -156,8 +181,8 @@ def task_parts(task: ClientTask, client_id: str, run_id: str) -> list[Any]:
         else {"fraction": work.fraction, "max_steps": work.max_steps, "drop": work.drop_partial},
         "ack": None if ack is None else list(ack),
     }
-    extras = sorted(task.extras.items())
-    sections = [(MODEL, task.model), *((f"x_{k}", v) for k, v in extras)]
+    if named:
+        header["extras"] = [k for k, _ in named]
     return _frame(TASK_MAGIC, header, sections, align=values_offset(task.model))
 
 
@@ -188,6 +213,18 @@ def task_from_bytes(data: bytes | bytearray | memoryview) -> tuple[ClientTask, s
         acks[client] = (int(ack[0]), int(ack[1]))
     # views into ``data``: the model is not copied (the frame is kept alive by them)
     extras: dict[str, Any] = {k[2:]: v for k, v in sections.items() if k.startswith("x_")}
+    named = header.get("extras", [])
+    if not (isinstance(named, list) and all(isinstance(k, str) and k for k in named)):
+        raise FrameError(f"task frame has a malformed extras list {named!r}")
+    if len(named) > MAX_SECTIONS or len(set(named)) != len(named):
+        raise FrameError("task frame names an extra twice")
+    for i, name in enumerate(named):
+        if f"e{i}" not in sections:
+            raise FrameError(f"task frame lacks section 'e{i}' of extra {name!r}")
+        if name in extras:
+            raise FrameError(f"task frame has extra {name!r} twice")
+        extras[name] = sections[f"e{i}"]
+    inbox: dict[str, Any] = {} if INBOX not in sections else {client: sections[INBOX]}
     task = ClientTask(
         round=_int(header, "round", "task"),
         attempt=_int(header, "attempt", "task"),
@@ -196,17 +233,19 @@ def task_from_bytes(data: bytes | bytearray | memoryview) -> tuple[ClientTask, s
         extras=extras,
         instructions=instructions,
         acks=acks,
+        inbox=inbox,
     )
     return task, client, run
 
 
 def reply_parts(
-    reply: ClientReply, *, round_: int, attempt: int, run_id: str
+    reply: ClientReply, *, round_: int, attempt: int, run_id: str, stage: int = 0
 ) -> tuple[list[bytes | memoryview], int]:
     """The frame of ``reply`` to attempt ``attempt`` of round ``round_`` of run ``run_id``, as
     pieces to send one after another (the header's bytes, then a view of each payload: no
-    copy), and its length in bytes."""
-    header = {
+    copy), and its length in bytes. ``stage``: the secure stage it answers (0: plain; see
+    :func:`stage_number`)."""
+    header: dict[str, Any] = {
         "run": run_id,
         "client": reply.client_id,
         "round": round_,
@@ -214,20 +253,25 @@ def reply_parts(
         "weight": float(reply.weight),
         "metrics": {k: float(v) for k, v in reply.metrics.items()},
     }
+    if stage:
+        header["stage"] = int(stage)
     sections = sorted(reply.payloads.items())
     align = payload_values_offset(sections[0][1]) if sections else None
     parts = _frame(REPLY_MAGIC, header, sections, align=align)
     return parts, sum(len(p) for p in parts)
 
 
-def reply_to_bytes(reply: ClientReply, *, round_: int, attempt: int, run_id: str) -> bytes:
+def reply_to_bytes(
+    reply: ClientReply, *, round_: int, attempt: int, run_id: str, stage: int = 0
+) -> bytes:
     """The frame of ``reply`` as one bytes (:func:`reply_parts`, joined)."""
-    parts, _ = reply_parts(reply, round_=round_, attempt=attempt, run_id=run_id)
+    parts, _ = reply_parts(reply, round_=round_, attempt=attempt, run_id=run_id, stage=stage)
     return b"".join(parts)
 
 
 def reply_from_bytes(data: bytes | bytearray | memoryview) -> tuple[ClientReply, dict[str, Any]]:
-    """``(reply, header)`` of a reply frame; the header names its run, round and attempt."""
+    """``(reply, header)`` of a reply frame; the header names its run, round, attempt and
+    stage (0 when absent: a plain reply)."""
     header, sections = _parse(data, REPLY_MAGIC)
     client = header.get("client")
     if not (isinstance(client, str) and client):
@@ -246,6 +290,9 @@ def reply_from_bytes(data: bytes | bytearray | memoryview) -> tuple[ClientReply,
         values[name] = value
     for key in ("round", "attempt"):
         _int(header, key, "reply")
+    header.setdefault("stage", 0)
+    if _int(header, "stage", "reply") > len(STAGES):
+        raise FrameError(f"reply frame names stage {header['stage']}; there are {len(STAGES)}")
     if not isinstance(header.get("run"), str):
         raise FrameError("reply frame must name its run")
     payloads: dict[str, Any] = dict(sections)  # views into ``data``: no copy of the update
