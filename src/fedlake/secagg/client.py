@@ -212,11 +212,12 @@ class ClientSession:
         seed_shares = split(s.seed, threshold=t, holders=holders, rng=self._random)
         key_shares = split(s.masking_private, threshold=t, holders=holders, rng=self._random)
         ciphertexts = {}
+        mine = keys.private_key(s.encryption_private)
         for v in holders:
             bundle = ShareBundle(s.client, v, seed_shares[v].to_bytes(), key_shares[v].to_bytes())
             route = keys.Route(config.run_id, config.round, s.client, v)
             try:
-                key = keys.share_key(s.encryption_private, peers[v].encryption_key, route)
+                key = keys.share_key(mine, peers[v].encryption_key, route)
             except ValueError as exc:  # a low-order public key
                 raise self._violation(f"client {v}'s encryption key: {exc}") from exc
             associated = keys.associated_data(route)
@@ -224,11 +225,13 @@ class ClientSession:
         self.state = replace(s, stage=ClientStage.SHARES, peers=peers)
         return ShareKeys(sender=s.client, ciphertexts=ciphertexts)
 
-    def _open(self, sender: int, ciphertext: bytes) -> tuple[bytes, bytes]:
+    def _open(
+        self, sender: int, ciphertext: bytes, mine: keys.X25519PrivateKey
+    ) -> tuple[bytes, bytes]:
         """Decrypt and check one neighbour's bundle: (seed share, key share) as bytes."""
         s, config = self.state, self.state.config
         route = keys.Route(config.run_id, config.round, sender, s.client)
-        key = keys.share_key(s.encryption_private, s.peers[sender].encryption_key, route)
+        key = keys.share_key(mine, s.peers[sender].encryption_key, route)
         plain = keys.decrypt(key, ciphertext, associated=keys.associated_data(route))
         bundle = ShareBundle.from_bytes(plain)
         shares = Share.from_bytes(bundle.seed_share), Share.from_bytes(bundle.key_share)
@@ -267,16 +270,18 @@ class ClientSession:
                 f"expected bundles from >= t={config.threshold} neighbours, got {len(senders)}"
             )
         held, undecryptable = {}, []
+        mine = keys.private_key(s.encryption_private)
         for v in sorted(senders):
             try:
-                held[v] = self._open(v, delivery.ciphertexts[v])
+                held[v] = self._open(v, delivery.ciphertexts[v], mine)
             except (InvalidCiphertext, MalformedMessage):
                 undecryptable.append(v)
         y = x.astype(dtype_for(config.bits))
         add_self_mask(y, s.seed, bits=config.bits)
+        masking = keys.private_key(s.masking_private)
         for v in sorted(senders):
             seed = keys.pairwise_seed(
-                s.masking_private,
+                masking,
                 s.peers[v].masking_key,
                 run_id=config.run_id,
                 round_=config.round,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, lru_cache
 
 from fedlake.core.checks import check_int
 from fedlake.secagg.errors import MalformedMessage
@@ -62,7 +62,7 @@ class SecAggConfig:
     @cached_property
     def graph(self) -> Graph:
         """The communication graph every party derives identically."""
-        return harary_graph(self.clients, degree=self.degree, seed=self.graph_seed)
+        return _graph(self.clients, self.degree, self.graph_seed)
 
     def to_bytes(self) -> bytes:
         """A compact, versionless encoding (the state file and the task carry it)."""
@@ -110,3 +110,10 @@ class SecAggConfig:
             )
         except (struct.error, ValueError) as exc:
             raise MalformedMessage(f"not a SecAgg configuration: {exc}") from exc
+
+
+@lru_cache(maxsize=16)
+def _graph(clients: tuple[int, ...], degree: int, seed: bytes) -> Graph:
+    """The round's graph, built once per process (public, immutable): every client of a
+    cohort and every stage rebuilds the same config from its bytes."""
+    return harary_graph(clients, degree=degree, seed=seed)

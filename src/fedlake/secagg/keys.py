@@ -83,19 +83,31 @@ def _info(purpose: bytes, *fields: bytes | int) -> bytes:
     return b"".join(parts)
 
 
-def derive(private: bytes, peer_public: bytes, *, info: bytes) -> bytes:
+def private_key(private: bytes | X25519PrivateKey) -> X25519PrivateKey:
+    """The key object of a raw X25519 private key (built once per stage, not per peer)."""
+    if isinstance(private, X25519PrivateKey):
+        return private
+    return X25519PrivateKey.from_private_bytes(private)
+
+
+def derive(private: bytes | X25519PrivateKey, peer_public: bytes, *, info: bytes) -> bytes:
     """HKDF-SHA256 of the X25519 shared secret into 32 bytes bound to ``info``.
 
     Raises:
         ValueError: a malformed key, or a low-order peer key (all-zero shared secret).
     """
-    key = X25519PrivateKey.from_private_bytes(private)
+    key = private_key(private)
     shared = key.exchange(X25519PublicKey.from_public_bytes(check_public_key(peer_public)))
     return HKDF(algorithm=hashes.SHA256(), length=KEY_BYTES, salt=None, info=info).derive(shared)
 
 
 def pairwise_seed(
-    private: bytes, peer_public: bytes, *, run_id: bytes, round_: int, pair: tuple[int, int]
+    private: bytes | X25519PrivateKey,
+    peer_public: bytes,
+    *,
+    run_id: bytes,
+    round_: int,
+    pair: tuple[int, int],
 ) -> bytes:
     """The seed s_uv of the pairwise mask of clients ``pair`` (order-free) in one round."""
     low, high = sorted(pair)
@@ -111,7 +123,7 @@ class Route(NamedTuple):
     receiver: int
 
 
-def share_key(private: bytes, peer_public: bytes, route: Route) -> bytes:
+def share_key(private: bytes | X25519PrivateKey, peer_public: bytes, route: Route) -> bytes:
     """The AEAD key of share bundles along ``route`` (one direction only)."""
     return derive(private, peer_public, info=_info(b"share-encryption", *route))
 

@@ -341,9 +341,10 @@ class ServerSession:
                 continue
             if keys.public_key(secret) != self._keys[u].masking_key:
                 raise self._abort(f"client {u}'s rebuilt mask key does not match its public key")
+            rebuilt = keys.private_key(secret)
             for w in sorted(holders):
                 seed = keys.pairwise_seed(
-                    secret,
+                    rebuilt,
                     self._keys[w].masking_key,
                     run_id=config.run_id,
                     round_=config.round,
