@@ -242,8 +242,11 @@ def test_a_client_silent_after_sharing_its_keys_is_a_dropout(tmp_path: Path) -> 
         ({"fedbuff": {"buffer": 3, "concurrency": 4}}, "FedBuff's steps sum whichever clients"),
         ({"algorithm": {"name": "scaffold"}}, "SCAFFOLD's control variates"),
         ({"algorithm": {"aggregator": {"kind": "median"}}}, "reveals only the sum"),
-        ({"compression": {"upload": [{"kind": "quantize"}]}}, "remove the upload chain"),
-        ({"privacy": {"mechanism": "central", "epsilon": 8.0}}, "not composed yet"),
+        (
+            {"compression": {"upload": [{"kind": "topk", "ratio": 0.1}]}},
+            "only a single quantize stage",
+        ),
+        ({"privacy": {"mechanism": "central", "epsilon": 8.0}}, "use mechanism 'distributed'"),
     ],
 )
 def test_the_server_refuses_what_secure_aggregation_does_not_combine_with(
@@ -268,3 +271,45 @@ def test_the_server_refuses_what_secure_aggregation_does_not_combine_with(
     with pytest.raises(ConfigError) as err:
         build_served(parse_config(raw), certs)
     assert words in str(err.value)
+
+
+@pytest.mark.integration
+def test_a_served_round_with_distributed_dp_carries_the_planned_noise(tmp_path: Path) -> None:
+    pytest.importorskip("randomgen")
+    from fedlake.algorithms.private import apply_dp
+    from fedlake.orchestration.secure import LEVELS
+    from fedlake.orchestration.secure_dp import dp_encoding
+    from fedlake.privacy.distributed import DistributedDP
+    from fedlake.privacy.plan import Budget, PrivacyPlan
+    from fedlake.privacy.settings import DPSettings
+
+    ids = list(DATA.client_ids())
+    n, z = len(ids), 0.5
+    dp = DistributedDP(noise_multiplier=z, clip=100.0, denominator=float(n))  # never clips
+    recipe = apply_dp(
+        fedavg(weighted=False),
+        DPSettings("distributed", z, 100.0, None, "none", float(n), SEED, True),
+    )
+    settings = SecureSettings(clip=100.0, expected_dropout=0.0, dp=dp)
+    plan = PrivacyPlan("distributed", z, Budget(None, 1e-5), n, n, "none", "rdp")
+    remote = LoopbackRemote(
+        ClientFleet(DATA, TRAINER, lambda: recipe), MemoryStateStore(), round_timeout_s=20
+    )
+    try:
+        fed = Federation(
+            algorithm=recipe, trainer=TRAINER, client_ids=ids, executor=remote,
+            run_dir=tmp_path / "dp", rounds=1, cohort=CohortSpec(count=n), seed=SEED,
+            secure=settings, privacy=plan,
+        )  # fmt: skip
+        fed.run()
+    finally:
+        remote.close()
+    noisy = load_checkpoint(tmp_path / "dp")
+    assert noisy is not None and noisy.history[-1]["status"] == "completed"
+    uniform = ClientFleet(DATA, TRAINER, lambda: fedavg(weighted=False))
+    plain = _federation(tmp_path / "plain", InlineExecutor(uniform, chunk=1), ids, None)
+    gap = np.array(noisy.state.params, dtype=np.float64) - np.array(plain.state.params)
+    enc = dp_encoding(dp, clients=n, length=gap.size, levels=LEVELS, expected_dropout=0.0)
+    std = np.sqrt(n * enc.variance) / (enc.encoding.scale * n)  # the summed noise, / n
+    assert 0.85 < gap.std() / std < 1.15 and abs(gap.mean()) < 4 * std / np.sqrt(gap.size)
+    assert noisy.history[-1]["epsilon"] > 0

@@ -230,8 +230,15 @@ def test_non_linear_aggregators_are_refused(
         ({"executor": {"kind": "process", "fold": True}}, "fold = true with secure aggregation"),
         ({"attack": {"kind": "sign_flip", "fraction": 0.2}}, "remove [attack] with secure"),
         ({"algorithm": {"name": "scaffold"}}, "SCAFFOLD's control variates"),
-        ({"compression": {"upload": [{"kind": "quantize"}]}}, "remove the upload chain"),
-        ({"privacy": {"mechanism": "central", "epsilon": 8.0}}, "not composed yet"),
+        (
+            {"compression": {"upload": [{"kind": "topk", "ratio": 0.1}]}},
+            "only a single quantize stage",
+        ),
+        (
+            {"compression": {"upload": [{"kind": "quantize", "bucket": 64}]}},
+            "remove bucket",
+        ),
+        ({"privacy": {"mechanism": "central", "epsilon": 8.0}}, "use mechanism 'distributed'"),
     ],
 )
 def test_what_secure_aggregation_does_not_combine_with_is_refused(

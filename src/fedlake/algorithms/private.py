@@ -37,6 +37,8 @@ def apply_dp(recipe: Algorithm, dp: DPSettings) -> Algorithm:
             adaptive=dp.adaptive,
         )
         return dataclasses.replace(recipe, aggregator=aggregator)
+    if dp.mechanism == "distributed":  # the noise is added in the secure encoding
+        return with_plugins(recipe, client=(private_reports(),))
     if dp.mechanism == "local":
         noise = local_gaussian(
             clip=dp.clip, noise_multiplier=dp.noise_multiplier, secure_noise=dp.secure_noise

@@ -23,6 +23,7 @@ import numpy as np
 from fedlake.client.cohort import fit_cohort
 from fedlake.client.masks import corrected, trainable, upload_mask
 from fedlake.client.records import committed_states, next_record
+from fedlake.client.secure import RECORD_KEY as SECAGG_KEY
 from fedlake.client.stores import ClientStateStore, MemoryStateStore
 from fedlake.compression.messages import decode_model, encode_delta
 from fedlake.compression.pruning import mask_gradients
@@ -363,11 +364,14 @@ class ClientRuntime:
         """Keep the plugins' new states in the client's store."""
         if not plugins:
             return
+        old = self.store.load(cid)
+        # a secure attempt's session lives in the same record until its unmasking stage
+        session = {} if old is None or SECAGG_KEY not in old else {SECAGG_KEY: old[SECAGG_KEY]}
         record = next_record(plugins, committed, states, task.tag)
         if record is not None:
-            self.store.save(cid, record)
-        elif self.store.load(cid) is not None:
-            self.store.save(cid, {"states": {}})
+            self.store.save(cid, {**record, **session})
+        elif old is not None:
+            self.store.save(cid, {"states": {}, **session})
 
     def _vectorisable(self, runs: Sequence[_Round]) -> bool:
         """Whether these clients can train as one cohort (same start, same stacked step)."""

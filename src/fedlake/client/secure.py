@@ -69,6 +69,7 @@ class SecureRound:
     ids: Mapping[str, int]
     encoding: FixedPoint
     weighted: bool
+    dp: Mapping[str, Any] | None = None  # distributed DP: clip, variance, secure
 
     @classmethod
     def of(cls, task: ClientTask) -> SecureRound:
@@ -89,7 +90,7 @@ class SecureRound:
             max_weight=float(enc["max_weight"]),
         )
         ids = {str(c): i + 1 for i, c in enumerate(cohort)}
-        return cls(config, ids, encoding, bool(enc["weighted"]))
+        return cls(config, ids, encoding, bool(enc["weighted"]), enc.get("dp"))
 
     def id_of(self, client_id: str) -> int:
         """``client_id``'s protocol id (raises ValueError outside the cohort)."""
@@ -157,6 +158,22 @@ def answer_stage(store: ClientStateStore, task: ClientTask, client_id: str) -> C
     return _reply(client_id, message)
 
 
+def _noised(
+    enc: FixedPoint, values: np.ndarray, dp: Mapping[str, Any], rng: np.random.Generator
+) -> tuple[Any, np.ndarray]:
+    """Distributed DP: ``values`` clipped to the L2 bound, encoded (weight 1), plus this
+    client's Skellam share of the noise, in the ring (``fedlake.privacy.distributed``)."""
+    from fedlake.privacy.distributed import skellam_noise
+
+    clip = float(dp["clip"])
+    norm = float(np.linalg.norm(values))
+    if norm > clip:
+        values = values * (clip / norm)
+    encoded = enc.encode(values, weight=1.0, rng=rng)
+    noise = skellam_noise(values.size, float(dp["variance"]), secure=bool(dp["secure"]), rng=rng)
+    return encoded, enc.to_ring(enc.centred(encoded.values) + noise)
+
+
 def seal_reply(
     store: ClientStateStore,
     task: ClientTask,
@@ -181,11 +198,15 @@ def seal_reply(
             "the sum could wrap; raise max_weight"
         )
     values = np.asarray(delta if sent is None else delta[sent], dtype=np.float64)
-    vector = np.append(values, weight_coordinate(enc.clip))
     rng = round_rng(task.seed, task.round, SECAGG_RNG, task.attempt, client_key(client_id))
-    encoded = enc.encode(vector, weight=weight, rng=rng)
+    if secure.dp is None:
+        vector = np.append(values, weight_coordinate(enc.clip))
+        encoded = enc.encode(vector, weight=weight, rng=rng)
+        masked_input = encoded.values
+    else:
+        encoded, masked_input = _noised(enc, values, secure.dp, rng)
     delivery = ShareDelivery.from_bytes(_inbox(task, client_id))
-    message = session.masked_input(delivery, encoded.values)
+    message = session.masked_input(delivery, masked_input)
     _keep(store, client_id, session)
     kept = {
         k: v for k, v in metrics.items() if k not in _PRIVATE_METRICS and not k.startswith("dp_")

@@ -17,7 +17,8 @@ from fedlake.config.section import Section
 class PrivacyConfig(Section):
     """Differential privacy: mechanism, noise, clipping and the (epsilon, delta) budget."""
 
-    mechanism: Literal["central", "local", "dpsgd"] = "central"
+    # distributed: with secure aggregation, each client adds a share of Skellam noise
+    mechanism: Literal["central", "local", "dpsgd", "distributed"] = "central"
     epsilon: float | None = Field(None, gt=0)  # the budget; None: report, do not enforce
     delta: float = Field(1e-5, gt=0, lt=1)
     noise_multiplier: float | None = Field(None, gt=0)  # None: calibrated to the budget
@@ -47,6 +48,12 @@ class PrivacyConfig(Section):
                     f"{', '.join(extra)} apply to mechanism = 'central' only, not "
                     f"{self.mechanism!r}"
                 )
+        given = "accountant" in self.model_fields_set
+        if self.mechanism == "distributed" and given and self.accountant != "rdp":
+            raise ValueError(
+                "mechanism 'distributed' is accounted by RDP only (the Skellam bound is an "
+                "RDP bound): remove accountant or set it to 'rdp'"
+            )
         if self.adaptive is False and "target_quantile" in self.model_fields_set:
             raise ValueError("target_quantile applies to adaptive clipping only")
         return self

@@ -96,10 +96,16 @@ class Federation:
         if self.rounds < 1:
             raise ValueError(f"rounds must be >= 1, got {self.rounds}")
         if self.secure is not None:
-            if self.privacy is not None:
+            mechanism = self.privacy.mechanism if self.privacy is not None else None
+            if mechanism in ("central", "adaptive"):
                 raise ValueError(
-                    "secure aggregation with [privacy] is not composed yet (the DP noise "
-                    "and clipping must move to the clients' encoding): remove one of them"
+                    "central DP noises on the server what secure aggregation never shows "
+                    "it: use the distributed mechanism (clients noise before masking)"
+                )
+            if (mechanism == "distributed") != (self.secure.dp is not None):
+                raise ValueError(
+                    "distributed DP needs both the privacy plan and the secure settings' "
+                    "DistributedDP (build them with fedlake.run.build)"
                 )
             check_secure(self.algorithm)
         self.cohort_size = self.cohort.size(len(self.client_ids))

@@ -38,8 +38,10 @@ from fedlake.orchestration.events import RunObserver
 from fedlake.orchestration.interfaces import Executor, RoundReporter
 from fedlake.orchestration.records import ClientRecord, ClientStatus
 from fedlake.orchestration.screening import failure_record
+from fedlake.orchestration.secure_dp import dp_encoding
 
 if TYPE_CHECKING:
+    from fedlake.privacy.distributed import DistributedDP
     from fedlake.secagg import FixedPoint, ServerSession
 
 __all__ = ["SecureSettings", "check_secure", "secure_attempt", "secure_encoding"]
@@ -66,6 +68,9 @@ class SecureSettings:
         degree: k, neighbours per client.
         threshold: t, shares needed to rebuild a secret.
         bits: the ring's width.
+        levels: quantisation levels per clip (a ``quantize`` upload stage's
+            2^(bits - 1); None: ``LEVELS`` and a ring of at least 32 bits).
+        dp: distributed DP (each client adds a Skellam share of the noise; None: off).
     """
 
     clip: float = 1.0
@@ -74,6 +79,8 @@ class SecureSettings:
     degree: int | None = None
     threshold: int | None = None
     bits: int | None = None
+    levels: int | None = None
+    dp: DistributedDP | None = None
 
 
 def check_secure(algorithm: Algorithm) -> None:
@@ -96,8 +103,8 @@ def check_secure(algorithm: Algorithm) -> None:
     if algorithm.compression.upload is not None:
         raise ValueError(
             "compression.upload: a secure update travels as a fixed-point vector masked in "
-            "a ring, which the upload codecs (top-k, random masks, quantisation) would have "
-            "to encode before masking; not supported yet: remove the upload chain"
+            "a ring; sparsifiers (top-k, random masks) and float16 would break the sum, "
+            "only a single quantize stage (the ring's levels) composes with it"
         )
 
 
@@ -128,18 +135,21 @@ def secure_encoding(settings: SecureSettings, n: int, *, weighted: bool) -> Fixe
     from fedlake.secagg import BITS, fixed_point, required_bits
 
     w = settings.max_weight if weighted else 1.0
+    levels = settings.levels or LEVELS
     bits = settings.bits
     if bits is None:
         need = required_bits(
-            clip=settings.clip, scale=LEVELS / settings.clip, clients=n, max_weight=w
+            clip=settings.clip, scale=levels / settings.clip, clients=n, max_weight=w
         )
-        bits = next((b for b in BITS if b >= max(32, need)), None)
+        least = 32 if settings.levels is None else 16  # a quantize stage: its own width
+        bits = next((b for b in BITS if b >= max(least, need)), None)
         if bits is None:
             raise ValueError(
-                f"{n} clients of weight up to {w:g} need {need} bits at {LEVELS} levels per "
+                f"{n} clients of weight up to {w:g} need {need} bits at {levels} levels per "
                 "clip, more than 64: lower secure_aggregation.max_weight or the cohort"
             )
-    return fixed_point(clip=settings.clip, bits=bits, clients=n, max_weight=w)
+    scale = levels / settings.clip if settings.levels is not None else None
+    return fixed_point(clip=settings.clip, bits=bits, clients=n, max_weight=w, scale=scale)
 
 
 @dataclass
@@ -204,9 +214,21 @@ def secure_attempt(
         result.records = book.ordered()
         observer.message(f"round {task.round + 1}: a secure round needs >= 3 clients, got {n}")
         return result
-    weighted = algorithm.aggregator.name == "weighted_mean"
-    encoding = secure_encoding(settings, n, weighted=weighted)
-    length = (int(sent.sum()) if sent is not None else state.dim) + 1
+    weighted = algorithm.aggregator.name == "weighted_mean" and settings.dp is None
+    values = int(sent.sum()) if sent is not None else state.dim
+    private = None
+    if settings.dp is not None:  # no weight coordinate: the sum has a fixed denominator
+        private = dp_encoding(
+            settings.dp,
+            clients=n,
+            length=values,
+            levels=settings.levels or LEVELS,
+            expected_dropout=settings.expected_dropout,
+            bits=settings.bits,
+        )
+        encoding, length = private.encoding, values
+    else:
+        encoding, length = secure_encoding(settings, n, weighted=weighted), values + 1
     k, t = _graph(settings, n)
     config = SecAggConfig(
         run_id=f"{run_id}/{task.attempt}".encode(),
@@ -229,6 +251,7 @@ def secure_attempt(
                 "clients": encoding.clients,
                 "max_weight": encoding.max_weight,
                 "weighted": weighted,
+                "dp": None if private is None else private.extras(),
             }
         ).encode(),
     }
@@ -249,8 +272,12 @@ def secure_attempt(
             out = close()
             inbox = {by_id[u]: m.to_bytes() for u, m in out.items()}
             members = [c for c in cohort if c in inbox]
+            if private is not None and stage is SecureStage.MASKED_INPUT:
+                private.check_survivors(len(members))  # before anything is unmasked
         stages.run(SecureStage.UNMASK, members, inbox)
         aggregate = server.close_unmask()
+        if private is not None:
+            private.check_survivors(len(aggregate.survivors))
     except RoundAborted as exc:
         reason = f"secure aggregation aborted: {exc.reason}"
         observer.message(f"round {task.round + 1} attempt {task.attempt + 1}: {reason}")
@@ -270,7 +297,10 @@ def secure_attempt(
         rec = book.records.get(cid)
         if rec is None or rec.status is not ClientStatus.ACCEPTED:  # its input is in the sum
             book.records[cid] = _accepted(cid, stages.trained.get(cid))
-    delta, total_weight = _decode(aggregate.total, encoding, state.dim, sent)
+    if private is not None:
+        delta, total_weight = private.delta(aggregate.total, state.dim, sent)
+    else:
+        delta, total_weight = _decode(aggregate.total, encoding, state.dim, sent)
     for name, size in zip(
         ("advertised", "shared", "masked", "unmasked"), aggregate.stage_sizes, strict=True
     ):

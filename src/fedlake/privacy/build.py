@@ -27,6 +27,16 @@ def calibrate(
             "mechanism 'dpsgd' needs noise_multiplier (each client's cost depends on its own "
             "data size; the budget is then enforced per client)"
         )
+    if mechanism == "distributed":  # every round, no amplification, add/remove, RDP
+        return noise_for_epsilon(
+            epsilon,
+            delta,
+            sampling_rate=1.0,
+            rounds=rounds,
+            sampling="none",
+            relation="add_remove",
+            accountant="rdp",
+        )
     if mechanism == "local":  # every round, no amplification, sensitivity 2 clip
         z = noise_for_epsilon(
             epsilon,
@@ -61,6 +71,6 @@ def make_plan(dp: DPSettings, *, population: int, cohort: int) -> PrivacyPlan:
         population=population,
         cohort=cohort,
         sampling=dp.sampling if dp.mechanism == "central" else "none",
-        accountant=dp.accountant,
+        accountant="rdp" if dp.mechanism == "distributed" else dp.accountant,
         secure_noise=dp.secure_noise,
     )

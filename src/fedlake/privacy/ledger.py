@@ -10,11 +10,11 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
-Mechanism = Literal["central", "adaptive", "local", "dpsgd"]
+Mechanism = Literal["central", "adaptive", "local", "dpsgd", "distributed"]
 Sampling = Literal["poisson", "fixed", "none"]
 Relation = Literal["add_remove", "replace_one"]
 
-MECHANISMS: tuple[str, ...] = ("central", "adaptive", "local", "dpsgd")
+MECHANISMS: tuple[str, ...] = ("central", "adaptive", "local", "dpsgd", "distributed")
 SAMPLINGS: tuple[str, ...] = ("poisson", "fixed", "none")
 RELATIONS: tuple[str, ...] = ("add_remove", "replace_one")
 
@@ -27,7 +27,9 @@ class LedgerEntry:
         round: the 1-based round it was applied in.
         mechanism: ``central`` (DP-FedAvg, server noise), ``adaptive`` (DP-FedAvg with
             adaptive clipping), ``local`` (clients noise their own update) or ``dpsgd``
-            (sample-level DP-SGD inside one client's training).
+            (sample-level DP-SGD inside one client's training) or ``distributed``
+            (clients' Skellam noise shares under secure aggregation, recorded as the
+            Gaussian whose RDP bounds it: see :mod:`fedlake.privacy.distributed`).
         noise_multiplier: noise std divided by the L2 sensitivity under ``relation``:
             the number the accountant uses (a fixed-size sample under replace-one has
             sensitivity 2 x clip, so this is half the configured multiplier there).

@@ -15,6 +15,8 @@ from fedlake.privacy.calibration import central_entry
 from fedlake.privacy.ledger import Ledger, LedgerEntry
 from fedlake.privacy.local import local_multiplier
 
+USER_LEVEL = ("central", "adaptive", "distributed")  # one release a round covers every user
+
 
 @dataclass(frozen=True)
 class Budget:
@@ -39,7 +41,7 @@ class PrivacyPlan:
     ``cohort / population``.
     """
 
-    mechanism: str  # central | adaptive | local | dpsgd
+    mechanism: str  # central | adaptive | local | dpsgd | distributed
     noise_multiplier: float
     budget: Budget
     population: int
@@ -64,7 +66,12 @@ class PrivacyPlan:
         return self.cohort / self.population
 
     def server_entry(self, round_: int) -> LedgerEntry:
-        """The user-level entry of one central (or adaptive) release in round ``round_``."""
+        """The user-level entry of one central (adaptive, distributed) release in ``round_``."""
+        if self.mechanism == "distributed":  # no amplification: the server knows the cohort
+            return LedgerEntry(
+                round_, "distributed", self.noise_multiplier, "none", 1.0,
+                secure_noise=self.secure_noise,
+            )  # fmt: skip
         return central_entry(
             self.population,
             self.cohort,
@@ -84,7 +91,7 @@ class PrivacyPlan:
         the ``dp_*`` facts DP-SGD clients reported (a client without facts, e.g. a
         rejected update, is charged by its own history on the client, not here).
         """
-        if self.mechanism in ("central", "adaptive"):
+        if self.mechanism in USER_LEVEL:
             return (self.server_entry(round_),)
         if self.mechanism == "local":
             return tuple(
@@ -117,7 +124,7 @@ class PrivacyPlan:
 
     def projected(self, ledger: Ledger, round_: int) -> Ledger:
         """The ledger after round ``round_`` at worst (for the budget check before it runs)."""
-        if self.mechanism in ("central", "adaptive"):
+        if self.mechanism in USER_LEVEL:
             return (*ledger, self.server_entry(round_))
         if self.mechanism == "local":  # the client who took part most, once more
             counts = Counter(c for e in ledger for c in e.clients)

@@ -26,6 +26,7 @@ from fedlake.orchestration.events import RunObserver
 from fedlake.orchestration.federation import CohortTooSmallError, Federation
 from fedlake.orchestration.sampling import CohortSpec
 from fedlake.orchestration.secure import SecureSettings
+from fedlake.privacy.distributed import DistributedDP
 from fedlake.run.privacy import build_privacy, privacy_line
 from fedlake.run.scenarios import Scenario, build_data, build_trainer, model_config
 from fedlake.simulation import Population, simulate
@@ -70,9 +71,12 @@ def config_section(name: str) -> Iterator[None]:
 
 def recipe_spec(cfg: RunConfig, *, attackers: int | None, dp: Any, trainer_spec: Any) -> RecipeSpec:
     """The run's recipe spec, each part checked under its own section's name."""
+    compression = cfg.compression
+    if secure_levels(cfg) is not None:  # the secure encoding quantises: no upload codec
+        compression = compression.model_copy(update={"upload": ()})
     spec = RecipeSpec(
         algorithm=cfg.algorithm,
-        compression=cfg.compression,
+        compression=compression,
         attackers=attackers,
         dp=dp,
         personalization=cfg.personalization,
@@ -148,16 +152,49 @@ def build_experiment(cfg: RunConfig, *, observer: RunObserver, run_dir: Path) ->
             adversary=adversary,
             privacy=plan,
             fedbuff=buff,
-            secure=secure_settings(cfg),
+            secure=secure_settings(cfg, dp),
         )
     return Experiment(federation, scenario, spec, adversary)
 
 
-def secure_settings(cfg: RunConfig) -> SecureSettings | None:
-    """The ``[secure_aggregation]`` settings of a run (None: plain rounds)."""
+def secure_levels(cfg: RunConfig) -> int | None:
+    """Levels per clip of a secure run whose upload chain is one ``quantize`` stage (the
+    secure encoding quantises with them before masking); None otherwise."""
+    upload = cfg.compression.upload
+    if cfg.secure() is None or not upload:
+        return None
+    stage = upload[0]
+    with config_section("compression"):
+        if len(upload) != 1 or stage.kind != "quantize":
+            raise ValueError(
+                f"upload = {' -> '.join(s.kind for s in upload)} with secure aggregation: "
+                "masked updates are summed in a ring, so only a single quantize stage "
+                "(quantisation before masking, linear) composes with it"
+            )
+        given = stage.model_fields_set
+        if not stage.stochastic or "bucket" in given or cfg.compression.error_feedback:
+            raise ValueError(
+                "with secure aggregation, quantize uses the ring's shared scale (the clip) "
+                "and unbiased stochastic rounding: remove bucket, stochastic = false and "
+                "error_feedback"
+            )
+    return 2 ** (stage.bits - 1)
+
+
+def secure_settings(cfg: RunConfig, dp: Any = None) -> SecureSettings | None:
+    """The ``[secure_aggregation]`` settings of a run (None: plain rounds), with the
+    quantize stage's levels and distributed DP (``dp``: the resolved DPSettings)."""
     section = cfg.secure()
     if section is None:
         return None
+    distributed = None
+    if dp is not None and dp.mechanism == "distributed":
+        distributed = DistributedDP(
+            noise_multiplier=dp.noise_multiplier,
+            clip=dp.clip,
+            denominator=dp.denominator,
+            secure_noise=dp.secure_noise,
+        )
     return SecureSettings(
         clip=section.clip,
         max_weight=section.max_weight,
@@ -165,6 +202,8 @@ def secure_settings(cfg: RunConfig) -> SecureSettings | None:
         degree=section.degree,
         threshold=section.threshold,
         bits=section.bits,
+        levels=secure_levels(cfg),
+        dp=distributed,
     )
 
 

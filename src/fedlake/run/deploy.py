@@ -109,7 +109,7 @@ def build_served(
     dp, plan = privacy_of(cfg, mcfg, population, size, observer)
     spec = recipe_spec(cfg, attackers=None, dp=dp, trainer_spec=trainer.spec)
     algorithm = build_algorithm(spec)
-    secure = secure_settings(cfg)  # the simulator's refusals: Federation's check_secure
+    secure = secure_settings(cfg, dp)  # the simulator's refusals: Federation's check_secure
     if buff is not None:
         with config_section("fedbuff"):
             if secure is not None:

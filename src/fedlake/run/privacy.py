@@ -17,6 +17,24 @@ def build_privacy(
     p = cfg.privacy
     assert p is not None
     rule = cfg.algorithm.aggregator.kind
+    secure = cfg.secure() is not None
+    if p.mechanism == "distributed" and not secure:
+        raise ValueError(
+            "mechanism 'distributed' splits the noise among the clients and relies on secure "
+            "aggregation to hide each client's share: set federation.secure_aggregation = "
+            "true, or use mechanism 'central'"
+        )
+    if p.mechanism == "central" and secure:
+        raise ValueError(
+            "central DP adds its noise on the server to the updates it sees, and secure "
+            "aggregation shows it none: use mechanism 'distributed' (each client adds a share "
+            "of the noise before masking), 'local' or 'dpsgd'"
+        )
+    if p.mechanism == "distributed" and rule != "mean":
+        raise ValueError(
+            f"distributed DP sums clipped updates and divides by a fixed denominator; "
+            f"aggregator {rule!r} would break that sensitivity bound: use aggregator 'mean'"
+        )
     if p.mechanism == "central" and rule != "mean":
         raise ValueError(
             f"central DP (DP-FedAvg) sums clipped updates and noises the sum; aggregator "
@@ -57,7 +75,7 @@ def build_privacy(
         secure_noise=p.noise == "secure",
         epsilon=p.epsilon,
         delta=p.delta,
-        accountant=p.accountant,
+        accountant="rdp" if p.mechanism == "distributed" else p.accountant,
     )
     if dp.mechanism == "central":  # adaptive's noise split is checked here, not in a worker
         dp_fedavg(
@@ -79,6 +97,11 @@ def privacy_line(dp: DPSettings, plan: PrivacyPlan) -> str:
         f"privacy: {plan.mechanism} DP, noise multiplier {dp.noise_multiplier:.3f}, {clip}, "
         f"{target} at delta {budget.delta:g} ({plan.accountant} accountant)"
     )
+    if dp.mechanism == "distributed":
+        line += (
+            "; every client adds a Skellam share of the noise before masking; no "
+            "amplification by sampling is claimed (the server knows each cohort)"
+        )
     if not dp.secure_noise:
         line += "; noise is SEEDED (reproducible): for simulations only, not for real data"
     return line
