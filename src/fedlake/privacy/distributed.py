@@ -9,6 +9,11 @@ noise of variance at least ``mu`` whenever ``m >= m_min`` (the server refuses to
 sum of fewer). The noise is added to integers after rounding, so rounding and the ring's
 modulus are post-processing of each noised sum: nothing is lost to discretisation.
 
+Neighbouring datasets differ in one user's data zeroed out ("zero-out" adjacency, as in
+Kairouz et al., "Practical and Private (Deep) Learning without Sampling or Shuffling",
+ICML 2021): that user's device still takes part and adds its noise share, so the two
+sums carry the same noise and differ by one encoded update.
+
 The guarantee (Agarwal, Kairouz and Liu, "The Skellam Mechanism for Differentially
 Private Federated Learning", NeurIPS 2021, Theorem 3.5): for integer orders alpha > 1,
 integer L2 and L1 sensitivities D2 and D1 and a per-coordinate variance mu,
