@@ -313,3 +313,16 @@ def test_a_served_round_with_distributed_dp_carries_the_planned_noise(tmp_path: 
     std = np.sqrt(n * enc.variance) / (enc.encoding.scale * n)  # the summed noise, / n
     assert 0.85 < gap.std() / std < 1.15 and abs(gap.mean()) < 4 * std / np.sqrt(gap.size)
     assert noisy.history[-1]["epsilon"] > 0
+
+
+def test_the_key_exchange_stages_wait_their_own_timeout() -> None:
+    from fedlake.backends.remote.executor import RemoteExecutor
+
+    executor = RemoteExecutor(Coordinator("run"), round_timeout_s=60, key_stage_timeout_s=0.3)
+    assert executor.timeout_of(_stage_task(SecureStage.MASKED_INPUT, {})) == 60
+    t0 = time.perf_counter()
+    (silent,) = list(executor.map_clients(_stage_task(SecureStage.ADVERTISE, {}), ["a"]))
+    assert time.perf_counter() - t0 < 5  # not the round's 60 s
+    assert isinstance(silent, ClientFailure) and "within 0.3 s" in silent.message
+    with pytest.raises(ValueError, match="key_stage_timeout_s must be > 0"):
+        RemoteExecutor(Coordinator("run"), round_timeout_s=60, key_stage_timeout_s=0)

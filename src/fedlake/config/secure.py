@@ -32,6 +32,9 @@ class SecureAggregationConfig(Section):
     clip: float = Field(1.0, gt=0, allow_inf_nan=False)
     # the largest client weight (its training examples) the ring must hold
     max_weight: float = Field(65536.0, gt=0, allow_inf_nan=False)
+    # fedlake server: how long the key-exchange stages (advertise, share keys, unmask; no
+    # training) wait for the clients (None: deployment.round_timeout_s, as the masked input)
+    key_stage_timeout_s: float | None = Field(None, gt=0, allow_inf_nan=False)
 
     @model_validator(mode="after")
     def _threshold_below_degree(self) -> SecureAggregationConfig:

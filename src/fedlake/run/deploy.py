@@ -125,8 +125,14 @@ def build_served(
     for cid in clients:  # the population this run starts with, in its audit log
         coordinator.audit("fedlake.server", "client.enrolled", cid, registry.entry(cid))
     timeout = cfg.deployment.round_timeout_s
+    section = cfg.secure()
+    key_timeout = section.key_stage_timeout_s if section is not None else None
     executor: Executor = (
-        RemoteExecutor(coordinator, round_timeout_s=timeout)
+        RemoteExecutor(
+            coordinator,
+            round_timeout_s=timeout,
+            key_stage_timeout_s=key_timeout,
+        )
         if buff is None
         else BufferedRemoteExecutor(coordinator, round_timeout_s=timeout, settings=buff)
     )

@@ -7,7 +7,9 @@ failure as it arrives, and at the deadline yields the clients that never answere
 not reply in time.
 A secure attempt (SecAgg+) is four such calls with the attempt's (round, attempt), one
 per stage: the coordinator offers each under its stage's number (``wire.stage_number``),
-each waits ``round_timeout_s``, and a client silent in a stage is a protocol dropout.
+the masked-input stage (which trains) waits ``round_timeout_s``, the three key-exchange
+stages ``key_stage_timeout_s`` (default: the same), and a client silent in a stage is a
+protocol dropout.
 
 :class:`BufferedRemoteExecutor` (FedBuff): each step publishes the newest version, which
 clients pull into free slots, and takes the first K updates to arrive, from any version
@@ -26,6 +28,7 @@ from fedlake.core.task import (
     ClientOutcome,
     ClientTask,
     FailureReason,
+    SecureStage,
     Tag,
 )
 from fedlake.orchestration.buffered import FedBuffSettings, Gathered
@@ -39,17 +42,35 @@ class RemoteExecutor:
     Args:
         coordinator: the state shared with the server's HTTP handlers.
         round_timeout_s: how long an attempt waits for its cohort's replies.
+        key_stage_timeout_s: how long a secure attempt's key-exchange stages (advertise,
+            share keys, unmask: no training) wait (None: ``round_timeout_s``).
     """
 
-    def __init__(self, coordinator: Coordinator, *, round_timeout_s: float) -> None:
-        if not round_timeout_s > 0:
-            raise ValueError(f"round_timeout_s must be > 0, got {round_timeout_s}")
+    def __init__(
+        self,
+        coordinator: Coordinator,
+        *,
+        round_timeout_s: float,
+        key_stage_timeout_s: float | None = None,
+    ) -> None:
+        for name, value in (("round", round_timeout_s), ("key_stage", key_stage_timeout_s)):
+            if value is not None and not value > 0:
+                raise ValueError(f"{name}_timeout_s must be > 0, got {value}")
         self.coordinator = coordinator
         self.round_timeout_s = float(round_timeout_s)
+        self.key_stage_timeout_s = key_stage_timeout_s
+
+    def timeout_of(self, task: ClientTask) -> float:
+        """How long ``task``'s stage waits for its replies."""
+        keys = (SecureStage.ADVERTISE, SecureStage.SHARE_KEYS, SecureStage.UNMASK)
+        if self.key_stage_timeout_s is not None and task.stage in keys:
+            return float(self.key_stage_timeout_s)
+        return self.round_timeout_s
 
     def map_clients(self, task: ClientTask, cohort: Sequence[str]) -> Iterator[ClientOutcome]:
         """The cohort's outcomes as they arrive; the silent ones' failures at the deadline."""
-        attempt = self.coordinator.open_attempt(task, cohort, self.round_timeout_s)
+        timeout = self.timeout_of(task)
+        attempt = self.coordinator.open_attempt(task, cohort, timeout)
         waiting = set(cohort)
         try:
             while waiting:
@@ -80,13 +101,13 @@ class RemoteExecutor:
                 yield ClientFailure(
                     cid,
                     FailureReason.STRAGGLER,
-                    f"straggler: no reply within the round's {self.round_timeout_s:g} s",
+                    f"straggler: no reply within {timeout:g} s",
                 )
             else:
                 yield ClientFailure(
                     cid,
                     FailureReason.UNAVAILABLE,
-                    f"unavailable: did not fetch the task within {self.round_timeout_s:g} s",
+                    f"unavailable: did not fetch the task within {timeout:g} s",
                 )
 
     def close(self) -> None:
