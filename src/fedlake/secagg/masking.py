@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from fedlake.secagg.prg import PAIR_MASK, SELF_MASK, expand
+from fedlake.secagg.prg import PAIR_MASK, SELF_MASK, keystream
 from fedlake.secagg.ring import reduce
 
 __all__ = ["add_pair_mask", "add_self_mask", "pair_sign"]
@@ -23,7 +23,7 @@ def pair_sign(me: int, peer: int) -> int:
 
 
 def _add(acc: np.ndarray, mask: np.ndarray, sign: int, bits: int) -> None:
-    """acc += sign * mask (mod 2^bits), in place."""
+    """acc += sign * mask (mod 2^bits), in place (``mask`` reduced or not: the same)."""
     if sign > 0:
         np.add(acc, mask, out=acc)
     else:
@@ -33,9 +33,10 @@ def _add(acc: np.ndarray, mask: np.ndarray, sign: int, bits: int) -> None:
 
 def add_self_mask(acc: np.ndarray, seed: bytes, *, bits: int, sign: int = 1) -> None:
     """acc += sign * PRG(seed) for the self mask b_u (sign -1 removes it)."""
-    _add(acc, expand(seed, acc.size, bits=bits, purpose=SELF_MASK), sign, bits)
+    _add(acc, keystream(seed, acc.size, bits=bits, purpose=SELF_MASK), sign, bits)
 
 
 def add_pair_mask(acc: np.ndarray, seed: bytes, *, me: int, peer: int, bits: int) -> None:
     """acc += sign(me, peer) * PRG(s_{me,peer}): ``me``'s share of their pairwise mask."""
-    _add(acc, expand(seed, acc.size, bits=bits, purpose=PAIR_MASK), pair_sign(me, peer), bits)
+    mask = keystream(seed, acc.size, bits=bits, purpose=PAIR_MASK)
+    _add(acc, mask, pair_sign(me, peer), bits)
