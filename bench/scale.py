@@ -36,6 +36,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from _procs import pss_bytes, tree
+
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 TARGET_DRIVER = 1.2  # driver peak at 10,000 clients / at 100, at most
@@ -47,37 +49,6 @@ EXECUTORS: dict[str, dict[str, Any]] = {
     "spark-1": {"kind": "spark", "workers": 1, "fold": True},
 }
 CORES_COHORT = 1000  # the cohort of the 1-core runs
-
-
-def pss_bytes(pid: int) -> int:
-    """Proportional set size of ``pid`` in bytes (0 when it is gone)."""
-    try:
-        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-            if line.startswith("Pss:"):
-                return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return 0
-
-
-def tree(root: int) -> list[int]:
-    """``root`` and every process below it."""
-    kids: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-        except OSError:
-            continue
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        kids.setdefault(ppid, []).append(int(entry))
-    out, todo = [], [root]
-    while todo:
-        pid = todo.pop()
-        out.append(pid)
-        todo.extend(kids.get(pid, ()))
-    return out
 
 
 def watched(args: list[str], timeout: float, env: dict[str, str] | None = None) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""bench/aggregation.py still runs (its --quick smoke mode, without Flower's venv)."""
+"""The benchmarks still run (their --quick smoke modes, without Flower's venv)."""
 
 import json
 import subprocess
@@ -50,3 +50,15 @@ def test_privacy_bench_quick_runs_every_mechanism(tmp_path):
         assert t["epsilon_seconds"] > 0 and t["calibration_seconds"] > 0
         if t["accountant"] == "pld":
             assert t["epsilon"] < by[(t["what"], t["q"], "rdp")]["epsilon"]
+
+
+def test_secagg_bench_quick_runs_and_checks_its_sum(tmp_path):
+    out = tmp_path / "secagg.json"
+    cmd = [sys.executable, "bench/secagg.py", "--quick", "--no-flower", "--no-git"]
+    proc = subprocess.run(
+        [*cmd, "--out", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    cells = json.loads(out.read_text())["cells"]
+    assert cells and all(c["fedlake"]["correct"] for c in cells)
+    assert "within its error bound in 2 of 2 cells" in proc.stdout
