@@ -198,3 +198,13 @@ def test_distributed_dp_refusals(tmp_path: Path, sections: dict[str, Any], words
         cfg = _config(tmp_path, **sections)
         build_experiment(cfg, observer=Messages(), run_dir=tmp_path / "run")  # type: ignore[arg-type]
     assert words in str(err.value)
+
+
+def test_distributed_dp_runs_in_worker_processes(tmp_path: Path) -> None:
+    privacy = {"mechanism": "distributed", "noise_multiplier": 1.0, "noise": "seeded"}
+    executor = {"kind": "process", "workers": 2}
+    inline = _history(tmp_path / "i", privacy=privacy)
+    process = _history(tmp_path / "p", privacy=privacy, executor=executor)
+    assert [r["status"] for r in process] == ["completed", "completed"]
+    # seeded noise and rounding: the same model whichever executor ran the clients
+    assert process[-1]["eval_loss"] == pytest.approx(inline[-1]["eval_loss"], rel=1e-5)
