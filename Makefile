@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TORCH_VERSION := 2.13.0
 
-.PHONY: run test lint bench clean venv browser
+.PHONY: run test lint docs bench clean venv browser
 
 venv: $(STAMP)
 
@@ -40,6 +40,10 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check src tests
 	$(BIN)/lint-imports
 	$(BIN)/mypy src/fedlake/core src/fedlake/aggregators src/fedlake/transforms src/fedlake/privacy src/fedlake/compression src/fedlake/plugins src/fedlake/algorithms src/fedlake/client src/fedlake/data src/fedlake/models src/fedlake/orchestration src/fedlake/backends src/fedlake/simulation src/fedlake/harness src/fedlake/config src/fedlake/testing
+
+# The docs site (mkdocs.yml) into site/; strict: a broken link, anchor or image fails it.
+docs: $(STAMP)
+	$(BIN)/mkdocs build --strict
 
 # Flower, for the benchmarks' comparisons only (bench/aggregation.py, and
 # bench/vs_flower_simulation.py, whose simulation engine needs the `simulation` extra, which

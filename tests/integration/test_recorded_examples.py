@@ -12,6 +12,7 @@ another order) within a tolerance that still catches a real regression.
 
 import importlib.util
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -42,6 +43,15 @@ def test_tables_are_rendered_from_the_recorded_runs(path, table):
         f"{path.name}'s examples table differs from bench/results/examples.json: "
         "run python bench/examples.py --write"
     )
+
+
+def test_the_make_run_row_is_what_make_run_runs():
+    """README's `make run` row is recorded from the config and seed that `make run` runs."""
+    recipe = re.search(r"^run:.*\n\t(.*)$", (ROOT / "Makefile").read_text(), re.MULTILINE)
+    config = re.search(r"--config (\S+)", recipe.group(1)).group(1)
+    (row,) = [e for e in BENCH.EXAMPLES if e.label.startswith("`make run`")]
+    assert (f"examples/{row.config}", row.seed) == (config, None)
+    assert f"| {row.label} |" in BENCH.section(BENCH.README.read_text(), "readme")
 
 
 def test_every_example_is_recorded():
