@@ -3,6 +3,7 @@ the file is written, and bad input is one line with exit code 2."""
 
 import re
 import tomllib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -182,3 +183,16 @@ def test_help_explains_every_option():
     for param in typer.main.get_command(app).commands["plan"].params:
         assert all(name in res.output for name in param.opts), param.opts
         assert param.help, f"{param.opts} has no help"
+
+
+def test_readme_quotes_what_its_example_prints():
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme.split("## Planning a federation: `fedlake plan`", 1)[1].split("\n## ", 1)[0]
+    args = re.search(r"fedlake plan (.*?)\n```", section, re.S).group(1).replace("\\\n", " ")
+    res = invoke(*args.split())
+    assert res.exit_code == 0, res.output
+    up = {r[0]: r[1] for r in rows_of(res.output, "## Traffic")}
+    float32, bits8, bits2 = (up[CHAINS[i].name] for i in (0, 2, 3))  # none, 8 and 2 bits
+    assert f"{float32} bytes up\nin float32, {bits8} with 8 bits, {bits2} with 2 bits" in section
+    z = float(re.search(r"\*\*([\d.]+)\*\*", res.output).group(1))
+    assert f"z = {z:.3g} here" in section
