@@ -7,6 +7,7 @@ import typer
 from fedlake.cli.attack_eval import attack_eval
 from fedlake.cli.certs import certs
 from fedlake.cli.client import client
+from fedlake.cli.plan import plan
 from fedlake.cli.privacy import privacy
 from fedlake.cli.report import report
 from fedlake.cli.run import run
@@ -23,6 +24,7 @@ app.command("run")(run)
 app.command("report")(report)
 app.command("attack-eval")(attack_eval)
 app.command("privacy")(privacy)
+app.command("plan")(plan)
 app.command("certs")(certs)
 app.command("server")(server)
 app.command("client")(client)
