@@ -7,6 +7,7 @@ import typer
 from fedlake.cli.attack_eval import attack_eval
 from fedlake.cli.certs import certs
 from fedlake.cli.client import client
+from fedlake.cli.doctor import doctor
 from fedlake.cli.privacy import privacy
 from fedlake.cli.report import report
 from fedlake.cli.run import run
@@ -26,6 +27,7 @@ app.command("privacy")(privacy)
 app.command("certs")(certs)
 app.command("server")(server)
 app.command("client")(client)
+app.command("doctor")(doctor)
 
 
 def main() -> None:

@@ -15,7 +15,9 @@ def check_evaluation(cfg: RunConfig, facts: Facts) -> list[Finding]:
     fed, n = cfg.federation, facts.population
     if n is None or fed.eval_clients is not None or n <= DEFAULT_EVAL_CLIENTS:
         return []
-    stop = f", and target_accuracy {fed.target_accuracy:g} stops on it" if fed.target_accuracy else ""
+    stop = (
+        f", and target_accuracy {fed.target_accuracy:g} stops on it" if fed.target_accuracy else ""
+    )
     return [
         Finding(
             "info",
@@ -43,7 +45,6 @@ def check_secure(cfg: RunConfig, facts: Facts) -> list[Finding]:
                 if m == 2
                 else "the revealed sum of one update is that update"
             ),
-            f"sample at least {SECURE_MIN_COHORT} clients per round "
-            "(federation.clients_per_round)",
+            f"sample at least {SECURE_MIN_COHORT} clients per round (federation.clients_per_round)",
         )
     ]

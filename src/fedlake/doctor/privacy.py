@@ -35,9 +35,7 @@ def averaged_noise(mechanism: str, z: float, cohort: int) -> float:
 def noise_of(cfg: RunConfig, population: int, cohort: int) -> float:
     """The noise multiplier the run uses: the given one, else calibrated to the budget."""
     with config_section("privacy"):
-        dp, _ = build_privacy(
-            cfg, {"kind": cfg.model.kind}, population=population, cohort=cohort
-        )
+        dp, _ = build_privacy(cfg, {"kind": cfg.model.kind}, population=population, cohort=cohort)
     return float(dp.noise_multiplier)
 
 
