@@ -7,6 +7,7 @@ import typer
 from fedlake.cli.attack_eval import attack_eval
 from fedlake.cli.certs import certs
 from fedlake.cli.client import client
+from fedlake.cli.doctor import doctor
 from fedlake.cli.plan import plan
 from fedlake.cli.privacy import privacy
 from fedlake.cli.report import report
@@ -28,6 +29,7 @@ app.command("plan")(plan)
 app.command("certs")(certs)
 app.command("server")(server)
 app.command("client")(client)
+app.command("doctor")(doctor)
 
 
 def main() -> None:
