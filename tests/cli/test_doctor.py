@@ -18,6 +18,7 @@ num_clients = 30
 kind = "logreg"
 [federation]
 clients_per_round = 5
+holdout_clients = 3
 [algorithm.aggregator]
 kind = "krum"
 f = 2
@@ -30,10 +31,17 @@ def invoke(*args):
     )
 
 
-def test_a_clean_config_exits_0():
-    res = invoke(EXAMPLE)
+def test_a_config_without_errors_exits_0():
+    res = invoke(EXAMPLE)  # its only finding: no held-out evaluation clients (a warning)
     assert res.exit_code == 0, res.output
-    assert "no findings" in res.output
+    assert "eval.holdout" in res.output and res.output.strip().endswith("1 warning")
+
+
+def test_a_clean_config_says_so(tmp_path):
+    path = tmp_path / "clean.toml"
+    path.write_text(KRUM.replace('kind = "krum"\nf = 2', 'kind = "mean"'))
+    res = invoke(path)
+    assert res.exit_code == 0 and "no findings" in res.output, res.output
 
 
 def test_an_error_finding_prints_a_table_and_exits_1(tmp_path):

@@ -212,6 +212,9 @@ class FederationConfig(Section):
     device_speed: float = Field(100.0, gt=0, allow_inf_nan=False)
     speed_spread: float = Field(0.5, ge=0, allow_inf_nan=False)
     eval_clients: int | None = Field(None, ge=1)
+    # simulation: clients drawn with the seed that never train; the global model is
+    # evaluated on them (new clubs, new users) instead of the training clients' splits
+    holdout_clients: int = Field(0, ge=0)
     # SecAgg+: the server sees only masked updates and their sum ([secure_aggregation])
     secure_aggregation: bool = False
     # simulation only: after the run, train the same model on all clients' pooled train
@@ -222,6 +225,11 @@ class FederationConfig(Section):
     def _one_cohort_rule(self) -> FederationConfig:
         if self.clients_per_round is not None and self.fraction is not None:
             raise ValueError("give clients_per_round or fraction, not both")
+        if self.holdout_clients and self.pooled_baseline:
+            raise ValueError(
+                "pooled_baseline compares on every client's test rows, and holdout_clients "
+                "evaluates on the held-out clients only: use one of them"
+            )
         return self
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from fedlake.config import ConfigError, RunConfig, load_config
 from fedlake.doctor.aggregation import check_aggregation
 from fedlake.doctor.compression import check_compression
-from fedlake.doctor.evaluation import check_evaluation, check_secure
+from fedlake.doctor.evaluation import check_evaluation, check_holdout, check_secure
 from fedlake.doctor.facts import Facts, facts_of
 from fedlake.doctor.finding import Finding, ordered
 from fedlake.doctor.privacy import check_privacy
@@ -20,6 +20,7 @@ CHECKS: tuple[Check, ...] = (
     check_aggregation,
     check_secure,
     check_evaluation,
+    check_holdout,
     check_compression,
 )
 

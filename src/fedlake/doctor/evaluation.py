@@ -10,6 +10,28 @@ from fedlake.simulation.evaluation import DEFAULT_EVAL_CLIENTS
 SECURE_MIN_COHORT = 3  # a sum of two updates minus one's own is the other's
 
 
+HOLDOUT_SHARE = 0.1  # the share of clients the suggested holdout_clients keeps out
+
+
+def check_holdout(cfg: RunConfig, facts: Facts) -> list[Finding]:
+    """No held-out evaluation clients: accuracy on new clubs or users goes unmeasured."""
+    fed, n = cfg.federation, facts.population
+    if n is None or fed.holdout_clients or cfg.data.scenario == "remote":
+        return []
+    suggest = max(1, round(HOLDOUT_SHARE * n))  # n: every client, none held out yet
+    return [
+        Finding(
+            "warning",
+            "eval.holdout",
+            "no held-out evaluation clients: the global model is evaluated on the test "
+            "splits of clients that also train, which overstates its accuracy on a new club "
+            "or a new user (docs/best-practices.md, Evaluation)",
+            f"set federation.holdout_clients (e.g. {suggest} of the {n:,} clients, "
+            f"{HOLDOUT_SHARE:.0%}): they never train and evaluate the model",
+        )
+    ]
+
+
 def check_evaluation(cfg: RunConfig, facts: Facts) -> list[Finding]:
     """Findings about which clients evaluate the global model."""
     fed, n = cfg.federation, facts.population

@@ -29,7 +29,7 @@ def population_of(cfg: RunConfig) -> int | None:
     """Clients the data section declares (None: a table's or a deployment's clients)."""
     if isinstance(cfg.data, TableData | RemoteData):
         return None
-    return cfg.data_clients()
+    return cfg.data_clients() - cfg.federation.holdout_clients  # held-out ones never train
 
 
 def cohort_of(cfg: RunConfig, population: int | None) -> int | None:

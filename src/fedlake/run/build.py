@@ -108,6 +108,14 @@ def build_experiment(cfg: RunConfig, *, observer: RunObserver, run_dir: Path) ->
         trainer = build_trainer(mcfg)
     fed = cfg.federation
     clients = len(scenario.data.client_ids())
+    if fed.holdout_clients:
+        with config_section("federation"):
+            if fed.holdout_clients >= clients:
+                raise ValueError(
+                    f"holdout_clients ({fed.holdout_clients}) must leave clients to train: "
+                    f"the data has {clients}"
+                )
+        clients -= fed.holdout_clients  # the training population (cohorts, DP's rate)
     buff = fedbuff_of(cfg, clients)
     cohort = cohort_spec(cfg) if buff is None else CohortSpec(count=buff.buffer)
     with config_section("federation"):
@@ -141,6 +149,7 @@ def build_experiment(cfg: RunConfig, *, observer: RunObserver, run_dir: Path) ->
                 speed_spread=fed.speed_spread,
             ),
             eval_clients=fed.eval_clients,
+            holdout_clients=fed.holdout_clients,
             executor=cfg.executor.kind,
             workers=cfg.executor.workers,
             vectorize=cfg.executor.vectorize,

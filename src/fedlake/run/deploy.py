@@ -51,6 +51,7 @@ SIMULATION_ONLY = {
     ("federation", "deadline_s"): None,
     ("federation", "pooled_baseline"): False,
     ("federation", "eval_clients"): None,
+    ("federation", "holdout_clients"): 0,
 }
 
 

@@ -21,10 +21,19 @@ from fedlake.core.trainer import Trainer
 from fedlake.data.base import ClientData
 from fedlake.orchestration.sampling import sample_cohort
 
-__all__ = ["DEFAULT_EVAL_CLIENTS", "EVAL_RNG", "PERSONAL_RNG", "CentralEvaluation", "EvalSet"]
+__all__ = [
+    "DEFAULT_EVAL_CLIENTS",
+    "EVAL_RNG",
+    "HOLDOUT_RNG",
+    "PERSONAL_RNG",
+    "CentralEvaluation",
+    "EvalSet",
+    "split_holdout",
+]
 
 EVAL_RNG = 5  # purpose tag of the evaluation sample's generator
 PERSONAL_RNG = 11  # purpose tag of the generators of fine-tuning for evaluation
+HOLDOUT_RNG = 17  # purpose tag of the generator drawing the held-out clients
 # Without an explicit eval_clients, larger populations are evaluated on a fixed sample of
 # this many clients: every user's test split each round would not scale to millions.
 DEFAULT_EVAL_CLIENTS = 1000
@@ -58,6 +67,26 @@ class EvalSet:
     def evaluate(self, trainer: Trainer, params: np.ndarray) -> dict[str, float]:
         """Loss and accuracy of ``params`` on this set."""
         return trainer.evaluate(params, self.x, self.y)
+
+
+def split_holdout(client_ids: Sequence[str], count: int, seed: int) -> tuple[list[str], list[str]]:
+    """(training clients, held-out clients): ``count`` clients, drawn with the run's seed,
+    never train and evaluate the global model (new clubs, new users); 0: none held out.
+
+    Raises:
+        ValueError: ``count`` leaves no client to train.
+    """
+    ids = list(client_ids)
+    if count == 0:
+        return ids, []
+    if not 1 <= count < len(ids):
+        raise ValueError(
+            f"holdout_clients must be in [0, {len(ids) - 1}] with {len(ids)} clients "
+            f"(some must train), got {count}"
+        )
+    held = sample_cohort(ids, count, round_rng(seed, 0, HOLDOUT_RNG))
+    out = set(held)
+    return [c for c in ids if c not in out], held
 
 
 class CentralEvaluation:

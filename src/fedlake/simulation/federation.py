@@ -32,7 +32,7 @@ from fedlake.simulation.attacks.adversary import Adversary
 from fedlake.simulation.attacks.poisoning import MALICIOUS, malicious_plugins
 from fedlake.simulation.buffered import ClockExecutor
 from fedlake.simulation.devices import DeviceProfiles
-from fedlake.simulation.evaluation import CentralEvaluation
+from fedlake.simulation.evaluation import CentralEvaluation, split_holdout
 from fedlake.simulation.population import Population, PopulationExecutor
 from fedlake.simulation.stores import SimulatedStores
 
@@ -55,6 +55,7 @@ def simulate(
     target_accuracy: float | None = None,
     population: Population | None = None,
     eval_clients: int | None = None,
+    holdout_clients: int = 0,
     executor: str | ExecutorFactory = "inline",
     workers: int | None = None,
     vectorize: bool = True,
@@ -84,6 +85,8 @@ def simulate(
             and as fast as the rest).
         adversary: the simulated attackers (None: every client honest).
         eval_clients: how many clients' test splits evaluate the global model.
+        holdout_clients: clients drawn with the seed that never train; the global model is
+            evaluated on their test splits only (0: on the training clients' own splits).
         fedbuff: asynchronous buffered steps on a simulated clock (a round is a server
             step; ``cohort`` is its K), with ``devices``' availability and durations
             (None: :class:`DeviceProfiles` defaults seeded by ``seed``).
@@ -132,7 +135,7 @@ def simulate(
             codec=algorithm.compression.upload,
             kept_local=kept_local,
         )
-    client_ids = data.client_ids()
+    client_ids, held_out = split_holdout(data.client_ids(), holdout_clients, seed)
     snapshots: tuple[Snapshotable, ...] = (stores,)
     if fedbuff is not None:
         profiles = devices or DeviceProfiles(seed=seed)
@@ -141,7 +144,7 @@ def simulate(
     evaluator = CentralEvaluation(
         data,
         trainer,
-        client_ids,
+        held_out or client_ids,
         algorithm=algorithm,
         store=stores,
         seed=seed,
