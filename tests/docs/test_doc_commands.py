@@ -31,7 +31,8 @@ def _commands() -> list[tuple[str, str]]:
 def _runnable(command: str) -> str:
     """The command as CI runs it: this interpreter for the repository's .venv paths."""
     fedlake = f"{sys.executable} -m fedlake.cli.main"
-    return command.replace(".venv/bin/fedlake", fedlake).replace(".venv/bin/python", sys.executable)
+    command = re.sub(r"(?<![\w/.])\.venv/bin/python\b", sys.executable, command)
+    return re.sub(r"(?<![\w/.])\.venv/bin/fedlake\b", fedlake, command)
 
 
 def test_the_docs_show_commands() -> None:
