@@ -39,7 +39,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check src tests
 	$(BIN)/ruff format --check src tests
 	$(BIN)/lint-imports
-	$(BIN)/mypy src/fedlake/core src/fedlake/aggregators src/fedlake/transforms src/fedlake/privacy src/fedlake/compression src/fedlake/plugins src/fedlake/algorithms src/fedlake/client src/fedlake/data src/fedlake/models src/fedlake/orchestration src/fedlake/backends src/fedlake/simulation src/fedlake/harness src/fedlake/config src/fedlake/testing
+	$(BIN)/mypy src/fedlake/core src/fedlake/aggregators src/fedlake/transforms src/fedlake/privacy src/fedlake/compression src/fedlake/plugins src/fedlake/algorithms src/fedlake/client src/fedlake/data src/fedlake/models src/fedlake/orchestration src/fedlake/backends src/fedlake/simulation src/fedlake/harness src/fedlake/config src/fedlake/testing src/fedlake/guidance src/fedlake/doctor
 
 # The docs site (mkdocs.yml) into site/; strict: a broken link, anchor or image fails it.
 docs: $(STAMP)
