@@ -58,11 +58,23 @@ def test_every_example_is_recorded():
     assert sorted(RECORDED["runs"]) == sorted(e.key for e in BENCH.EXAMPLES)
 
 
-def _close(got, want):
+# Tolerances across machine kinds, per example where the defaults (accuracy +-0.02,
+# rounds +-max(5, rounds / 5)) are too tight, both measured on the two kinds we run on:
+# - SCAFFOLD + Ditto with deadline stragglers ends at ~50%, and the kernels' float order
+#   alone moves it by ~3 points (0.5121 recorded on AVX2, 0.4796 on AVX-512);
+# - activity seed 2 hovers just under its 90% target for many rounds, so the round that
+#   crosses it moves with the float order (round 32 recorded on AVX2, 47 on AVX-512).
+ACROSS_KINDS = {"activity_personalized": {"accuracy": 0.05}, "activity_seed2": {"rounds": 16}}
+
+
+def _close(got, want, key=""):
     """Another machine kind: same stop reason, stop round and accuracy near the recorded."""
+    wider = ACROSS_KINDS.get(key, {})
     assert got["stop_reason"] == want["stop_reason"]
-    assert abs(got["rounds"] - want["rounds"]) <= max(5, want["rounds"] // 5)
-    assert got["final_accuracy"] == pytest.approx(want["final_accuracy"], abs=0.02)
+    rounds = wider.get("rounds", max(5, want["rounds"] // 5))
+    assert abs(got["rounds"] - want["rounds"]) <= rounds
+    tolerance = wider.get("accuracy", 0.02)
+    assert got["final_accuracy"] == pytest.approx(want["final_accuracy"], abs=tolerance)
     for key in ("upload_factor", "download_factor"):
         assert got[key] == pytest.approx(want[key], rel=0.02)
     if want.get("pooled_accuracy") is not None:
@@ -77,4 +89,4 @@ def test_example_still_produces_its_recorded_numbers(example, tmp_path):
     if BENCH.machine_kind() == RECORDED["machine_kind"]:
         assert {k: got.get(k) for k in EXACT} == {k: want.get(k) for k in EXACT}
     else:
-        _close(got, want)
+        _close(got, want, example.key)
