@@ -138,7 +138,9 @@ class Credential:
             digest = body_digest(body)
         elif len(body):
             raise ValueError("give the body or its digest, not both")
-        stamp = f"{time.time():.3f}"
+        # microseconds: rounded to the millisecond, a request signed just after the server
+        # started could read as signed before it (and be refused, 503: sign it again)
+        stamp = f"{time.time():.6f}"
         nonce = secrets.token_hex(16)
         message = canonical(method, path, query, digest, stamp, nonce, self.client_id)
         signature = base64.b64encode(self.private_key.sign(message)).decode()
