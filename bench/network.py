@@ -72,6 +72,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _git import git_state  # noqa: E402  (bench/, beside this script)
+from _procs import pss_bytes  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
@@ -155,17 +156,6 @@ def tagged(tag: str) -> list[int]:
             except OSError:
                 continue
     return out
-
-
-def pss_bytes(pid: int) -> int:
-    """Proportional set size of ``pid`` (shared pages divided among their users), bytes."""
-    try:
-        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-            if line.startswith("Pss:"):
-                return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return 0
 
 
 def mem_available() -> int:
