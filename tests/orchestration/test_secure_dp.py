@@ -16,6 +16,7 @@ pytest.importorskip("cryptography")
 pytest.importorskip("randomgen")
 
 from fedlake.config import ConfigError, parse_config  # noqa: E402
+from fedlake.orchestration.events import NullObserver  # noqa: E402
 from fedlake.orchestration.secure_dp import dp_encoding  # noqa: E402
 from fedlake.privacy.accounting import epsilon  # noqa: E402
 from fedlake.privacy.distributed import (  # noqa: E402
@@ -38,19 +39,6 @@ BASE: dict[str, Any] = {
     "federation": {"rounds": 2, "clients_per_round": 10, "secure_aggregation": True},
     "lakehouse": {"delta": False, "mlflow": False},
 }
-
-
-class Messages:
-    """An observer keeping the run's messages."""
-
-    def __init__(self) -> None:
-        self.lines: list[str] = []
-
-    def message(self, text: str) -> None:
-        self.lines.append(text)
-
-    def __getattr__(self, name: str) -> Any:
-        return lambda *a, **kw: None
 
 
 def _config(tmp_path: Path, **sections: Any) -> Any:
@@ -103,9 +91,9 @@ def test_a_distributed_dp_run_is_noised_accounted_and_said(tmp_path: Path) -> No
     privacy = {"mechanism": "distributed", "noise_multiplier": 1.0, "clip": 0.5}
     sections: dict[str, Any] = {"privacy": privacy}
     cfg = _config(tmp_path / "a", **sections)
-    observer = Messages()
-    exp = build_experiment(cfg, observer=observer, run_dir=tmp_path / "a" / "run")  # type: ignore[arg-type]
-    line = next(t for t in observer.lines if t.startswith("privacy:"))
+    observer = NullObserver()
+    exp = build_experiment(cfg, observer=observer, run_dir=tmp_path / "a" / "run")
+    line = next(t for t in observer.messages if t.startswith("privacy:"))
     assert "distributed DP" in line and "Skellam share" in line and "(rdp accountant)" in line
     assert exp.federation.secure is not None and exp.federation.secure.dp is not None
     noisy = _history(tmp_path / "b", **sections)
@@ -133,15 +121,15 @@ def test_an_epsilon_budget_calibrates_the_noise_without_amplification(tmp_path: 
 def test_too_few_survivors_for_the_noise_are_not_unmasked(tmp_path: Path) -> None:
     privacy = {"mechanism": "distributed", "noise_multiplier": 1.0, "noise": "seeded"}
     federation = {"dropout": 0.3, "max_retries": 0, "min_clients": 1}
-    observer = Messages()
+    observer = NullObserver()
     cfg = _config(  # the complete graph: the protocol itself survives the dropouts
         tmp_path, privacy=privacy, federation=federation,
         secure_aggregation={"expected_dropout": 0.05, "degree": 9, "threshold": 5},
     )  # fmt: skip
-    exp = build_experiment(cfg, observer=observer, run_dir=tmp_path / "run")  # type: ignore[arg-type]
+    exp = build_experiment(cfg, observer=observer, run_dir=tmp_path / "run")
     exp.federation.observer = observer
     exp.federation.run()
-    said = "\n".join(observer.lines)
+    said = "\n".join(observer.messages)
     assert "whose distributed DP noise shares make up the full noise" in said
 
 
@@ -196,7 +184,7 @@ def test_quantisation_before_masking_narrows_the_ring(
 def test_distributed_dp_refusals(tmp_path: Path, sections: dict[str, Any], words: str) -> None:
     with pytest.raises(ConfigError) as err:
         cfg = _config(tmp_path, **sections)
-        build_experiment(cfg, observer=Messages(), run_dir=tmp_path / "run")  # type: ignore[arg-type]
+        build_experiment(cfg, observer=NullObserver(), run_dir=tmp_path / "run")
     assert words in str(err.value)
 
 

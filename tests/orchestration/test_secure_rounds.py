@@ -20,6 +20,7 @@ from fedlake.core.rng import round_rng  # noqa: E402
 from fedlake.core.task import ClientReply, SecureStage  # noqa: E402
 from fedlake.data.synthetic import fedprox_synthetic  # noqa: E402
 from fedlake.orchestration.checkpoint import load_checkpoint  # noqa: E402
+from fedlake.orchestration.events import NullObserver  # noqa: E402
 from fedlake.orchestration.sampling import CohortSpec, draw_cohort  # noqa: E402
 from fedlake.orchestration.secure import SecureSettings, secure_encoding  # noqa: E402
 from fedlake.run import run_experiment  # noqa: E402
@@ -33,19 +34,6 @@ TRAINER = LogRegTrainer(60, 10)
 COHORT = 10
 SEED = 1
 SETTINGS = SecureSettings(clip=10.0)
-
-
-class Messages:
-    """An observer keeping the run's messages."""
-
-    def __init__(self) -> None:
-        self.lines: list[str] = []
-
-    def message(self, text: str) -> None:
-        self.lines.append(text)
-
-    def __getattr__(self, name: str) -> Any:
-        return lambda **kw: None
 
 
 def _run(tmp: Path, secure: SecureSettings | None, **kw: Any) -> Any:
@@ -114,7 +102,7 @@ def test_dropouts_after_the_key_exchange_leave_the_survivors_plain_aggregate(
 def test_too_many_dropouts_abort_the_attempt_and_the_retry_policy_applies(
     tmp_path: Path,
 ) -> None:
-    observer = Messages()
+    observer = NullObserver()
     fed = simulate(
         recipe=fedavg, trainer=TRAINER, data=DATA, run_dir=tmp_path, rounds=1,
         cohort=CohortSpec(count=COHORT), seed=SEED, secure=SETTINGS, max_retries=1,
@@ -125,7 +113,7 @@ def test_too_many_dropouts_abort_the_attempt_and_the_retry_policy_applies(
     ckpt = load_checkpoint(tmp_path)
     assert ckpt is not None
     assert [h["status"] for h in ckpt.history] == ["retry", "failed"]
-    aborted = [line for line in observer.lines if "secure aggregation aborted" in line]
+    aborted = [line for line in observer.messages if "secure aggregation aborted" in line]
     assert len(aborted) == 2 and "t=5" in aborted[0]
 
 
@@ -197,7 +185,7 @@ def _config(tmp_path: Path, **sections: Any) -> Any:
 def _refused(tmp_path: Path, **sections: Any) -> str:
     cfg = _config(tmp_path, **sections)
     with pytest.raises(ConfigError) as err:
-        build_experiment(cfg, observer=Messages(), run_dir=tmp_path / "run")  # type: ignore[arg-type]
+        build_experiment(cfg, observer=NullObserver(), run_dir=tmp_path / "run")
     return str(err.value)
 
 
@@ -252,7 +240,7 @@ def test_what_secure_aggregation_does_not_combine_with_is_refused(
     raw["output_dir"] = str(tmp_path)
     cfg = parse_config(raw)
     with pytest.raises(ConfigError, match=None) as err:
-        build_experiment(cfg, observer=Messages(), run_dir=tmp_path / "run")  # type: ignore[arg-type]
+        build_experiment(cfg, observer=NullObserver(), run_dir=tmp_path / "run")
     assert words in str(err.value)
 
 

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from fedlake.config import ConfigError, parse_config
+from fedlake.orchestration.events import NullObserver
 from fedlake.run import run_experiment
 from fedlake.run.build import build_experiment
 from fedlake.simulation.evaluation import split_holdout
@@ -45,7 +46,7 @@ def test_the_split_is_seeded_disjoint_and_complete() -> None:
 
 def test_held_out_clients_never_train_and_are_the_evaluation(tmp_path: Path) -> None:
     cfg = _config(tmp_path)
-    exp = build_experiment(cfg, observer=_Quiet(), run_dir=tmp_path / "run")  # type: ignore[arg-type]
+    exp = build_experiment(cfg, observer=NullObserver(), run_dir=tmp_path / "run")
     data = exp.scenario.data
     _, held = split_holdout(data.client_ids(), 3, seed=3)
     assert set(exp.federation.client_ids) == set(data.client_ids()) - set(held)
@@ -66,10 +67,5 @@ def test_held_out_clients_never_train_and_are_the_evaluation(tmp_path: Path) -> 
 def test_refusals(tmp_path: Path, federation: dict[str, Any], words: str) -> None:
     with pytest.raises(ConfigError) as err:
         cfg = _config(tmp_path, **federation)
-        build_experiment(cfg, observer=_Quiet(), run_dir=tmp_path / "run")  # type: ignore[arg-type]
+        build_experiment(cfg, observer=NullObserver(), run_dir=tmp_path / "run")
     assert words in str(err.value)
-
-
-class _Quiet:
-    def __getattr__(self, name: str) -> Any:
-        return lambda *a, **kw: None
